@@ -1,0 +1,138 @@
+"""Fine-tune an encoder classifier on teacher labels (hard, soft, out-of-scope).
+
+In-scope rows learn from `kd_loss` (CE, plus temperature-scaled KL where the teacher
+gave a distribution); out-of-scope rows (label -1) learn low confidence through
+outlier exposure. Seeded; AdamW with linear warm-up and decay; early stopping on the
+validation accuracy, keeping the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nanoforge.distill.losses import kd_loss, outlier_exposure_loss
+from nanoforge.progress import progress_bar
+from nanoforge.runtime.text import TextEncoder
+from nanoforge.students.encoder import EncoderClassifier
+from nanoforge.task import StudentSpec
+
+OE_WEIGHT = 0.5
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # int64, -1 = out of scope
+    soft: np.ndarray | None = None  # (n, C) teacher probabilities; zero rows = none
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict_arrays(
+    model: EncoderClassifier, enc: TextEncoder, texts: list[str], batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, pooled) for `texts`, batched by length for speed, in the input order."""
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    logits = np.zeros((len(texts), model.num_labels), dtype=np.float32)
+    pooled = None
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = enc.encode([texts[i] for i in idx])
+        lg, pl = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        if pooled is None:
+            pooled = np.zeros((len(texts), pl.shape[1]), dtype=np.float32)
+        logits[idx] = lg.numpy()
+        pooled[idx] = pl.numpy()
+    return logits, pooled
+
+
+def accuracy(model: EncoderClassifier, enc: TextEncoder, split: Split) -> float:
+    keep = split.labels >= 0
+    if not keep.any():
+        return float("nan")
+    texts = [t for t, k in zip(split.texts, keep) if k]
+    logits, _ = predict_arrays(model, enc, texts)
+    return float((logits.argmax(1) == split.labels[keep]).mean())
+
+
+def train_classifier(
+    model: EncoderClassifier, enc: TextEncoder, train: Split, valid: Split, cfg: StudentSpec, log=print
+) -> dict:
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    n = len(train.texts)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
+    )
+    labels = torch.from_numpy(train.labels)
+    soft = torch.from_numpy(train.soft.astype(np.float32)) if train.soft is not None else None
+    rng = np.random.default_rng(cfg.seed)
+
+    history: list[dict] = []
+    best = {"acc": -1.0, "epoch": 0, "state": None}
+    step, bad_epochs, t0 = 0, 0, time.perf_counter()
+    with progress_bar("training", total=total) as advance:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            perm = rng.permutation(n)
+            running = 0.0
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                ids, mask = enc.encode([train.texts[i] for i in idx])
+                logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
+                y = labels[idx]
+                oos = y < 0
+                per_row = torch.zeros(len(idx))
+                if (~oos).any():
+                    s = soft[idx][~oos] if soft is not None else None
+                    per_row[~oos] = kd_loss(logits[~oos], y[~oos], s, cfg.kd_temperature, cfg.kd_alpha)
+                if oos.any():
+                    per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
+                loss = per_row.mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                running += loss.item()
+                advance(1, f"epoch {epoch} loss {running / (b + 1):.3f}")
+            acc = accuracy(model, enc, valid)
+            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_accuracy": acc})
+            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid accuracy {acc:.4f}")
+            if math.isnan(acc) or acc > best["acc"]:
+                best = {"acc": acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    log(f"early stop: no gain for {cfg.patience} epoch(s); keeping epoch {best['epoch']}")
+                    break
+            if step >= total:
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": history, "best_epoch": best["epoch"], "best_valid_accuracy": best["acc"],
+            "steps": step, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,53 @@
+"""ONNX export of encoder students (torch.onnx, dynamo exporter)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from nanoforge.students.encoder import EncoderClassifier
+
+OPSET = 18
+
+
+def export_classifier(model: EncoderClassifier, path: str | Path) -> Path:
+    """Write `model` as ONNX with inputs input_ids/attention_mask (batch x seq, int64)
+    and outputs logits (batch x labels) and pooled (batch x hidden)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    ids = torch.ones((2, 8), dtype=torch.long)
+    mask = torch.ones((2, 8), dtype=torch.long)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    with warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (ids, mask),
+            dynamo=True,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits", "pooled"],
+            dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+            opset_version=OPSET,
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+    return path
+
+
+class _quiet:
+    """Silence the exporter's step-by-step log lines."""
+
+    def __enter__(self):
+        self.loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export")]
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)

@@ -1,0 +1,139 @@
+"""Run reports: report.json (everything measured), report.md (for people), report.png."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanoforge.evaluate import fmt, retention_curve
+
+MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
+                "teacher": "teacher"}
+
+
+def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows of the side-by-side table: model, accuracy, OOS recall, retention, p50, size, cost/1k."""
+    rows = []
+    for key, title in MODEL_TITLES.items():
+        m = result["models"].get(key)
+        if m is None:
+            continue
+        met = m["metrics"]
+        lat = m.get("latency_ms")
+        rows.append([
+            f"{title}" + (f" [{m['runtime']}]" if key == "teacher" else ""),
+            fmt(met["accuracy"]), fmt(met["oos_recall"]), fmt(met["in_scope_retention"]),
+            f"{lat['p50']:.2f} ms" if lat else "-",
+            f"{m['size_mb']:.1f} MB" if m.get("size_mb") is not None else "-",
+            f"${m['cost_per_1k_usd']:.4f}" if key == "teacher" else "$0 (on device)",
+        ])
+    return rows
+
+
+HEADER = ["model", "accuracy", "OOS recall", "retention", "p50 latency", "size", "cost / 1k calls"]
+
+
+def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    gate = plot_data["gate"]
+    for method, s in plot_data["curves"].items():
+        if len(s["oos"]) == 0:
+            continue
+        pts = retention_curve(np.asarray(s["in"]), np.asarray(s["oos"]))
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], label=method, lw=2 if method == gate.method else 1)
+        if method == gate.method:
+            ins, oos = np.asarray(s["in"]), np.asarray(s["oos"])
+            ax1.scatter([(ins >= gate.threshold).mean()], [(oos < gate.threshold).mean()], zorder=3,
+                        color="black", label=f"deployed threshold ({method})")
+    ax1.set_xlabel("in-scope retention (test)")
+    ax1.set_ylabel("out-of-scope recall (test)")
+    ax1.set_title("Out-of-scope gate: retention vs recall")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    errors = Counter((str(g), str(p) if p is not None else "(out of scope)")
+                     for g, p in zip(plot_data["gold"], plot_data["pred"]) if g != p)
+    top = errors.most_common(12)[::-1]
+    ax2.barh([f"{g if g != 'None' else '(out of scope)'} -> {p}" for (g, p), _ in top], [c for _, c in top])
+    ax2.set_title("Most frequent errors on test (gold -> predicted)")
+    ax2.set_xlabel("count")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any]) -> None:
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    try:
+        plot(out / "report.png", plot_data)
+        plot_line = "![gate and errors](report.png)\n"
+    except ImportError:
+        plot_line = "(matplotlib not installed: no plot)\n"
+    rows = comparison_rows(result)
+    table = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
+    table += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+    g = result["gate"]
+    cand = "\n".join(
+        f"| {m} | {c['threshold']:.4g} | {fmt(c['valid_retention'])} | {fmt(c['valid_oos_recall'])} |"
+        for m, c in g["candidates"].items())
+    p = result["parity"]
+    t = result["teacher_stats"]
+    hist = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_accuracy'])} |"
+                     for h in result["training"]["history"])
+    md = f"""# nanoforge report: {result['task']}
+
+Bundle: `{result['bundle']}` ({result['labels']} labels). Data: train {result['data']['train']}, valid {result['data']['valid']}, test {result['data']['test']}.
+Run time: {result['seconds'] / 60:.1f} min.
+
+## Test set: nano vs the model it came from vs the teacher
+
+{table}
+Accuracy and macro figures are over in-scope test rows (an out-of-scope answer there counts as wrong).
+Latency is single-query p50 in one process on this machine.
+
+{plot_line}
+## Out-of-scope gate
+
+Chosen: **{g['method']}** (threshold {g['threshold']:.4g}), {g['why']}. Target retention {g['target_retention']:.0%}.
+
+| method | threshold | valid retention | valid OOS recall |
+|---|---|---|---|
+{cand}
+
+## Export parity (valid split, against the torch model)
+
+| variant | label agreement | max logit diff |
+|---|---|---|
+| ONNX FP32 | {fmt(p['fp32']['agreement'])} | {p['fp32']['max_abs_logit_diff']:.2e} |
+| ONNX INT8 | {fmt(p['int8']['agreement'])} | {p['int8']['max_abs_logit_diff']:.2e} |
+
+## Training
+
+| epoch | train loss | valid accuracy |
+|---|---|---|
+{hist}
+
+Best epoch {result['training']['best_epoch']}, {result['training']['steps']} steps, {result['training']['seconds']:.0f} s.
+
+## Teacher
+
+Backend `{t['backend']}`{f" model `{t['model']}`" if t.get('model') else ''}: {t['requests']} answers, {t['api_calls']} API calls,
+{t['cached']} from cache, {t['reasked']} re-asked, {t['rejected']} rejected; tokens in/out {t['tokens_in']}/{t['tokens_out']};
+cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
+
+## Lineage
+
+```json
+{json.dumps(result['lineage'], indent=2)}
+```
+"""
+    (out / "report.md").write_text(md)

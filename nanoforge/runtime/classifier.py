@@ -1,0 +1,87 @@
+"""Torch-free classification nano: onnxruntime + tokenizers + numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanoforge.bundle import read_manifest
+from nanoforge.data import check_text
+from nanoforge.errors import BundleError
+from nanoforge.runtime.gate import Gate, softmax
+from nanoforge.runtime.text import TextEncoder
+
+
+def make_session(model_path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for corrupt models
+        raise BundleError(f"{model_path}: cannot load ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
+def load_gate(bundle_dir: Path, spec: dict[str, Any]) -> Gate:
+    params: dict[str, np.ndarray] = {}
+    if spec.get("file"):
+        from safetensors.numpy import load_file
+
+        params = load_file(str(bundle_dir / spec["file"]))
+    return Gate(method=spec["method"], threshold=float(spec["threshold"]), params=params)
+
+
+class ClassifierNano:
+    """A classification bundle ready to predict. `predict` never imports torch."""
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True):
+        self.dir = Path(bundle_dir)
+        self.manifest = read_manifest(self.dir, verify=verify)
+        m = self.manifest
+        if m.get("kind") != "classify":
+            raise BundleError(f"{self.dir}: bundle kind {m.get('kind')!r} is not a classifier")
+        self.name: str = m["name"]
+        self.version: str = m["version"]
+        self.labels: list[str] = m["labels"]
+        model = m["model"]
+        self.encoder = TextEncoder.from_file(self.dir / model["tokenizer"], model["max_length"], model.get("pad_id"))
+        self.session = make_session(self.dir / model["file"], threads)
+        self.gate = load_gate(self.dir, m["gate"])
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = self.encoder.encode(texts)
+        logits, pooled = self.session.run(["logits", "pooled"], {"input_ids": ids, "attention_mask": mask})
+        return logits, pooled
+
+    def predict_batch(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        for i, t in enumerate(texts):
+            check_text(t, f"input {i}")
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(texts), batch_size):
+            logits, pooled = self.forward(texts[start : start + batch_size])
+            out.extend(self.decide(logits, pooled))
+        return out
+
+    def predict(self, text: str) -> dict[str, Any]:
+        check_text(text, "input")
+        return self.decide(*self.forward([text]))[0]
+
+    def decide(self, logits: np.ndarray, pooled: np.ndarray) -> list[dict[str, Any]]:
+        probs = softmax(logits)
+        scores = self.gate.score(logits, pooled)
+        keep = self.gate.accepts(scores)
+        top = probs.argmax(axis=1)
+        results = []
+        for i in range(len(logits)):
+            if keep[i]:
+                results.append({"label": self.labels[top[i]], "confidence": float(probs[i, top[i]]),
+                                "out_of_scope": False, "score": float(scores[i])})
+            else:
+                results.append({"label": None, "out_of_scope": True, "score": float(scores[i])})
+        return results

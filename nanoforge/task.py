@@ -1,0 +1,164 @@
+"""Task specs: what a nano does, where its data lives, who teaches it.
+
+A spec is YAML validated with pydantic. Errors name the file and the key:
+
+    name: bank-intents
+    kind: classify
+    labels: [balance, transfer]          # optional: taken from the training data when absent
+    data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
+    teacher: {backend: reference}        # or openai: {model, base_url, api_key_env, ...}
+    student: {base: minilm-l6}           # or a local Hugging Face model folder
+    out_of_scope: {target_retention: 0.95}
+
+Paths are relative to the YAML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nanoforge.errors import NanoforgeError
+
+TaskKind = Literal["classify"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    train: Path
+    valid: Path | None = None
+    test: Path | None = None
+    # Fractions of `train` held out when valid/test are absent (seeded, stratified).
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+
+class TeacherSpec(_Strict):
+    backend: Literal["reference", "openai"] = "reference"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    price_per_1m_in: float = Field(0.0, ge=0)
+    price_per_1m_out: float = Field(0.0, ge=0)
+    concurrency: int = Field(8, ge=1, le=256)
+    max_retries: int = Field(4, ge=0, le=20)
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = Field(0.0, ge=0, le=2)
+    logprobs: bool = False  # ask for top logprobs to build soft labels (when the server has them)
+    instructions: str | None = None  # extra task description for the teacher prompt
+    cache: Path | None = None  # sqlite file; default: <out>/teacher_cache.sqlite
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class StudentSpec(_Strict):
+    base: str = "minilm-l6"
+    max_length: int = Field(64, ge=8, le=4096)
+    epochs: int = Field(6, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(1e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    patience: int = Field(2, ge=1)
+    kd_temperature: float = Field(2.0, gt=0)
+    kd_alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term when soft labels exist
+    max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (tests, smoke runs)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
+class OutOfScopeSpec(_Strict):
+    target_retention: float = Field(0.95, gt=0, le=1)
+    method: Literal["auto", "msp", "energy", "mahalanobis"] = "auto"
+
+
+class ExportSpec(_Strict):
+    min_int8_agreement: float = Field(0.99, ge=0, le=1)
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+$")
+    kind: TaskKind = "classify"
+    description: str | None = None
+    labels: list[str] | None = None
+    data: DataSpec
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+    out_of_scope: OutOfScopeSpec = OutOfScopeSpec()
+    export: ExportSpec = ExportSpec()
+    seed: int = 0
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("must list at least one label (or be left out)")
+        if any(not isinstance(x, str) or not x.strip() for x in v):
+            raise ValueError("every label must be a non-empty string")
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"duplicate labels: {', '.join(dup)}")
+        return v
+
+    def public_dict(self) -> dict:
+        """The spec as JSON for bundles and reports (paths as given, no secrets)."""
+        return self.model_dump(mode="json")
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None) -> TaskSpec:
+    """Validate a parsed YAML/JSON object; resolve data paths against `base_dir`."""
+    if not isinstance(raw, dict):
+        raise NanoforgeError(f"{source}: a task spec must be a mapping of keys, got {type(raw).__name__}")
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise NanoforgeError(f"{source}: {_loc(err['loc'])}: {msg}{more}") from None
+    if base_dir is not None:
+        d = spec.data
+        for key in ("train", "valid", "test"):
+            p = getattr(d, key)
+            if p is not None and not p.is_absolute():
+                setattr(d, key, (base_dir / p).resolve())
+        if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
+            spec.teacher.cache = (base_dir / spec.teacher.cache).resolve()
+    if spec.teacher.backend == "openai" and not spec.teacher.model:
+        raise NanoforgeError(f"{source}: teacher.model: required for the openai backend")
+    return spec
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise NanoforgeError(f"{path}: task spec not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NanoforgeError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise NanoforgeError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    return parse_task(raw, source=str(path), base_dir=path.parent.resolve())

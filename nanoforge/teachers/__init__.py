@@ -1,0 +1,24 @@
+"""Teacher backends behind one protocol (see base.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nanoforge.task import TaskSpec
+from nanoforge.teachers.base import Answer, Teacher, TeacherStats
+
+__all__ = ["Answer", "Teacher", "TeacherStats", "make_teacher"]
+
+
+def make_teacher(spec: TaskSpec, labels: list[str], cache_path: Path | None = None) -> Teacher:
+    """Build the teacher the spec names. `cache_path` is the sqlite answer cache."""
+    backend = spec.teacher.backend
+    if backend == "reference":
+        from nanoforge.teachers.reference import ReferenceTeacher
+
+        return ReferenceTeacher()
+    if backend == "openai":
+        from nanoforge.teachers.openai import OpenAITeacher
+
+        return OpenAITeacher(spec, labels, cache_path=spec.teacher.cache or cache_path)
+    raise ValueError(f"unknown teacher backend {backend!r}")  # unreachable: the spec validates it

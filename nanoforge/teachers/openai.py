@@ -1,0 +1,332 @@
+"""The `openai` teacher: an LLM behind the OpenAI chat-completions API labels records.
+
+Any server speaking that wire format works (OpenAI, vLLM, llama.cpp, Ollama, ...). The
+official SDK does the HTTP work, including retries with exponential backoff on 408/409/
+429/5xx, timeouts and dropped connections. This module adds the prompt, strict parsing
+of the answer (one re-ask, then `rejected`), soft labels from logprobs, an sqlite cache
+written after every response (a killed run resumes without paying twice), and the
+cost accounting. A server that cannot be reached raises `TeacherError`; no answer is
+ever made up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+from openai import AsyncOpenAI
+
+from nanoforge.data import Record
+from nanoforge.errors import NanoforgeError, TeacherError
+from nanoforge.task import TaskSpec
+from nanoforge.teachers.base import Answer, Progress, TeacherStats
+from nanoforge.teachers.cache import AnswerCache
+
+TOP_LOGPROBS = 5
+PLACEHOLDER_KEY = "not-needed"  # local servers usually ignore the key but the SDK wants one
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_TRAILING = ".,;:!?"
+
+
+@dataclass
+class _Reply:
+    """One chat completion, as cached: the text, its usage and the answer token's alternatives."""
+
+    content: str
+    tokens_in: int
+    tokens_out: int
+    top_logprobs: list[tuple[str, float]] | None  # of the first answer token
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "content": self.content,
+            "usage": {"prompt_tokens": self.tokens_in, "completion_tokens": self.tokens_out},
+            "top_logprobs": None if self.top_logprobs is None else [list(t) for t in self.top_logprobs],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Reply:
+        top = d.get("top_logprobs")
+        usage = d.get("usage") or {}
+        return cls(
+            content=d.get("content") or "",
+            tokens_in=int(usage.get("prompt_tokens") or 0),
+            tokens_out=int(usage.get("completion_tokens") or 0),
+            top_logprobs=None if top is None else [(str(t), float(lp)) for t, lp in top],
+        )
+
+
+def _strip_token(token: str) -> str:
+    return token.strip().strip(_QUOTES).strip()
+
+
+def _first_answer_token(logprobs: Any) -> list[tuple[str, float]] | None:
+    """Top alternatives of the first content token that is not whitespace or a quote."""
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    for tok in content or []:
+        if _strip_token(tok.token):
+            top = [(t.token, float(t.logprob)) for t in (tok.top_logprobs or [])]
+            return top or [(tok.token, float(tok.logprob))]
+    return None
+
+
+def resolve_api_key(spec: TaskSpec) -> str:
+    """The key from `teacher.api_key_env`; a placeholder for a non-OpenAI server without one."""
+    t = spec.teacher
+    key = os.environ.get(t.api_key_env)
+    if key:
+        return key
+    host = (urlparse(t.base_url).hostname or "") if t.base_url else ""
+    if not t.base_url or host == "openai.com" or host.endswith(".openai.com"):
+        raise NanoforgeError(
+            f"teacher: environment variable {t.api_key_env} is not set "
+            f"(it must hold the API key for {t.base_url or 'the OpenAI API'})"
+        )
+    return PLACEHOLDER_KEY
+
+
+class OpenAITeacher:
+    """Labels records by asking a chat model; see the module docstring."""
+
+    name = "openai"
+
+    def __init__(self, spec: TaskSpec, labels: list[str], cache_path: Path | None = None) -> None:
+        t = spec.teacher
+        if not t.model:
+            raise NanoforgeError("teacher.model: required for the openai backend")
+        if not labels:
+            raise NanoforgeError("teacher: the task has no labels to ask the teacher for")
+        self.spec = spec
+        self.labels = list(labels)
+        self.model: str = t.model
+        self._api_key = resolve_api_key(spec)
+        # The out-of-scope answer word; only renamed if a label is literally called "none".
+        self.none_word = "none" if "none" not in {x.casefold() for x in labels} else "out_of_scope"
+        folded: dict[str, list[str]] = defaultdict(list)
+        for lab in self.labels:
+            folded[lab.casefold()].append(lab)
+        self._by_fold = {k: v[0] for k, v in folded.items() if len(v) == 1}
+        self.params: dict[str, Any] = {"temperature": t.temperature}
+        if t.logprobs:
+            self.params.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        self.system_prompt = self._system_prompt()
+        self.stats = TeacherStats(backend="openai", model=self.model)
+        self._cache = AnswerCache(cache_path) if cache_path is not None else None
+        if self._cache is None:
+            self.stats.notes.append("no answer cache: an interrupted run pays again for its answers")
+        self._url = t.base_url or "https://api.openai.com/v1"
+        self._no_logprobs_noted = False
+
+    # ------------------------------------------------------------------ prompt and parsing
+
+    def _system_prompt(self) -> str:
+        lines = [f'You label messages for the classification task "{self.spec.name}".']
+        for extra in (self.spec.description, self.spec.teacher.instructions):
+            if extra and extra.strip():
+                lines.append(extra.strip())
+        lines.append("Allowed labels:")
+        lines.extend(f"- {lab}" for lab in self.labels)
+        lines.append(
+            "Answer with exactly one label from the list, written exactly as shown, and nothing else. "
+            f"If the message fits none of the labels (it is out of scope), answer {self.none_word}."
+        )
+        return "\n".join(lines)
+
+    def _reask_prompt(self, bad: str) -> str:
+        shown = bad if len(bad) <= 100 else bad[:100] + "..."
+        return (
+            f"{shown!r} is not in the label list. Answer with exactly one of: {', '.join(self.labels)} "
+            f"(or {self.none_word} if the message fits none of them), and nothing else."
+        )
+
+    def parse(self, text: str) -> tuple[bool, str | None]:
+        """(valid, label): label None means out of scope. Strips whitespace, quotes, end punctuation."""
+        forms: list[str] = []  # the answer, then ever more stripped: a label may end in "."
+        s = text.strip()
+        while s not in forms:
+            forms.append(s)
+            unquoted = s.strip(_QUOTES).strip()
+            s = unquoted if unquoted != s else s.rstrip(_TRAILING).strip()
+        for form in forms:
+            if form in self.labels:
+                return True, form
+            folded = form.casefold()
+            if folded in self._by_fold:
+                return True, self._by_fold[folded]
+            if folded == self.none_word:
+                return True, None
+        return False, None
+
+    def soft_label(self, top: list[tuple[str, float]] | None) -> dict[str, float] | None:
+        """Map the answer token's top logprobs onto labels (unique prefix match), renormalised."""
+        if not top:
+            return None
+        mass: dict[str, float] = defaultdict(float)
+        for token, logprob in top:
+            t = _strip_token(token).casefold()
+            if not t:
+                continue
+            hits = [lab for lab in self.labels if lab.casefold().startswith(t)]
+            if len(hits) == 1:
+                mass[hits[0]] += math.exp(logprob)
+        total = sum(mass.values())
+        if total <= 0:
+            return None
+        return {lab: p / total for lab, p in mass.items()}
+
+    # ------------------------------------------------------------------ labelling
+
+    def label(self, records: list[Record], progress: Progress | None = None) -> list[Answer]:
+        """One Answer per record, in order. Raises TeacherError when the server keeps failing."""
+        start = time.perf_counter()
+        texts: dict[str, int] = {}  # unique input -> number of records with it
+        for r in records:
+            texts[r.input] = texts.get(r.input, 0) + 1
+        try:
+            answers = asyncio.run(self._label_all(texts, progress))
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+        self.stats.requests += len(records)
+        return [answers[r.input] for r in records]
+
+    async def _label_all(self, texts: dict[str, int], progress: Progress | None) -> dict[str, Answer]:
+        t = self.spec.teacher
+        client = AsyncOpenAI(
+            base_url=t.base_url,
+            api_key=self._api_key,
+            max_retries=t.max_retries,
+            timeout=t.timeout_s,
+        )
+        self._url = str(client.base_url).rstrip("/")
+        sem = asyncio.Semaphore(t.concurrency)
+        answers: dict[str, Answer] = {}
+
+        async def one(text: str) -> None:
+            answers[text] = await self._answer(client, sem, text, texts[text])
+            if progress:
+                progress(texts[text])
+
+        tasks = [asyncio.ensure_future(one(text)) for text in texts]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            await client.close()
+        return answers
+
+    async def _answer(self, client: AsyncOpenAI, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
+        """Ask, re-ask once if the answer is not a label; `n` records share this input."""
+        messages: list[dict[str, str]] = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": text},
+        ]
+        reply, cached = await self._ask(client, sem, messages)
+        valid, label = self.parse(reply.content)
+        if not valid:
+            self.stats.reasked += n
+            messages += [
+                {"role": "assistant", "content": reply.content},
+                {"role": "user", "content": self._reask_prompt(reply.content)},
+            ]
+            reply, cached_again = await self._ask(client, sem, messages)
+            cached = cached and cached_again
+            valid, label = self.parse(reply.content)
+        if cached:
+            self.stats.cached += n
+        if not valid:
+            self.stats.rejected += n
+            return Answer(rejected=True)
+        if label is None:
+            return Answer(output=None)
+        if self.params.get("logprobs") and reply.top_logprobs is None and not self._no_logprobs_noted:
+            self._no_logprobs_noted = True
+            self.stats.notes.append("the teacher returned no logprobs: no soft labels")
+        return Answer(output=label, probs=self.soft_label(reply.top_logprobs))
+
+    async def _ask(
+        self, client: AsyncOpenAI, sem: asyncio.Semaphore, messages: list[dict[str, str]]
+    ) -> tuple[_Reply, bool]:
+        """One chat completion, from the cache when possible; stored before returning."""
+        key = AnswerCache.make_key(self.model, messages, self.params)
+        if self._cache is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return _Reply.from_json(hit), True
+        async with sem:
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    **self.params,
+                )
+            except openai.OpenAIError as e:
+                raise self._error(e) from None
+        completion = raw.parse()
+        self.stats.api_calls += 1 + raw.retries_taken
+        choice = completion.choices[0] if completion.choices else None
+        usage = completion.usage
+        reply = _Reply(
+            content=(choice.message.content if choice is not None else None) or "",
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            top_logprobs=_first_answer_token(choice.logprobs) if choice is not None else None,
+        )
+        t = self.spec.teacher
+        self.stats.tokens_in += reply.tokens_in
+        self.stats.tokens_out += reply.tokens_out
+        self.stats.cost_usd += (
+            reply.tokens_in * t.price_per_1m_in / 1e6 + reply.tokens_out * t.price_per_1m_out / 1e6
+        )
+        if self._cache is not None:
+            self._cache.put(key, reply.to_json())
+        return reply, False
+
+    def _error(self, e: openai.OpenAIError) -> TeacherError:
+        """A one-line TeacherError naming the server and what failed."""
+        n = self.spec.teacher.max_retries
+        url = self._url
+        if isinstance(e, openai.APITimeoutError):
+            self.stats.api_calls += n + 1
+            return TeacherError(
+                f"teacher {url} timed out after {n} retries (timeout {self.spec.teacher.timeout_s:g}s): {e}"
+            )
+        if isinstance(e, openai.APIConnectionError):
+            return TeacherError(f"teacher {url} unreachable after {n} retries: {e}")
+        if isinstance(e, openai.APIStatusError):
+            code = e.status_code
+            msg = _one_line(e)
+            if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
+                self.stats.api_calls += 1
+                return TeacherError(
+                    f"teacher {url} refused the API key from ${self.spec.teacher.api_key_env} (HTTP {code}): {msg}"
+                )
+            if code in (408, 409, 429) or code >= 500:
+                self.stats.api_calls += n + 1
+                return TeacherError(f"teacher {url} still failing after {n} retries: HTTP {code}: {msg}")
+            self.stats.api_calls += 1
+            return TeacherError(f"teacher {url} rejected the request for model {self.model!r}: HTTP {code}: {msg}")
+        return TeacherError(f"teacher {url} failed: {_one_line(e)}")
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    body = getattr(e, "body", None)
+    msg = body.get("message") if isinstance(body, dict) else None
+    text = " ".join(str(msg or e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
