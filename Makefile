@@ -26,7 +26,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/clinc150.py --bundle $(DEMO_OUT)/bundle
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/clinc150.py --run $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -77,15 +77,19 @@ def read_manifest(bundle_dir: str | Path, verify: bool = True) -> dict[str, Any]
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{mpath}: corrupted manifest ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{mpath}: corrupted manifest (no file list)")
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: corrupted manifest (not a JSON object)")
     fmt = manifest.get("format_version")
     if fmt not in SUPPORTED_FORMATS:
         raise BundleError(
             f"{mpath}: bundle format {fmt!r} is not supported by this nanoforge "
             f"(supports {', '.join(map(str, SUPPORTED_FORMATS))})"
         )
+    if not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{mpath}: corrupted manifest (no file list)")
     for name, meta in manifest["files"].items():
+        if not isinstance(meta, dict) or "/" in name or name in ("", ".", ".."):
+            raise BundleError(f"{mpath}: corrupted manifest (bad entry for {name!r})")
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(f"{path}: listed in the manifest but missing")

@@ -128,10 +128,15 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
             typer.echo(json.dumps(r, ensure_ascii=False))
         batch.clear()
 
-    for lineno, line in enumerate(sys.stdin, start=1):
+    for lineno, raw in enumerate(sys.stdin.buffer, start=1):
+        where = f"stdin:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            flush()
+            raise NanoforgeError(f"{where}: not valid UTF-8") from None
         if not line.strip():
             continue
-        where = f"stdin:{lineno}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import unicodedata
 from collections import defaultdict
@@ -55,6 +56,10 @@ def check_text(text: Any, where: str, what: str = "input") -> str:
         raise NanoforgeError(f"{where}: `{what}` must be a string, got {type(text).__name__}")
     if not text.strip():
         raise NanoforgeError(f"{where}: `{what}` is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NanoforgeError(f"{where}: `{what}` is not valid Unicode text") from None
     if len(text) > MAX_INPUT_CHARS:
         raise NanoforgeError(
             f"{where}: `{what}` is {len(text):,} characters, over the limit of {MAX_INPUT_CHARS:,}"
@@ -70,12 +75,16 @@ def parse_record(obj: Any, where: str) -> Record:
     text = check_text(obj["input"], where)
     extra = {k: v for k, v in obj.items() if k not in ("input", "output", "probs")}
     output = obj["output"] if "output" in obj else UNLABELLED
+    if output is not UNLABELLED and output is not None and not isinstance(output, (str, dict)):
+        raise NanoforgeError(f"{where}: `output` must be a string, an object or null, got {type(output).__name__}")
     probs = obj.get("probs")
     if probs is not None:
         if not isinstance(probs, dict) or not all(
-            isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in probs.items()
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and v >= 0
+            for k, v in probs.items()
         ):
-            raise NanoforgeError(f"{where}: `probs` must map labels to non-negative numbers")
+            raise NanoforgeError(f"{where}: `probs` must map labels to finite non-negative numbers")
         total = float(sum(probs.values()))
         if total <= 0:
             raise NanoforgeError(f"{where}: `probs` sums to zero")
@@ -175,7 +184,8 @@ def stratified_split(
     """Seeded split keeping each label's share: returns (rest, held_out)."""
     by_label: dict[Any, list[Record]] = defaultdict(list)
     for r in records:
-        by_label[r.output if r.labelled else "__unlabelled__"].append(r)
+        key = r.output if r.labelled else "__unlabelled__"
+        by_label[key if key is None or isinstance(key, str) else "__structured__"].append(r)
     rng = random.Random(seed)
     rest, held = [], []
     for key in sorted(by_label, key=lambda k: (k is None, str(k))):
@@ -197,7 +207,8 @@ def data_hash(*splits: list[Record]) -> str:
     h = hashlib.sha256()
     for split in splits:
         for r in split:
-            h.update(json.dumps([r.input, None if not r.labelled else r.output], ensure_ascii=False).encode())
+            row = [r.input, r.output, True] if r.labelled else [r.input, None, False]
+            h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
             h.update(b"\n")
         h.update(b"\x00")
     return h.hexdigest()

@@ -142,6 +142,9 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
             p = getattr(d, key)
             if p is not None and not p.is_absolute():
                 setattr(d, key, (base_dir / p).resolve())
+        base = Path(spec.student.base).expanduser()
+        if not base.is_absolute() and (base_dir / base).exists():
+            spec.student.base = str((base_dir / base).resolve())
         if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
             spec.teacher.cache = (base_dir / spec.teacher.cache).resolve()
     if spec.teacher.backend == "openai" and not spec.teacher.model:

@@ -46,13 +46,21 @@ class ClassifierNano:
         m = self.manifest
         if m.get("kind") != "classify":
             raise BundleError(f"{self.dir}: bundle kind {m.get('kind')!r} is not a classifier")
-        self.name: str = m["name"]
-        self.version: str = m["version"]
-        self.labels: list[str] = m["labels"]
-        model = m["model"]
-        self.encoder = TextEncoder.from_file(self.dir / model["tokenizer"], model["max_length"], model.get("pad_id"))
-        self.session = make_session(self.dir / model["file"], threads)
-        self.gate = load_gate(self.dir, m["gate"])
+        try:
+            self.name: str = m["name"]
+            self.version: str = m["version"]
+            self.labels: list[str] = list(m["labels"])
+            model = m["model"]
+            tokenizer, max_length, model_file = model["tokenizer"], int(model["max_length"]), model["file"]
+            gate_spec = m["gate"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{self.dir / 'manifest.json'}: corrupted manifest (bad or missing {e})") from None
+        for name in (tokenizer, model_file, gate_spec.get("file")):
+            if name and name not in m["files"]:
+                raise BundleError(f"{self.dir / 'manifest.json'}: {name} is used but not listed with a checksum")
+        self.encoder = TextEncoder.from_file(self.dir / tokenizer, max_length, model.get("pad_id"))
+        self.session = make_session(self.dir / model_file, threads)
+        self.gate = load_gate(self.dir, gate_spec)
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.encoder.encode(texts)

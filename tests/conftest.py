@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny randomly initialised BERT base and a small real intent task.
+
+Nothing is downloaded: the tokenizer is trained on the task's own text and the encoder
+is a tiny random config, saved as a local Hugging Face folder (the same path a user's
+own base takes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+CLINC = ROOT / "examples" / "clinc150"
+TINY_LABELS = ["balance", "transfer", "freeze_account", "pay_bill", "weather"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def clinc_rows(split: str, labels: list[str], per_label: int, oos: int) -> list[dict]:
+    """The first rows of each label (and of out-of-scope) from the bundled CLINC150."""
+    counts: dict = {}
+    rows = []
+    for line in (CLINC / f"{split}.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        lab = row["output"]
+        if lab is not None and lab not in labels:
+            continue
+        cap = oos if lab is None else per_label
+        if counts.get(lab, 0) < cap:
+            counts[lab] = counts.get(lab, 0) + 1
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_tiny_bert(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer, 32-wide random BERT with a WordPiece vocab trained on `texts`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tok.save(str(folder / "tokenizer.json"))
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory) -> Path:
+    """A small real intent task (5 CLINC150 intents + out-of-scope) on a tiny random BERT."""
+    root = tmp_path_factory.mktemp("tiny_task")
+    train = clinc_rows("train", TINY_LABELS, per_label=40, oos=30)
+    valid = clinc_rows("valid", TINY_LABELS, per_label=12, oos=12)
+    test = clinc_rows("test", TINY_LABELS, per_label=12, oos=12)
+    write_jsonl(root / "train.jsonl", train)
+    write_jsonl(root / "valid.jsonl", valid)
+    write_jsonl(root / "test.jsonl", test)
+    make_tiny_bert(root / "tiny-bert", [r["input"] for r in train])
+    (root / "task.yaml").write_text(
+        "name: tiny-intents\nkind: classify\n"
+        "data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}\n"
+        "teacher: {backend: reference}\n"
+        "student: {base: tiny-bert, max_length: 32, epochs: 4, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
+        "out_of_scope: {target_retention: 0.9}\n")
+    return root / "task.yaml"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_task, tmp_path_factory) -> dict:
+    """Train the tiny task once through the real pipeline; tests share the run folder."""
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    out = tmp_path_factory.mktemp("run")
+    result = train(load_task(tiny_task), out, spec_source=str(tiny_task))
+    return {"out": out, "bundle": out / "bundle", "result": result, "task": tiny_task}

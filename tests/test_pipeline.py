@@ -1,0 +1,98 @@
+"""The whole classification pipeline on a tiny random BERT: train -> export -> bundle ->
+runtime parity with torch -> eval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nanoforge.bundle import read_manifest
+
+
+def test_run_writes_bundle_and_reports(trained_run):
+    out = trained_run["out"]
+    for name in ("bundle/manifest.json", "bundle/model.onnx", "bundle/tokenizer.json", "report.md",
+                 "report.json", "report.png", "student/model.safetensors", "data/train.jsonl"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"student_int8", "student_torch_fp32", "teacher"}
+    assert "Out-of-scope gate" in (out / "report.md").read_text()
+
+
+def test_manifest_contract(trained_run):
+    m = read_manifest(trained_run["bundle"])
+    assert m["format_version"] == 1 and m["kind"] == "classify"
+    assert m["name"] == "tiny-intents" and m["version"] == "0.1.0"
+    assert m["labels"] == sorted(m["labels"]) and len(m["labels"]) == 5
+    assert m["gate"]["method"] in ("msp", "energy", "mahalanobis")
+    assert set(m["gate"]["candidates"]) == {"msp", "energy", "mahalanobis"}
+    assert m["parity"]["int8"]["agreement"] >= 0.99
+    assert m["parity"]["fp32"]["max_abs_logit_diff"] < 1e-3
+    lin = m["lineage"]
+    assert lin["teacher"]["backend"] == "reference" and len(lin["data_sha256"]) == 64
+    assert set(m["files"]) >= {"model.onnx", "tokenizer.json"}
+    assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+    assert m["metrics"]["test"]["metrics"]["accuracy"] is not None
+
+
+def test_runtime_matches_torch_student(trained_run):
+    """The FP32 ONNX export reproduces the torch student; the bundle's INT8 model agrees."""
+    from nanoforge.distill.trainer import predict_arrays
+    from nanoforge.export.onnx import export_classifier
+    from nanoforge.pipeline import onnx_arrays
+    from nanoforge.runtime import load
+    from nanoforge.runtime.classifier import make_session
+    from nanoforge.runtime.text import TextEncoder
+    from nanoforge.students.encoder import EncoderClassifier
+
+    out = trained_run["out"]
+    model, meta = EncoderClassifier.load(out / "student")
+    enc = TextEncoder.from_file(out / "student" / "tokenizer.json", meta["max_length"])
+    texts = [json.loads(line)["input"] for line in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()]
+    ref_logits, ref_pooled = predict_arrays(model, enc, texts)
+
+    fp32 = export_classifier(model, out / "parity.onnx")
+    logits, pooled = onnx_arrays(make_session(fp32), enc, texts)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
+    np.testing.assert_allclose(pooled, ref_pooled, atol=1e-4)
+
+    nano = load(trained_run["bundle"])
+    int8_logits, _ = nano.forward(texts)
+    assert (int8_logits.argmax(1) == ref_logits.argmax(1)).mean() >= 0.95
+    # Single and batch predict agree (INT8 activations are quantised per batch, so
+    # scores may differ in the last digits).
+    batch = nano.predict_batch(texts[:7])
+    single = [nano.predict(t) for t in texts[:7]]
+    assert [b["out_of_scope"] for b in batch] == [s["out_of_scope"] for s in single]
+    assert [b["label"] for b in batch] == [s["label"] for s in single]
+    np.testing.assert_allclose([b["score"] for b in batch], [s["score"] for s in single], rtol=2e-2)
+    assert nano.predict_batch(texts[:1]) == [nano.predict(texts[0])]
+    assert model.training is False
+
+
+def test_student_learns(trained_run):
+    """Even a tiny random encoder beats chance (20%) by a wide margin on 5 intents."""
+    test = trained_run["result"]["models"]["student_torch_fp32"]["metrics"]
+    assert test["accuracy"] > 0.6
+
+
+def test_gate_answers_out_of_scope(trained_run):
+    from nanoforge.runtime import load
+
+    nano = load(trained_run["bundle"])
+    scores = np.array([nano.predict(t)["score"] for t in ["what is my balance", "asdf qwerty zzz"]])
+    thr = nano.gate.threshold
+    low = nano.decide(np.zeros((1, len(nano.labels)), np.float32), np.zeros((1, 32), np.float32))
+    if nano.gate.method in ("msp", "energy"):
+        # Flat logits are the least confident answer there is: always out of scope at a
+        # calibrated threshold.
+        assert low[0] == {"label": None, "out_of_scope": True, "score": pytest.approx(low[0]["score"])}
+    assert np.isfinite(scores).all() and np.isfinite(thr)
+
+
+def test_gate_keeps_target_retention_on_valid(trained_run):
+    m = read_manifest(trained_run["bundle"])
+    chosen = m["gate"]["candidates"][m["gate"]["method"]]
+    assert chosen["valid_retention"] >= m["gate"]["target_retention"]
