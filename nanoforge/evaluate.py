@@ -24,7 +24,7 @@ def classify_metrics(pred: Sequence[str | None], gold: Sequence[str | None]) -> 
     oos_recall = sum(pred[i] is None for i in oos) / len(oos) if oos else None
     labels = sorted({gold[i] for i in ins})
     tp, fp, fn = Counter(), Counter(), Counter()
-    for i, (p, g) in enumerate(zip(pred, gold)):
+    for p, g in zip(pred, gold):
         if g is not None and p == g:
             tp[g] += 1
             continue

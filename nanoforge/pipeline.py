@@ -12,7 +12,6 @@ writes what each produced under the run folder:
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from datetime import datetime, timezone
@@ -70,7 +69,7 @@ def task_labels(spec: TaskSpec, splits: dict[str, list[Record]]) -> list[str]:
     labels = spec.labels or labels_from(splits["train"])
     if not labels:
         raise NanoforgeError(f"{spec.data.train}: no labels in the data; list them under `labels:` in the spec")
-    for name, records in splits.items():
+    for records in splits.values():
         check_labels(records, labels)
     return labels
 
@@ -150,10 +149,7 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     import torch
 
     from nanoforge.bundle import write_bundle
-    from nanoforge.distill.trainer import predict_arrays, train_classifier
-    from nanoforge.export.onnx import export_classifier
-    from nanoforge.export.parity import classifier_parity
-    from nanoforge.export.quantize import quantize_int8
+    from nanoforge.distill.trainer import train_classifier
     from nanoforge.runtime.classifier import make_session
     from nanoforge.students.encoder import base_tokenizer, build_student
 
@@ -188,30 +184,11 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     model.save(out / "student", {"labels": labels, "max_length": cfg.max_length, "base": cfg.base})
     enc.save(out / "student" / "tokenizer.json")
 
-    # -- export + parity on valid
-    with progress_bar("export", total=3) as advance:
-        fp32 = export_classifier(model, out / "export" / "model.fp32.onnx")
-        advance(1, "fp32")
-        int8 = quantize_int8(fp32, out / "export" / "model.int8.onnx")
-        advance(1, "int8")
-        valid_torch = predict_arrays(model, enc, valid_split.texts)
-        parity = {}
-        outs = {}
-        for name, path in (("fp32", fp32), ("int8", int8)):
-            outs[name] = onnx_arrays(make_session(path), enc, valid_split.texts)
-            parity[name] = classifier_parity(valid_torch[0], outs[name][0])
-        advance(1, "parity")
-    log(f"parity on valid: fp32 agreement {parity['fp32']['agreement']:.4f} (max logit diff "
-        f"{parity['fp32']['max_abs_logit_diff']:.2e}), int8 agreement {parity['int8']['agreement']:.4f}")
-    if parity["int8"]["agreement"] < spec.export.min_int8_agreement:
-        raise NanoforgeError(
-            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of valid, below "
-            f"export.min_int8_agreement={spec.export.min_int8_agreement:.0%}; no bundle written "
-            f"(student kept in {out / 'student'})")
+    int8, parity, valid_int8 = export_with_parity(spec, model, enc, valid_split.texts, out)
 
     # -- gate, calibrated on the deployed (INT8) model's own outputs
     train_int8 = onnx_arrays(make_session(int8), enc, train_split.texts)
-    gate, gate_info = choose_gate(spec, train_int8, outs["int8"], train_split.labels, valid_split.labels, len(labels))
+    gate, gate_info = choose_gate(spec, train_int8, valid_int8, train_split.labels, valid_split.labels, len(labels))
     log(f"gate: {gate.method} (threshold {gate.threshold:.4g}); " + ", ".join(
         f"{m} oos recall {c['valid_oos_recall']}" for m, c in gate_info["candidates"].items()))
 
@@ -258,6 +235,37 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
 
     write_report(out, result, plot_data)
     return result
+
+
+def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: Path):
+    """ONNX FP32 and INT8, each compared with the torch model on valid. Refuses (raises)
+    when INT8 agreement is below `export.min_int8_agreement`. Returns (int8 path,
+    parity, INT8 valid outputs)."""
+    from nanoforge.distill.trainer import predict_arrays
+    from nanoforge.export.onnx import export_classifier
+    from nanoforge.export.parity import classifier_parity
+    from nanoforge.export.quantize import quantize_int8
+    from nanoforge.runtime.classifier import make_session
+
+    with progress_bar("export", total=3) as advance:
+        fp32 = export_classifier(model, out / "export" / "model.fp32.onnx")
+        advance(1, "fp32")
+        int8 = quantize_int8(fp32, out / "export" / "model.int8.onnx")
+        advance(1, "int8")
+        reference = predict_arrays(model, enc, valid_texts)[0]
+        parity, outs = {}, {}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            outs[name] = onnx_arrays(make_session(path), enc, valid_texts)
+            parity[name] = classifier_parity(reference, outs[name][0])
+        advance(1, "parity")
+    log(f"parity on valid: fp32 agreement {parity['fp32']['agreement']:.4f} (max logit diff "
+        f"{parity['fp32']['max_abs_logit_diff']:.2e}), int8 agreement {parity['int8']['agreement']:.4f}")
+    if parity["int8"]["agreement"] < spec.export.min_int8_agreement:
+        raise NanoforgeError(
+            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of valid, below "
+            f"export.min_int8_agreement={spec.export.min_int8_agreement:.0%}; no bundle written "
+            f"(student kept in {out / 'student'})")
+    return int8, parity, outs["int8"]
 
 
 def onnx_arrays(session, enc, texts: list[str], batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:

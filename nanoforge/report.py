@@ -45,9 +45,10 @@ def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     gate = plot_data["gate"]
-    for method, s in plot_data["curves"].items():
-        if len(s["oos"]) == 0:
-            continue
+    curves = {m: s for m, s in plot_data["curves"].items() if len(s["oos"]) and len(s["in"])}
+    if not curves:
+        ax1.text(0.5, 0.5, "no out-of-scope rows in test", ha="center", va="center", transform=ax1.transAxes)
+    for method, s in curves.items():
         pts = retention_curve(np.asarray(s["in"]), np.asarray(s["oos"]))
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], label=method, lw=2 if method == gate.method else 1)
         if method == gate.method:
@@ -58,7 +59,8 @@ def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
     ax1.set_ylabel("out-of-scope recall (test)")
     ax1.set_title("Out-of-scope gate: retention vs recall")
     ax1.grid(alpha=0.3)
-    ax1.legend()
+    if curves:
+        ax1.legend()
     errors = Counter((str(g), str(p) if p is not None else "(out of scope)")
                      for g, p in zip(plot_data["gold"], plot_data["pred"]) if g != p)
     top = errors.most_common(12)[::-1]

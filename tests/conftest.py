@@ -84,7 +84,10 @@ def tiny_task(tmp_path_factory) -> Path:
         "data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}\n"
         "teacher: {backend: reference}\n"
         "student: {base: tiny-bert, max_length: 32, epochs: 4, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
-        "out_of_scope: {target_retention: 0.9}\n")
+        "out_of_scope: {target_retention: 0.9}\n"
+        # A tiny random model's logits sit close together, so INT8 flips a label now and
+        # then; real students are held to the default 99%.
+        "export: {min_int8_agreement: 0.95}\n")
     return root / "task.yaml"
 
 
