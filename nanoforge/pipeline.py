@@ -12,6 +12,8 @@ writes what each produced under the run folder:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 from datetime import datetime, timezone
@@ -172,19 +174,28 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     if (train_split.labels >= 0).sum() == 0:
         raise NanoforgeError(f"{spec.data.train}: no in-scope training rows after labelling")
 
-    # -- student
+    # -- student (a finished student with the same fingerprint is reused: nothing done is lost)
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed)
-    enc = base_tokenizer(base_dir, cfg.max_length)
+    fingerprint = hashlib.sha256(json.dumps(
+        [cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
+         [[a.output, a.probs] for a in answers["train"] + answers["valid"]]], sort_keys=True).encode()).hexdigest()
+    model, enc, training = reuse_student(out / "student", fingerprint)
+    if model is None:
+        model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed)
+        enc = base_tokenizer(base_dir, cfg.max_length)
+        log(f"student: {cfg.base} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
+            f"soft labels: {train_split.soft is not None}")
+        training = train_classifier(model, enc, train_split, valid_split, cfg, log=log)
+        (out / "student").mkdir(parents=True, exist_ok=True)
+        enc.save(out / "student" / "tokenizer.json")
+        model.save(out / "student", {"labels": labels, "max_length": cfg.max_length, "base": cfg.base,
+                                     "fingerprint": fingerprint, "training": training})
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"student: {cfg.base} ({n_params / 1e6:.1f}M parameters), soft labels: {train_split.soft is not None}")
-    training = train_classifier(model, enc, train_split, valid_split, cfg, log=log)
-    model.save(out / "student", {"labels": labels, "max_length": cfg.max_length, "base": cfg.base})
-    enc.save(out / "student" / "tokenizer.json")
 
-    int8, parity, valid_int8 = export_with_parity(spec, model, enc, valid_split.texts, out)
+    int8, parity, valid_int8 = export_with_parity(spec, model, enc, valid_split.texts, out,
+                                                  in_scope=valid_split.labels >= 0)
 
     # -- gate, calibrated on the deployed (INT8) model's own outputs
     train_int8 = onnx_arrays(make_session(int8), enc, train_split.texts)
@@ -237,7 +248,24 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     return result
 
 
-def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: Path):
+def reuse_student(folder: Path, fingerprint: str):
+    """(model, encoder, training) of a student already trained on the same spec, labels
+    and data, else (None, None, None)."""
+    from nanoforge.runtime.text import TextEncoder
+    from nanoforge.students.encoder import EncoderClassifier
+
+    try:
+        meta = json.loads((folder / "student.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, None, None
+    if meta.get("fingerprint") != fingerprint or not (folder / "tokenizer.json").is_file():
+        return None, None, None
+    model, meta = EncoderClassifier.load(folder)
+    log(f"student: reusing the one trained earlier in {folder} (same spec, labels and data)")
+    return model, TextEncoder.from_file(folder / "tokenizer.json", meta["max_length"]), meta["training"]
+
+
+def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: Path, in_scope=None):
     """ONNX FP32 and INT8, each compared with the torch model on valid. Refuses (raises)
     when INT8 agreement is below `export.min_int8_agreement`. Returns (int8 path,
     parity, INT8 valid outputs)."""
@@ -256,13 +284,13 @@ def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: 
         parity, outs = {}, {}
         for name, path in (("fp32", fp32), ("int8", int8)):
             outs[name] = onnx_arrays(make_session(path), enc, valid_texts)
-            parity[name] = classifier_parity(reference, outs[name][0])
+            parity[name] = classifier_parity(reference, outs[name][0], in_scope)
         advance(1, "parity")
     log(f"parity on valid: fp32 agreement {parity['fp32']['agreement']:.4f} (max logit diff "
         f"{parity['fp32']['max_abs_logit_diff']:.2e}), int8 agreement {parity['int8']['agreement']:.4f}")
     if parity["int8"]["agreement"] < spec.export.min_int8_agreement:
         raise NanoforgeError(
-            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of valid, below "
+            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of in-scope valid, below "
             f"export.min_int8_agreement={spec.export.min_int8_agreement:.0%}; no bundle written "
             f"(student kept in {out / 'student'})")
     return int8, parity, outs["int8"]

