@@ -56,6 +56,7 @@ def _run_training(task: Path, out: Path) -> None:
 
 def print_summary(result: dict, out: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from nanoforge.report import HEADER, comparison_rows
@@ -64,8 +65,10 @@ def print_summary(result: dict, out: Path) -> None:
     for h in HEADER:
         table.add_column(h, justify="left" if h == "model" else "right")
     for row in comparison_rows(result):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
     console.print(table)
     console.print(f"bundle: {out / 'bundle'}\nreport: {out / 'report.md'} (+ report.json, report.png)")
 

@@ -56,7 +56,12 @@ def test_llm_teacher_pipeline(tmp_path, tiny_task):
         assert [r["output"] for r in labelled] == [gold[r["input"]] for r in rows["train"]]
         assert any("probs" in r for r in labelled)  # soft labels from logprobs reached the data
 
-        # A second run is answered from the cache: no new request reaches the server.
+        # A second run is answered from the cache: no new request reaches the server, and
+        # the student trained on the same labels is reused, not trained again.
+        weights = tmp_path / "run" / "student" / "model.safetensors"
+        mtime = weights.stat().st_mtime_ns
         result2 = train(spec, tmp_path / "run")
         assert srv.count == n_inputs
         assert result2["teacher_stats"]["cached"] == n_inputs
+        assert weights.stat().st_mtime_ns == mtime
+        assert result2["training"] == result["training"]
