@@ -46,6 +46,7 @@ def main() -> None:
     nano = load(args.run / "bundle")
     preds = [p["label"] for p in nano.predict_batch(texts)]
     quality = classify_metrics(preds, gold)
+    sweep, raw_accuracy = gate_sweep(args.run, nano, enc, records, args.data.parent / "valid.jsonl")
 
     @torch.no_grad()
     def torch_one(text: str):
@@ -65,8 +66,9 @@ def main() -> None:
               f"speed-up {latency[str(threads)]['speedup_p50']:.1f}x")
 
     result = {
-        "dataset": str(args.data), "n": len(records), "bundle": str(args.run / "bundle"),
-        "gate": nano.gate.method, "quality_int8": quality,
+        "dataset": _rel(args.data), "n": len(records), "bundle": str(args.run / "bundle"),
+        "gate": nano.gate.method, "quality_int8": quality, "raw_accuracy_int8_no_gate": raw_accuracy,
+        "gate_sweep": sweep,
         "size_mb": {"bundle_int8": round(size_mb(args.run / "bundle"), 2),
                     "torch_fp32_student": round(size_mb(args.run / "student"), 2)},
         "latency_ms": latency,
@@ -79,6 +81,45 @@ def main() -> None:
     plot(result, args.out.with_suffix(".png"))
     print(json.dumps({"quality_int8": quality, "size_mb": result["size_mb"]}, indent=2))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def gate_sweep(run: Path, nano, enc, test_records, valid_path: Path, targets=(0.95, 0.97, 0.98, 0.99)):
+    """Test accuracy / OOS recall of the INT8 model for each gate method and target
+    retention, thresholds calibrated on valid exactly as training does."""
+    from nanoforge.pipeline import onnx_arrays
+    from nanoforge.runtime.gate import METHODS, calibrate, fit_mahalanobis, gate_scores
+
+    valid = read_records(valid_path)
+    index = {lab: i for i, lab in enumerate(nano.labels)}
+    yv = np.array([index[r.output] if r.output is not None else -1 for r in valid])
+    yt = np.array([index[r.output] if r.output is not None else -1 for r in test_records])
+    lv, pv = onnx_arrays(nano.session, enc, [r.input for r in valid])
+    lt, pt = onnx_arrays(nano.session, enc, [r.input for r in test_records])
+    train = read_records(valid_path.parent / "train.jsonl")
+    ytr = np.array([index[r.output] if r.output is not None else -1 for r in train])
+    _, ptr = onnx_arrays(nano.session, enc, [r.input for r in train])
+    maha = fit_mahalanobis(ptr[ytr >= 0], ytr[ytr >= 0], len(nano.labels))
+    ins = yt >= 0
+    rows = []
+    for method in METHODS:
+        params = maha if method == "mahalanobis" else {}
+        sv, st = gate_scores(method, lv, pv, params), gate_scores(method, lt, pt, params)
+        for target in targets:
+            thr = calibrate(sv[yv >= 0], target)
+            keep = st >= thr
+            rows.append({"method": method, "target_retention": target,
+                         "accuracy": float(((lt.argmax(1) == yt) & keep)[ins].mean()),
+                         "oos_recall": float((~keep[~ins]).mean()), "retention": float(keep[ins].mean())})
+            print(f"gate {method:11s} target {target:.2f}: accuracy {rows[-1]['accuracy']:.4f} "
+                  f"OOS recall {rows[-1]['oos_recall']:.4f} retention {rows[-1]['retention']:.4f}")
+    return rows, float((lt.argmax(1) == yt)[ins].mean())
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def plot(result: dict, path: Path) -> None:
