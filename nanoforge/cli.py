@@ -59,10 +59,10 @@ def print_summary(result: dict, out: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from nanoforge.report import HEADER, comparison_rows
+    from nanoforge.report import comparison_rows, header
 
     table = Table(title=f"{result['task']}: test set ({result['data']['test']} rows)")
-    for h in HEADER:
+    for h in header(result):
         table.add_column(h, justify="left" if h == "model" else "right")
     for row in comparison_rows(result):
         table.add_row(*(escape(cell) for cell in row))
@@ -127,6 +127,8 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
     batch: list[str] = []
 
     def flush() -> None:
+        if not batch:
+            return
         for r in nano.predict_batch(batch):
             typer.echo(json.dumps(r, ensure_ascii=False))
         batch.clear()

@@ -66,7 +66,7 @@ def gold_labels(records: Sequence[Record]) -> list[str | None]:
 
 def evaluate_bundle(bundle_dir: str | Path, records: Sequence[Record], threads: int | None = None,
                     latency_n: int = 200) -> dict[str, Any]:
-    """The `nanoforge eval --json` object for a classification bundle."""
+    """The `nanoforge eval --json` object for a bundle (classification or extraction)."""
     from nanoforge.bundle import bundle_size_mb
     from nanoforge.errors import NanoforgeError
     from nanoforge.runtime import load
@@ -75,14 +75,27 @@ def evaluate_bundle(bundle_dir: str | Path, records: Sequence[Record], threads: 
     missing = [r for r in records if not r.labelled]
     if missing:
         raise NanoforgeError(f"{missing[0].where}: missing field `output` (evaluation needs gold labels)")
-    for r in records:
-        if r.output is not None and r.output not in nano.labels:
-            raise NanoforgeError(f"{r.where}: label {r.output!r} is not one of the bundle's labels")
     texts = [r.input for r in records]
-    preds = [p["label"] for p in nano.predict_batch(texts)]
+    if nano.manifest["kind"] == "extract":
+        from nanoforge.extract.metrics import extraction_metrics
+        from nanoforge.extract.schema import coerce_output
+
+        golds = []
+        for r in records:
+            if not isinstance(r.output, dict):
+                raise NanoforgeError(f"{r.where}: `output` must be a JSON object of the schema's fields")
+            golds.append(coerce_output(nano.schema, r.output, where=r.where))
+        preds = [p["output"] for p in nano.predict_batch(texts)]
+        metrics = extraction_metrics(nano.schema, preds, golds)
+    else:
+        for r in records:
+            if r.output is not None and r.output not in nano.labels:
+                raise NanoforgeError(f"{r.where}: label {r.output!r} is not one of the bundle's labels")
+        preds = [p["label"] for p in nano.predict_batch(texts)]
+        metrics = classify_metrics(preds, gold_labels(records))
     return {
         "n": len(records),
-        "metrics": classify_metrics(preds, gold_labels(records)),
+        "metrics": metrics,
         "latency_ms": latency_ms(nano.predict, texts, n=min(latency_n, max(len(texts), 1) * 5)),
         "size_mb": round(bundle_size_mb(bundle_dir), 3),
     }

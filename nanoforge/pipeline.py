@@ -145,9 +145,35 @@ def choose_gate(spec: TaskSpec, train_out, valid_out, train_y, valid_y, num_labe
 # ----------------------------------------------------------------------------- recipe
 
 
+def lineage_info(spec: TaskSpec, teacher, splits: dict[str, list[Record]], spec_source: str | None,
+                 torch_version: str) -> dict[str, Any]:
+    return {
+        "teacher": {"backend": teacher.name, "model": spec.teacher.model, "base_url": spec.teacher.base_url},
+        "data_sha256": data_hash(splits["train"], splits["valid"], splits["test"]),
+        "base_model": spec.student.base,
+        "nanoforge_version": nanoforge.__version__,
+        "torch_version": torch_version,
+        "spec_file": spec_source,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.platform(),
+    }
+
+
 def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> dict[str, Any]:
-    if spec.kind != "classify":
-        raise NanoforgeError(f"kind: {spec.kind!r} is not supported yet")
+    """Run the recipe for the spec's kind; writes OUT/bundle and OUT/report.*"""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.kind == "extract":
+        from nanoforge.extract.recipe import train_extract
+        from nanoforge.report import write_extract_report
+
+        result, plot_data = train_extract(spec, out, spec_source)
+        write_extract_report(out, result, plot_data, spec.extraction_schema())
+        return result
+    return train_classify(spec, out, spec_source)
+
+
+def train_classify(spec: TaskSpec, out: Path, spec_source: str | None = None) -> dict[str, Any]:
     import torch
 
     from nanoforge.bundle import write_bundle
@@ -156,8 +182,6 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     from nanoforge.students.encoder import base_tokenizer, build_student
 
     t_start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(spec)
     labels = task_labels(spec, splits)
     log(f"task {spec.name}: {len(labels)} labels; train {len(splits['train'])}, valid {len(splits['valid'])}, "
@@ -212,16 +236,7 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
         save_file(gate.params, str(out / "export" / "gate.safetensors"))
         files["gate.safetensors"] = out / "export" / "gate.safetensors"
         gate_meta["file"] = "gate.safetensors"
-    lineage = {
-        "teacher": {"backend": teacher.name, "model": spec.teacher.model, "base_url": spec.teacher.base_url},
-        "data_sha256": data_hash(splits["train"], splits["valid"], splits["test"]),
-        "base_model": cfg.base,
-        "nanoforge_version": nanoforge.__version__,
-        "torch_version": torch.__version__,
-        "spec_file": spec_source,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.platform(),
-    }
+    lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
     manifest = {
         "name": spec.name, "version": spec.version, "kind": "classify",
         "task": spec.public_dict(), "labels": labels,
@@ -270,13 +285,13 @@ def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: 
     when INT8 agreement is below `export.min_int8_agreement`. Returns (int8 path,
     parity, INT8 valid outputs)."""
     from nanoforge.distill.trainer import predict_arrays
-    from nanoforge.export.onnx import export_classifier
+    from nanoforge.export.onnx import export_student
     from nanoforge.export.parity import classifier_parity
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.runtime.classifier import make_session
 
     with progress_bar("export", total=3) as advance:
-        fp32 = export_classifier(model, out / "export" / "model.fp32.onnx")
+        fp32 = export_student(model, out / "export" / "model.fp32.onnx")
         advance(1, "fp32")
         int8 = quantize_int8(fp32, out / "export" / "model.int8.onnx")
         advance(1, "int8")

@@ -15,8 +15,12 @@ MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32"
                 "teacher": "teacher"}
 
 
+def header(result: dict[str, Any]) -> list[str]:
+    return HEADER_EXTRACT if result.get("kind") == "extract" else HEADER
+
+
 def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows of the side-by-side table: model, accuracy, OOS recall, retention, p50, size, cost/1k."""
+    """Rows of the side-by-side table (see `header`): quality, p50 latency, size, cost/1k."""
     rows = []
     for key, title in MODEL_TITLES.items():
         m = result["models"].get(key)
@@ -24,9 +28,13 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
             continue
         met = m["metrics"]
         lat = m.get("latency_ms")
+        if result.get("kind") == "extract":
+            quality = [fmt(met["field_f1"]), fmt(met["exact_match"]), fmt(met["valid_json"])]
+        else:
+            quality = [fmt(met["accuracy"]), fmt(met["oos_recall"]), fmt(met["in_scope_retention"])]
         rows.append([
             f"{title}" + (f" [{m['runtime']}]" if key == "teacher" else ""),
-            fmt(met["accuracy"]), fmt(met["oos_recall"]), fmt(met["in_scope_retention"]),
+            *quality,
             f"{lat['p50']:.2f} ms" if lat else "-",
             f"{m['size_mb']:.1f} MB" if m.get("size_mb") is not None else "-",
             f"${m['cost_per_1k_usd']:.4f}" if key == "teacher" else "$0 (on device)",
@@ -35,6 +43,13 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 HEADER = ["model", "accuracy", "OOS recall", "retention", "p50 latency", "size", "cost / 1k calls"]
+HEADER_EXTRACT = ["model", "field F1", "exact match", "valid JSON", "p50 latency / doc", "size", "cost / 1k calls"]
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    head = header(result)
+    table = "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+    return table + "".join("| " + " | ".join(r) + " |\n" for r in comparison_rows(result))
 
 
 def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
@@ -139,3 +154,100 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
 ```
 """
     (out / "report.md").write_text(md)
+
+
+def write_extract_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any], schema) -> None:
+    from nanoforge.extract.recipe import sample_errors
+
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    try:
+        plot_fields(out / "report.png", result)
+        plot_line = "![per-field F1](report.png)\n"
+    except ImportError:
+        plot_line = "(matplotlib not installed: no plot)\n"
+    per_field = "\n".join(
+        f"| {name} | " + " | ".join(fmt(result["models"][k]["metrics"]["per_field"][name]["f1"])
+                                   for k in ("student_int8", "student_torch_fp32"))
+        + f" | {result['models']['student_int8']['metrics']['per_field'][name]['support']} |"
+        for name in result["fields"])
+    al = result["alignment"]["per_field"]
+    align_rows = "\n".join(f"| {n} | {c['exact']} | {c['normalised']} | {c['fuzzy']} | {c['unaligned']} | {c['null']} |"
+                           for n, c in al.items())
+    errors = sample_errors(schema, plot_data["int8"], plot_data["gold"])
+    err_rows = "\n".join(f"| {e['doc']} | {e['field']} | {json.dumps(e['gold'])} | {json.dumps(e['pred'])} |"
+                         for e in errors) or "| - | - | - | - |"
+    p = result["parity"]
+    t = result["teacher_stats"]
+    md = f"""# nanoforge report: {result['task']} (extraction)
+
+Bundle: `{result['bundle']}`; fields: {', '.join(result['fields'])}.
+Data: train {result['data']['train']}, valid {result['data']['valid']}, test {result['data']['test']} documents.
+Run time: {result['seconds'] / 60:.1f} min.
+
+## Test set: nano vs the model it came from vs the teacher
+
+{markdown_table(result)}
+Field F1 is micro-averaged over every (document, field); a value counts when it equals the
+gold after whitespace normalisation (typed fields as typed values). Latency is per document.
+
+{plot_line}
+| field | F1 nano (INT8) | F1 torch FP32 | support |
+|---|---|---|---|
+{per_field}
+
+## Alignment of teacher values to the text (train)
+
+| field | exact | normalised | fuzzy | unaligned | null |
+|---|---|---|---|---|---|
+{align_rows}
+
+Unaligned values are counted here and not taught as spans.
+
+## Export parity (valid, field agreement with the torch model)
+
+| variant | field agreement | max logit diff |
+|---|---|---|
+| ONNX FP32 | {fmt(p['fp32']['agreement'])} | {p['fp32']['max_abs_logit_diff']:.2e} |
+| ONNX INT8 | {fmt(p['int8']['agreement'])} | {p['int8']['max_abs_logit_diff']:.2e} |
+
+## Errors of the nano on test (first {len(errors)})
+
+| doc | field | gold | predicted |
+|---|---|---|---|
+{err_rows}
+
+## Teacher
+
+Backend `{t['backend']}`: {t['requests']} answers, {t['api_calls']} API calls, {t['cached']} from cache,
+{t['reasked']} re-asked, {t['rejected']} rejected; cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
+
+## Lineage
+
+```json
+{json.dumps(result['lineage'], indent=2)}
+```
+"""
+    (out / "report.md").write_text(md)
+
+
+def plot_fields(out_png: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = result["fields"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
+    for k, (key, title) in enumerate((("student_int8", "nano INT8"), ("student_torch_fp32", "torch FP32"))):
+        f1 = [result["models"][key]["metrics"]["per_field"][n]["f1"] or 0.0 for n in names]
+        ax.bar(x + (k - 0.5) * 0.38, f1, 0.38, label=title)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("field F1 (test)")
+    ax.set_title(f"{result['task']}: per-field F1")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nanoforge.errors import NanoforgeError
 
-TaskKind = Literal["classify"]
+TaskKind = Literal["classify", "extract"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class DataSpec(_Strict):
@@ -65,6 +65,7 @@ class TeacherSpec(_Strict):
 class StudentSpec(_Strict):
     base: str = "minilm-l6"
     max_length: int = Field(64, ge=8, le=4096)
+    stride: int = Field(64, ge=0)  # extract: tokens shared by neighbouring windows of a long document
     epochs: int = Field(6, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0, lt=1)
@@ -93,6 +94,8 @@ class TaskSpec(_Strict):
     kind: TaskKind = "classify"
     description: str | None = None
     labels: list[str] | None = None
+    # kind: extract — a JSON Schema object of flat fields (see nanoforge/extract/schema.py)
+    schema_: dict | None = Field(None, alias="schema")
     data: DataSpec
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
@@ -116,7 +119,13 @@ class TaskSpec(_Strict):
 
     def public_dict(self) -> dict:
         """The spec as JSON for bundles and reports (paths as given, no secrets)."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
+
+    def extraction_schema(self):
+        """The parsed output schema of an `extract` task (nanoforge.extract.Schema)."""
+        from nanoforge.extract.schema import Schema
+
+        return Schema.from_json_schema(self.schema_ or {}, source="schema")
 
 
 def _loc(loc: tuple) -> str:
@@ -147,6 +156,15 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
             spec.student.base = str((base_dir / base).resolve())
         if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
             spec.teacher.cache = (base_dir / spec.teacher.cache).resolve()
+    if spec.kind == "extract":
+        if not spec.schema_:
+            raise NanoforgeError(f"{source}: schema: required for kind extract (a JSON Schema object of fields)")
+        try:
+            spec.extraction_schema()
+        except NanoforgeError as e:
+            raise NanoforgeError(f"{source}: {e}") from None
+    elif spec.schema_ is not None:
+        raise NanoforgeError(f"{source}: schema: only used by kind extract")
     if spec.teacher.backend == "openai" and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the openai backend")
     return spec

@@ -40,7 +40,7 @@ def test_manifest_contract(trained_run):
 def test_runtime_matches_torch_student(trained_run):
     """The FP32 ONNX export reproduces the torch student; the bundle's INT8 model agrees."""
     from nanoforge.distill.trainer import predict_arrays
-    from nanoforge.export.onnx import export_classifier
+    from nanoforge.export.onnx import export_student
     from nanoforge.pipeline import onnx_arrays
     from nanoforge.runtime import load
     from nanoforge.runtime.classifier import make_session
@@ -53,7 +53,7 @@ def test_runtime_matches_torch_student(trained_run):
     texts = [json.loads(line)["input"] for line in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()]
     ref_logits, ref_pooled = predict_arrays(model, enc, texts)
 
-    fp32 = export_classifier(model, out / "parity.onnx")
+    fp32 = export_student(model, out / "parity.onnx")
     logits, pooled = onnx_arrays(make_session(fp32), enc, texts)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
     np.testing.assert_allclose(pooled, ref_pooled, atol=1e-4)

@@ -5,7 +5,9 @@
 
 `answer_fn(messages) -> str` decides each reply. The first `fail_first` requests get
 `fail_status` with an OpenAI-style error body (and `retry-after-ms`, so SDK retries are
-fast). Every request body is recorded; `max_in_flight` shows how many overlapped.
+fast). `reject_fn(body) -> (status, message) | None` can refuse a request by its body
+(e.g. an unsupported `response_format`) with a non-retried client error. Every request
+body is recorded; `max_in_flight` shows how many overlapped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ Messages = list[dict[str, Any]]
 AnswerFn = Callable[[Messages], str]
 # (messages, content) -> top alternatives of the first token as (token, logprob)
 LogprobsFn = Callable[[Messages, str], list[tuple[str, float]]]
+# request body -> (HTTP status, error message) to refuse it, or None to answer it
+RejectFn = Callable[[dict[str, Any]], "tuple[int, str] | None"]
 
 
 def user_text(messages: Messages) -> str:
@@ -49,12 +53,14 @@ class WireServer:
         fail_status: int = 429,
         delay_s: float = 0.0,
         logprobs_fn: LogprobsFn | None = None,
+        reject_fn: RejectFn | None = None,
     ) -> None:
         self.answer_fn = answer_fn
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.delay_s = delay_s
         self.logprobs_fn = logprobs_fn or (lambda messages, content: [(content, math.log(0.9))])
+        self.reject_fn = reject_fn
         self.requests: list[dict[str, Any]] = []  # every request body, in arrival order
         self.auth: list[str] = []  # Authorization headers
         self.usages: list[dict[str, int]] = []  # usage of every successful reply
@@ -100,6 +106,11 @@ class WireServer:
             if n <= self.fail_first:
                 error = {"message": f"simulated HTTP {self.fail_status}", "type": "server_error", "code": None}
                 return self.fail_status, {"error": error}, {"retry-after-ms": "1"}
+            refused = self.reject_fn(body) if self.reject_fn else None
+            if refused is not None:
+                status, message = refused
+                error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+                return status, {"error": error}, {}
             messages = body["messages"]
             content = self.answer_fn(messages)
             prompt_tokens = sum(count_tokens(m["content"]) for m in messages)

@@ -13,6 +13,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from nanoforge.distill.losses import kd_loss, outlier_exposure_loss
 from nanoforge.progress import progress_bar
 from nanoforge.runtime.text import TextEncoder
-from nanoforge.students.encoder import EncoderClassifier
+from nanoforge.students.encoder import EncoderClassifier, EncoderTagger
 from nanoforge.task import StudentSpec
 
 OE_WEIGHT = 0.5
@@ -68,6 +69,16 @@ def accuracy(model: EncoderClassifier, enc: TextEncoder, split: Split) -> float:
     return float((logits.argmax(1) == split.labels[keep]).mean())
 
 
+def make_optimizer(model: torch.nn.Module, cfg: StudentSpec, total: int):
+    """AdamW with linear warm-up then linear decay to zero over `total` steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
+    )
+    return opt, sched
+
+
 def train_classifier(
     model: EncoderClassifier, enc: TextEncoder, train: Split, valid: Split, cfg: StudentSpec, log=print
 ) -> dict:
@@ -79,11 +90,7 @@ def train_classifier(
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
-    )
+    opt, sched = make_optimizer(model, cfg, total)
     labels = torch.from_numpy(train.labels)
     soft = torch.from_numpy(train.soft.astype(np.float32)) if train.soft is not None else None
     rng = np.random.default_rng(cfg.seed)
@@ -135,4 +142,78 @@ def train_classifier(
     model.load_state_dict(best["state"])
     model.eval()
     return {"history": history, "best_epoch": best["epoch"], "best_valid_accuracy": best["acc"],
+            "steps": step, "seconds": time.perf_counter() - t0}
+
+
+def pad_batch(rows: list[np.ndarray], value: int) -> np.ndarray:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def train_tagger(
+    model: EncoderTagger,
+    windows: list[tuple[np.ndarray, np.ndarray]],
+    cfg: StudentSpec,
+    evaluate: Callable[[], float],
+    pad_id: int = 0,
+    log=print,
+) -> dict:
+    """Token classification on (ids, labels) windows; labels of -100 are ignored.
+    `evaluate()` scores the current model on valid (higher is better) for early stopping."""
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    n = len(windows)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    opt, sched = make_optimizer(model, cfg, total)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict] = []
+    best = {"score": -1.0, "epoch": 0, "state": None}
+    step, bad_epochs, t0 = 0, 0, time.perf_counter()
+    with progress_bar("training", total=total) as advance:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            perm = rng.permutation(n)
+            running, b = 0.0, 0
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                ids = pad_batch([windows[i][0] for i in idx], pad_id)
+                labels = pad_batch([windows[i][1] for i in idx], -100)
+                mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
+                logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), torch.from_numpy(labels).reshape(-1), ignore_index=-100)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                running += loss.item()
+                advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
+            model.eval()
+            score = evaluate()
+            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
+            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid field F1 {score:.4f}")
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    log(f"early stop: no gain for {cfg.patience} epoch(s); keeping epoch {best['epoch']}")
+                    break
+            if step >= total:
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": history, "best_epoch": best["epoch"], "best_valid_score": best["score"],
             "steps": step, "seconds": time.perf_counter() - t0}

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import torch
 
-from nanoforge.students.encoder import EncoderClassifier
+from nanoforge.students.encoder import EncoderStudent
 
 OPSET = 18
+OUTPUTS = {"classify": ["logits", "pooled"], "tag": ["logits"]}
 
 
-def export_classifier(model: EncoderClassifier, path: str | Path) -> Path:
-    """Write `model` as ONNX with inputs input_ids/attention_mask (batch x seq, int64)
-    and outputs logits (batch x labels) and pooled (batch x hidden)."""
+def export_student(model: EncoderStudent, path: str | Path) -> Path:
+    """Write an encoder student as ONNX with inputs input_ids/attention_mask (batch x seq,
+    int64). Outputs: a classifier's logits (batch x labels) and pooled (batch x hidden);
+    a tagger's logits (batch x seq x tags)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -29,7 +31,7 @@ def export_classifier(model: EncoderClassifier, path: str | Path) -> Path:
             (ids, mask),
             dynamo=True,
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits", "pooled"],
+            output_names=OUTPUTS[model.head_kind],
             dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
             opset_version=OPSET,
             optimize=True,

@@ -10,16 +10,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from nanoforge.bundle import read_manifest
 from nanoforge.errors import BundleError
-from nanoforge.runtime.classifier import ClassifierNano
 
-__all__ = ["ClassifierNano", "load"]
+if TYPE_CHECKING:
+    from nanoforge.runtime.classifier import ClassifierNano
+    from nanoforge.runtime.extractor import ExtractorNano
+
+__all__ = ["ClassifierNano", "ExtractorNano", "load"]
 
 
-def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> ClassifierNano:
+def __getattr__(name: str):
+    # Runtime classes load on first use, so importing one kind never pulls in another's needs.
+    if name == "ClassifierNano":
+        from nanoforge.runtime.classifier import ClassifierNano
+
+        return ClassifierNano
+    if name == "ExtractorNano":
+        from nanoforge.runtime.extractor import ExtractorNano
+
+        return ExtractorNano
+    raise AttributeError(name)
+
+
+def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> ClassifierNano | ExtractorNano:
     """Load a bundle (checksums verified) into the runtime class for its task kind."""
     kind = read_manifest(bundle_dir, verify=False).get("kind")
     if kind == "classify":
+        from nanoforge.runtime.classifier import ClassifierNano
+
         return ClassifierNano(bundle_dir, threads=threads, verify=verify)
+    if kind == "extract":
+        from nanoforge.runtime.extractor import ExtractorNano
+
+        return ExtractorNano(bundle_dir, threads=threads, verify=verify)
     raise BundleError(f"{bundle_dir}: no runtime for bundle kind {kind!r}")

@@ -55,7 +55,11 @@ def base_tokenizer(folder: Path, max_length: int) -> TextEncoder:
     return TextEncoder(hf.backend_tokenizer, max_length, pad)
 
 
-class EncoderClassifier(nn.Module):
+class EncoderStudent(nn.Module):
+    """An encoder with a linear head; subclasses decide what the head reads."""
+
+    head_kind = ""
+
     def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
@@ -65,12 +69,6 @@ class EncoderClassifier(nn.Module):
     @property
     def num_labels(self) -> int:
         return self.head.out_features
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self.head(self.dropout(pooled)), pooled
 
     # -- persistence (safetensors only) --------------------------------------------------
 
@@ -82,24 +80,50 @@ class EncoderClassifier(nn.Module):
         self.encoder.config.to_json_file(str(folder / "config.json"))
         state = {k: v.contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
-        (folder / "student.json").write_text(json.dumps({**meta, "num_labels": self.num_labels}, indent=2))
+        meta = {**meta, "num_labels": self.num_labels, "head": self.head_kind}
+        (folder / "student.json").write_text(json.dumps(meta, indent=2))
 
-    @classmethod
-    def load(cls, folder: str | Path) -> tuple["EncoderClassifier", dict]:
+    @staticmethod
+    def load(folder: str | Path) -> tuple["EncoderStudent", dict]:
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModel
 
         folder = Path(folder)
         meta = json.loads((folder / "student.json").read_text())
+        cls = {c.head_kind: c for c in (EncoderClassifier, EncoderTagger)}[meta.get("head", "classify")]
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        model = cls(AutoModel.from_config(config, add_pooling_layer=False) if config.model_type == "bert"
-                    else AutoModel.from_config(config), meta["num_labels"])
+        kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
+        model = cls(AutoModel.from_config(config, **kwargs), meta["num_labels"])
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.eval(), meta
 
 
-def build_student(base: str, num_labels: int, seed: int = 0) -> tuple[EncoderClassifier, Path]:
+class EncoderClassifier(EncoderStudent):
+    """Mean-pooled encoder + linear head: (logits, pooled) per input."""
+
+    head_kind = "classify"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.head(self.dropout(pooled)), pooled
+
+
+class EncoderTagger(EncoderStudent):
+    """Token classification (BIO tags per field): logits of shape (batch, tokens, tags)."""
+
+    head_kind = "tag"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(hidden))
+
+
+def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderStudent] | None = None
+                  ) -> tuple[EncoderStudent, Path]:
     """Load the base encoder's weights (local files only) and add a fresh head."""
+    cls = cls or EncoderClassifier
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -112,7 +136,7 @@ def build_student(base: str, num_labels: int, seed: int = 0) -> tuple[EncoderCla
         encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except Exception as e:
         raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
-    return EncoderClassifier(encoder, num_labels), folder
+    return cls(encoder, num_labels), folder
 
 
 def _model_type(folder: Path) -> str | None:

@@ -10,9 +10,14 @@ from nanoforge.teachers.base import Answer, Teacher, TeacherStats
 __all__ = ["Answer", "Teacher", "TeacherStats", "make_teacher"]
 
 
-def make_teacher(spec: TaskSpec, labels: list[str], cache_path: Path | None = None) -> Teacher:
-    """Build the teacher the spec names. `cache_path` is the sqlite answer cache."""
+def make_teacher(spec: TaskSpec, labels: list[str] | None = None, cache_path: Path | None = None) -> Teacher:
+    """Build the teacher the spec names. `cache_path` is the sqlite answer cache.
+
+    `labels` are the classification labels; an `extract` task has none (its teacher answers
+    with the spec's schema), so they are ignored there.
+    """
     backend = spec.teacher.backend
+    labels = [] if spec.kind == "extract" else list(labels or [])
     if backend == "reference":
         from nanoforge.teachers.reference import ReferenceTeacher
 

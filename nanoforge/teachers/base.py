@@ -19,7 +19,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class Answer:
-    output: str | None = None  # a label from the task, or None = out of scope
+    output: str | dict | None = None  # a label (None = out of scope), or an extraction object
     probs: dict[str, float] | None = None  # soft label, when the teacher gives one
     rejected: bool = False  # no valid answer after the re-ask
 

@@ -7,13 +7,22 @@ of the answer (one re-ask, then `rejected`), soft labels from logprobs, an sqlit
 written after every response (a killed run resumes without paying twice), and the
 cost accounting. A server that cannot be reached raises `TeacherError`; no answer is
 ever made up.
+
+For `kind: extract` the answer is one JSON object of the schema's fields. The request
+asks for structured output (`response_format` json_schema, strict); a server that
+rejects that gets, for the rest of the run, the schema pasted into the prompt with
+`response_format` json_object, and failing that no `response_format` at all. Replies are
+unfenced, parsed, coerced to typed values ("RM 9.00" -> 9.0, "25/12/2018" -> "2018-12-25")
+and validated; an invalid reply is re-asked once with the validation errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +35,7 @@ from openai import AsyncOpenAI
 
 from nanoforge.data import Record
 from nanoforge.errors import NanoforgeError, TeacherError
+from nanoforge.extract.schema import Field, Schema, parse_or_error, validate
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
 from nanoforge.teachers.cache import AnswerCache
@@ -34,6 +44,19 @@ TOP_LOGPROBS = 5
 PLACEHOLDER_KEY = "not-needed"  # local servers usually ignore the key but the SDK wants one
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _TRAILING = ".,;:!?"
+# Ways of asking an extraction teacher for JSON, best first; a server that rejects one gets the next.
+FORMATS = ("json_schema", "json_object", "none")
+_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
+_FORMAT_WORDS = ("response_format", "response format", "json_schema", "json_object")
+
+
+class _FormatRejected(Exception):
+    """The request's response_format is out of date (another request fell back while this one
+    waited: `error` None) or the server rejected it. Raised by `_ask`, handled by extraction."""
+
+    def __init__(self, error: openai.APIStatusError | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -102,10 +125,12 @@ class OpenAITeacher:
         t = spec.teacher
         if not t.model:
             raise NanoforgeError("teacher.model: required for the openai backend")
-        if not labels:
-            raise NanoforgeError("teacher: the task has no labels to ask the teacher for")
         self.spec = spec
-        self.labels = list(labels)
+        self.kind = spec.kind
+        self.schema: Schema | None = spec.extraction_schema() if spec.kind == "extract" else None
+        if self.schema is None and not labels:
+            raise NanoforgeError("teacher: the task has no labels to ask the teacher for")
+        self.labels = list(labels) if self.schema is None else []
         self.model: str = t.model
         self._api_key = resolve_api_key(spec)
         # The out-of-scope answer word; only renamed if a label is literally called "none".
@@ -115,10 +140,15 @@ class OpenAITeacher:
             folded[lab.casefold()].append(lab)
         self._by_fold = {k: v[0] for k, v in folded.items() if len(v) == 1}
         self.params: dict[str, Any] = {"temperature": t.temperature}
-        if t.logprobs:
-            self.params.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-        self.system_prompt = self._system_prompt()
         self.stats = TeacherStats(backend="openai", model=self.model)
+        if t.logprobs and self.schema is None:
+            self.params.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        elif t.logprobs:
+            self.stats.notes.append("teacher.logprobs is ignored for extraction (no soft labels)")
+        # Extraction: index into FORMATS in use, and per format whether a request with it succeeded.
+        self._format = 0
+        self._format_ok = [False] * len(FORMATS)
+        self.system_prompt = self._system_prompt() if self.schema is None else self._extract_prompt(FORMATS[0])
         self._cache = AnswerCache(cache_path) if cache_path is not None else None
         if self._cache is None:
             self.stats.notes.append("no answer cache: an interrupted run pays again for its answers")
@@ -182,6 +212,77 @@ class OpenAITeacher:
             return None
         return {lab: p / total for lab, p in mass.items()}
 
+    # ------------------------------------------------------------------ extraction prompt and parsing
+
+    def _extract_prompt(self, fmt: str) -> str:
+        """The extraction system prompt; with the JSON schema pasted in unless `fmt` is json_schema."""
+        assert self.schema is not None
+        lines = [f'You extract fields from documents for the extraction task "{self.spec.name}".']
+        for extra in (self.spec.description, self.spec.teacher.instructions):
+            if extra and extra.strip():
+                lines.append(extra.strip())
+        lines.append("Fields:")
+        lines.extend(f"- {_describe_field(f)}" for f in self.schema.fields)
+        lines.append(
+            "Write dates as ISO YYYY-MM-DD and numbers as JSON numbers (no currency symbols or "
+            "thousands separators). Use null for a field the document does not contain."
+        )
+        if fmt != "json_schema":
+            schema = json.dumps(self.schema.json_schema(), ensure_ascii=False)
+            lines.append(f"The object must match this JSON Schema:\n{schema}")
+        lines.append("Answer with one JSON object only, with exactly these keys, and nothing else.")
+        return "\n".join(lines)
+
+    def _extract_params(self, fmt: str) -> dict[str, Any]:
+        assert self.schema is not None
+        params = dict(self.params)
+        if fmt == "json_schema":
+            name = re.sub(r"[^A-Za-z0-9_-]", "_", self.spec.name)[:64]
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": self.schema.json_schema(), "strict": True},
+            }
+        elif fmt == "json_object":
+            params["response_format"] = {"type": "json_object"}
+        return params
+
+    def parse_extraction(self, text: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """(typed object with every field, []) for a valid reply, else (None, error messages).
+
+        Accepts a ```json fenced reply; values are read as their types ("RM 9.00" -> 9.0,
+        "25/12/2018" -> "2018-12-25"); keys the schema does not know are dropped; a missing
+        optional field is null.
+        """
+        assert self.schema is not None
+        obj, error = _load_json(text)
+        if error:
+            return None, [error]
+        if not isinstance(obj, dict):
+            return None, [f"the reply must be one JSON object, got {_json_kind(obj)}"]
+        errors: list[str] = []
+        typed: dict[str, Any] = {}
+        for f in self.schema.fields:
+            if f.name not in obj:
+                if f.required:
+                    errors.append(f"required field `{f.name}` is missing")
+                typed[f.name] = None
+                continue
+            try:
+                typed[f.name] = parse_or_error(f, obj[f.name], "reply")
+            except NanoforgeError as e:
+                errors.append(str(e))
+        if not errors:
+            errors = validate(self.schema, typed)  # e.g. null in a field that is required
+        return (None, errors) if errors else (typed, [])
+
+    @staticmethod
+    def _extract_reask_prompt(errors: list[str]) -> str:
+        listed = "\n".join(f"- {e}" for e in errors)
+        return (
+            f"Your answer is not valid:\n{listed}\n"
+            "Answer again with one corrected JSON object only, with exactly the listed keys, and nothing else."
+        )
+
     # ------------------------------------------------------------------ labelling
 
     def label(self, records: list[Record], progress: Progress | None = None) -> list[Answer]:
@@ -209,8 +310,10 @@ class OpenAITeacher:
         sem = asyncio.Semaphore(t.concurrency)
         answers: dict[str, Answer] = {}
 
+        answer = self._answer if self.schema is None else self._answer_extract
+
         async def one(text: str) -> None:
-            answers[text] = await self._answer(client, sem, text, texts[text])
+            answers[text] = await answer(client, sem, text, texts[text])
             if progress:
                 progress(texts[text])
 
@@ -255,23 +358,105 @@ class OpenAITeacher:
             self.stats.notes.append("the teacher returned no logprobs: no soft labels")
         return Answer(output=label, probs=self.soft_label(reply.top_logprobs))
 
-    async def _ask(
-        self, client: AsyncOpenAI, sem: asyncio.Semaphore, messages: list[dict[str, str]]
+    async def _answer_extract(self, client: AsyncOpenAI, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
+        """Ask for the JSON object, re-ask once with the validation errors; `n` records share this input."""
+        turns: list[dict[str, str]] = [{"role": "user", "content": text}]
+        reply, cached = await self._ask_structured(client, sem, turns)
+        output, errors = self.parse_extraction(reply.content)
+        if errors:
+            self.stats.reasked += n
+            turns += [
+                {"role": "assistant", "content": reply.content},
+                {"role": "user", "content": self._extract_reask_prompt(errors)},
+            ]
+            reply, cached_again = await self._ask_structured(client, sem, turns)
+            cached = cached and cached_again
+            output, errors = self.parse_extraction(reply.content)
+        if cached:
+            self.stats.cached += n
+        if errors:
+            self.stats.rejected += n
+            return Answer(rejected=True)
+        return Answer(output=output)  # a dict of fields for extraction
+
+    async def _ask_structured(
+        self, client: AsyncOpenAI, sem: asyncio.Semaphore, turns: list[dict[str, str]]
     ) -> tuple[_Reply, bool]:
-        """One chat completion, from the cache when possible; stored before returning."""
-        key = AnswerCache.make_key(self.model, messages, self.params)
+        """`_ask` with the best response format the server accepts (falling back for the whole run)."""
+        while True:
+            level = self._format
+            fmt = FORMATS[level]
+            messages = [{"role": "system", "content": self._extract_prompt(fmt)}, *turns]
+            try:
+                reply, cached = await self._ask(client, sem, messages, self._extract_params(fmt), format_level=level)
+            except _FormatRejected as rejected:
+                if rejected.error is not None:
+                    self._fall_back(level, rejected.error)
+                continue
+            self._format_ok[level] = True
+            return reply, cached
+
+    def _fall_back(self, level: int, e: openai.APIStatusError) -> None:
+        """The server rejected FORMATS[level]: use the next format from now on (noted once)."""
+        if self._format > level:
+            return  # another request already fell back
+        self._format = level + 1
+        now = FORMATS[self._format]
+        then = (
+            "the JSON schema goes in the prompt, with response_format json_object"
+            if now == "json_object"
+            else "the JSON schema goes in the prompt, without a response_format"
+        )
+        self.stats.notes.append(
+            f"the teacher rejected response_format {FORMATS[level]} (HTTP {e.status_code}: {_one_line(e, 160)}): "
+            f"for the rest of the run {then}"
+        )
+
+    def _rejects_format(self, e: openai.OpenAIError, level: int) -> bool:
+        """A 400/422 naming the response format, or any 400 before a request with this format succeeded."""
+        if not isinstance(e, openai.APIStatusError) or level >= len(FORMATS) - 1:
+            return False
+        if e.status_code not in (400, 422):
+            return False
+        body = e.body if isinstance(e.body, dict) else {}
+        text = " ".join([e.message, json.dumps(body, default=str)]).lower()
+        if any(w in text for w in _FORMAT_WORDS):
+            return True
+        return e.status_code == 400 and not self._format_ok[level]
+
+    async def _ask(
+        self,
+        client: AsyncOpenAI,
+        sem: asyncio.Semaphore,
+        messages: list[dict[str, str]],
+        params: dict[str, Any] | None = None,
+        format_level: int | None = None,
+    ) -> tuple[_Reply, bool]:
+        """One chat completion, from the cache when possible; stored before returning.
+
+        `params` (default `self.params`) go into the request and the cache key. With
+        `format_level` set, a rejection of that response format raises `_FormatRejected`, as
+        does finding, once a slot is free, that the run has fallen back in the meantime.
+        """
+        params = self.params if params is None else params
+        key = AnswerCache.make_key(self.model, messages, params)
         if self._cache is not None:
             hit = self._cache.get(key)
             if hit is not None:
                 return _Reply.from_json(hit), True
         async with sem:
+            if format_level is not None and format_level < self._format:
+                raise _FormatRejected()  # fell back while this request waited: ask with the new format
             try:
                 raw = await client.chat.completions.with_raw_response.create(
                     model=self.model,
                     messages=messages,  # type: ignore[arg-type]
-                    **self.params,
+                    **params,
                 )
             except openai.OpenAIError as e:
+                if format_level is not None and self._rejects_format(e, format_level):
+                    self.stats.api_calls += 1
+                    raise _FormatRejected(e) from None  # type: ignore[arg-type]
                 raise self._error(e) from None
         completion = raw.parse()
         self.stats.api_calls += 1 + raw.retries_taken
@@ -323,6 +508,45 @@ class OpenAITeacher:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _describe_field(f: Field) -> str:
+    """'total: number, written as a JSON number; required. The amount due.'"""
+    kinds = {
+        "string": "text",
+        "number": "number, written as a JSON number",
+        "integer": "integer, written as a JSON number",
+        "date": "date, written as ISO YYYY-MM-DD",
+    }
+    kind = kinds.get(f.type) or "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in f.enum or [])
+    presence = "null when the document does not contain it" if f.nullable or not f.required else "required"
+    desc = f" {f.description.strip()}" if f.description.strip() else ""
+    return f"{f.name}: {kind}; {presence}.{desc}"
+
+
+def _load_json(text: str) -> tuple[Any, str | None]:
+    """(value, None), or (None, why it is not JSON); a ```json fenced block is unwrapped."""
+    s = text.strip()
+    try:
+        return json.loads(s), None
+    except ValueError as e:
+        error = e
+    m = _FENCE.search(s)
+    if m:
+        try:
+            return json.loads(m.group(1).strip()), None
+        except ValueError as e:
+            error = e
+    if not s:
+        return None, "the reply is empty, not a JSON object"
+    where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+    msg = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+    return None, f"the reply is not valid JSON ({msg}{where})"
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:

@@ -1,0 +1,132 @@
+"""SROIE receipts: extraction nano (span tagger on MiniLM-L6) with the reference teacher.
+
+    python bench/sroie.py --out runs/sroie           # train + evaluate (~25 min here)
+    python bench/sroie.py --out runs/sroie --eval-only
+
+Reads ../shared/data/sroie/train.jsonl (research-use licence: read in place, never
+copied into the repository), makes a seeded 80/10/10 split of it into
+OUT/data-split/{train,valid,test}.jsonl, trains with `nanoforge train`, then measures
+on the held-out test split: field F1 per field and micro, exact match, valid JSON, and
+p50 latency per receipt of the INT8 runtime on one thread vs the torch FP32 student in
+the same process. Writes bench/results/sroie.json and bench/results/sroie.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SROIE = HERE.parent.parent / "shared" / "data" / "sroie" / "train.jsonl"
+
+SPEC = """name: receipts
+version: 1.0.0
+kind: extract
+description: Pull the company, date, address and total out of a scanned receipt's OCR text.
+schema:
+  type: object
+  properties:
+    company: {type: [string, "null"]}
+    date: {type: [string, "null"], format: date}
+    address: {type: [string, "null"]}
+    total: {type: [number, "null"]}
+data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
+teacher: {backend: reference}
+student: {base: minilm-l6, max_length: 256, stride: 64, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3}
+"""
+
+
+def split(src: Path, dst: Path, seed: int = 0) -> None:
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(rows)
+    n = len(rows)
+    parts = {"test": rows[: n // 10], "valid": rows[n // 10 : n // 5], "train": rows[n // 5 :]}
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        (dst / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("runs/sroie"))
+    ap.add_argument("--data", type=Path, default=SROIE)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--queries", type=int, default=100)
+    args = ap.parse_args()
+
+    data_dir = args.out / "data-split"
+    if not args.eval_only:
+        split(args.data, data_dir)
+        (data_dir / "task.yaml").write_text(SPEC.replace("EPOCHS", str(args.epochs)))
+        from nanoforge.pipeline import train
+        from nanoforge.task import load_task
+
+        train(load_task(data_dir / "task.yaml"), args.out, spec_source=str(data_dir / "task.yaml"))
+
+    import torch
+
+    from nanoforge.data import read_records
+    from nanoforge.evaluate import evaluate_bundle, latency_ms, size_mb
+    from nanoforge.extract.recipe import torch_runner
+    from nanoforge.extract.tagging import DocumentEncoder, extract
+    from nanoforge.runtime import load
+    from nanoforge.runtime.text import TextEncoder
+    from nanoforge.students.encoder import EncoderStudent
+
+    records = read_records(data_dir / "test.jsonl")
+    quality = evaluate_bundle(args.out / "bundle", records, threads=1, latency_n=args.queries)
+    texts = [r.input for r in records]
+    torch.set_num_threads(1)
+    model, meta = EncoderStudent.load(args.out / "student")
+    text_enc = TextEncoder.from_file(args.out / "student" / "tokenizer.json", meta["max_length"])
+    enc = DocumentEncoder(text_enc.tok, meta["max_length"], meta["stride"], text_enc.pad_id)
+    nano = load(args.out / "bundle", threads=1)
+    run = torch_runner(model)
+    rt = latency_ms(nano.predict, texts, n=args.queries)
+    th = latency_ms(lambda t: extract(run, enc, nano.schema, [t]), texts, n=args.queries)
+    result = {
+        "dataset": "shared/data/sroie/train.jsonl (seeded 80/10/10 split; test held out)",
+        "n_test": len(records), "metrics_int8": quality["metrics"],
+        "latency_ms_1_thread": {"runtime_int8": rt, "torch_fp32": th, "speedup_p50": th["p50"] / rt["p50"]},
+        "size_mb": {"bundle_int8": round(size_mb(args.out / "bundle"), 2),
+                    "torch_fp32_student": round(size_mb(args.out / "student"), 2)},
+        "chars_per_receipt_mean": sum(map(len, texts)) / len(texts),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    out = HERE / "results" / "sroie.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+    m = quality["metrics"]
+    print(f"test receipts {len(records)}: field F1 {m['field_f1']:.4f}, exact match {m['exact_match']:.4f}, "
+          f"valid JSON {m['valid_json']:.4f}")
+    for name, f in m["per_field"].items():
+        print(f"  {name:8s} P {f['precision']:.4f} R {f['recall']:.4f} F1 {f['f1']:.4f} (n={f['support']})")
+    print(f"p50 per receipt, 1 thread: runtime INT8 {rt['p50']:.2f} ms, torch FP32 {th['p50']:.2f} ms")
+    print(f"wrote {out}")
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = result["metrics_int8"]["per_field"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.bar(list(per), [per[k]["f1"] or 0 for k in per])
+    a1.set_ylim(0, 1.05)
+    a1.set_title(f"SROIE test field F1 (INT8): micro {result['metrics_int8']['field_f1']:.3f}")
+    lat = result["latency_ms_1_thread"]
+    a2.bar(["torch FP32", "nano INT8"], [lat["torch_fp32"]["p50"], lat["runtime_int8"]["p50"]])
+    a2.set_ylabel("p50 ms per receipt, 1 thread")
+    a2.set_title("latency per receipt")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Span tagging over long documents: windows, BIO labels and decoding back to JSON.
+
+Torch-free (tokenizers + numpy): training builds its labels with this module and the
+runtime decodes with it, so both see the same windows and the same rules.
+
+* A document is tokenised once without special tokens; it is cut into windows of at
+  most `max_length` tokens (special tokens included) that overlap by `stride` tokens.
+* Each token gets a tag: O, or B-<field> / I-<field> when it overlaps that field's span.
+* Decoding gives each document token the tag distribution of the window where it sits
+  furthest from an edge (most context on both sides), then takes per field the
+  highest-scoring run B I I ...; its characters in the document become the value, read
+  into the field's type (dates to ISO 8601, amounts to numbers). A field without a run,
+  or whose text does not read as its type, is null; a required field takes its likeliest
+  candidate that reads as its type. The output always has every field of the schema and
+  is valid against it, unless the document holds no value of a required field's type
+  at all (no number anywhere for a required amount): that field is then null and the
+  runtime marks the answer `valid: false` (the input is outside the task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from nanoforge.extract.schema import Field, Schema, normalise_value
+from nanoforge.runtime.gate import softmax
+
+IGNORE = -100  # label of special and padding tokens
+
+
+def tag_names(schema: Schema) -> list[str]:
+    tags = ["O"]
+    for f in schema.fields:
+        tags += [f"B-{f.name}", f"I-{f.name}"]
+    return tags
+
+
+@dataclass
+class Document:
+    text: str
+    ids: list[int]  # document tokens, no special tokens
+    offsets: list[tuple[int, int]]  # character span of each token
+    windows: list[tuple[int, int]]  # [start, end) token ranges
+
+
+class DocumentEncoder:
+    def __init__(self, tokenizer: Tokenizer, max_length: int, stride: int, pad_id: int = 0):
+        self.tok = tokenizer
+        self.tok.no_truncation()
+        self.tok.no_padding()
+        self.max_length = max_length
+        self.pad_id = pad_id
+        # Special tokens the model was trained with ([CLS] ... [SEP] for BERT).
+        empty = self.tok.encode("", add_special_tokens=True).ids
+        self.prefix, self.suffix = _split_specials(empty)
+        self.body = max_length - len(self.prefix) - len(self.suffix)
+        if self.body < 8:
+            raise ValueError("max_length too small for the special tokens")
+        self.stride = min(stride, self.body // 2)
+
+    def document(self, text: str) -> Document:
+        enc = self.tok.encode(text, add_special_tokens=False)
+        n = len(enc.ids)
+        step = self.body - self.stride
+        windows, start = [], 0
+        while True:
+            end = min(start + self.body, n)
+            windows.append((start, end))
+            if end >= n:
+                break
+            start += step
+        return Document(text, list(enc.ids), [tuple(o) for o in enc.offsets], windows)
+
+    def window_arrays(self, docs: list[Document]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+        """(input_ids, attention_mask, index) for every window of `docs`; index rows are
+        (doc number, token start, token end)."""
+        rows, index = [], []
+        for d, doc in enumerate(docs):
+            for s, e in doc.windows:
+                rows.append(self.prefix + doc.ids[s:e] + self.suffix)
+                index.append((d, s, e))
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return ids, mask, index
+
+    def window_labels(self, doc: Document, tags: list[int], width: int) -> list[np.ndarray]:
+        """Per-window label rows (IGNORE on special and padding tokens)."""
+        out = []
+        for s, e in doc.windows:
+            row = np.full(width, IGNORE, dtype=np.int64)
+            row[len(self.prefix) : len(self.prefix) + e - s] = tags[s:e]
+            out.append(row)
+        return out
+
+
+def _split_specials(ids: list[int]) -> tuple[list[int], list[int]]:
+    """[CLS, SEP] -> ([CLS], [SEP]); [] -> ([], []); [BOS] -> ([BOS], [])."""
+    if len(ids) >= 2:
+        return ids[:1], ids[1:]
+    return list(ids), []
+
+
+def token_tags(doc: Document, spans: dict[str, Any], schema: Schema) -> list[int]:
+    """BIO tag index per document token from character spans (objects with start/end)."""
+    names = tag_names(schema)
+    tags = [0] * len(doc.ids)
+    for f in schema.fields:
+        span = spans.get(f.name)
+        if span is None:
+            continue
+        first = True
+        for i, (a, b) in enumerate(doc.offsets):
+            if b > span.start and a < span.end and b > a:
+                tags[i] = names.index(("B-" if first else "I-") + f.name)
+                first = False
+    return tags
+
+
+def document_probs(doc: Document, window_logits: list[np.ndarray], prefix_len: int) -> np.ndarray:
+    """(tokens, tags) probabilities: each token from the window where it is most central."""
+    n_tags = window_logits[0].shape[-1]
+    probs = np.zeros((len(doc.ids), n_tags), dtype=np.float32)
+    best = np.full(len(doc.ids), -1.0)
+    for (s, e), logits in zip(doc.windows, window_logits):
+        p = softmax(logits[prefix_len : prefix_len + e - s])
+        pos = np.arange(s, e)
+        centrality = np.minimum(pos - s, e - 1 - pos).astype(float)
+        better = centrality > best[s:e]
+        probs[s:e][better] = p[better]
+        best[s:e][better] = centrality[better]
+    return probs
+
+
+def decode(doc: Document, probs: np.ndarray, schema: Schema) -> tuple[dict[str, Any], dict[str, float]]:
+    """(output, confidence): every schema field, typed, or null."""
+    names = tag_names(schema)
+    top = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    output: dict[str, Any] = {}
+    confidence: dict[str, float] = {}
+    for f in schema.fields:
+        b, i = names.index(f"B-{f.name}"), names.index(f"I-{f.name}")
+        candidates = _runs(top, probs, b, i)
+        if not candidates and f.required and not f.nullable:
+            candidates = _forced(probs, b, i)
+        value, conf = None, 0.0
+        for score, start, end in candidates:
+            v = _read(doc, start, end, f)
+            if v is not None:
+                value, conf = v, score
+                break
+        if value is None and len(probs):
+            conf = float(1.0 - probs[:, b].max())  # confidence that the field is absent
+        output[f.name] = value
+        confidence[f.name] = round(float(conf), 4)
+    return output, confidence
+
+
+def _runs(top: np.ndarray, probs: np.ndarray, b: int, i: int) -> list[tuple[float, int, int]]:
+    """Runs tagged B (or a stray I) followed by I's, best mean probability first."""
+    runs, k, n = [], 0, len(top)
+    while k < n:
+        if top[k] in (b, i):
+            start = k
+            k += 1
+            while k < n and top[k] == i:
+                k += 1
+            score = float(np.mean(probs[start:k, [b, i]].sum(1)))
+            runs.append((score, start, k))
+        else:
+            k += 1
+    return sorted(runs, key=lambda r: -r[0])
+
+
+def _forced(probs: np.ndarray, b: int, i: int) -> list[tuple[float, int, int]]:
+    """A required field with no run: every token as its start, likeliest first, each
+    extended over the tokens that follow while I is their likeliest field tag."""
+    out = []
+    for start in np.argsort(-probs[:, b], kind="stable"):
+        end = start + 1
+        while end < len(probs) and probs[end, i] >= probs[end, b] and probs[end, i] > 0.1:
+            end += 1
+        out.append((float(probs[start, b]), int(start), int(end)))
+    return out
+
+
+def _read(doc: Document, start: int, end: int, field: Field) -> Any:
+    a, b = doc.offsets[start][0], doc.offsets[end - 1][1]
+    return normalise_value(field, doc.text[a:b])
+
+
+def window_logits(run, enc: DocumentEncoder, docs: list[Document], batch_size: int = 16) -> list[list[np.ndarray]]:
+    """Logits of every window of every document, grouped per document.
+    `run(input_ids, attention_mask) -> (windows, tokens, tags)` is the model (torch or ONNX)."""
+    ids, mask, index = enc.window_arrays(docs)
+    per_doc: list[list[np.ndarray]] = [[] for _ in docs]
+    order = np.argsort(mask.sum(1), kind="stable")  # similar lengths together: less padding
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(mask[rows].sum(1).max())
+        logits = run(ids[rows, :width], mask[rows, :width])
+        for r, lg in zip(rows, logits):
+            per_doc[index[r][0]].append((index[r][1], lg))
+    return [[lg for _, lg in sorted(ws, key=lambda w: w[0])] for ws in per_doc]
+
+
+def extract(run, enc: DocumentEncoder, schema: Schema, texts: list[str], batch_size: int = 16
+            ) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    """(output, confidence) per text with model `run` (see window_logits)."""
+    if not texts:
+        return []
+    docs = [enc.document(t) for t in texts]
+    logits = window_logits(run, enc, docs, batch_size)
+    return [decode(doc, document_probs(doc, lg, len(enc.prefix)), schema) for doc, lg in zip(docs, logits)]

@@ -1,0 +1,125 @@
+"""The whole extraction pipeline on a tiny random BERT: teacher JSON -> aligned spans ->
+tagger -> ONNX FP32/INT8 -> bundle -> torch-free runtime -> eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, make_tiny_bert, write_jsonl
+
+from nanoforge.bundle import read_manifest
+
+INVOICES = ROOT / "examples" / "invoices"
+
+
+@pytest.fixture(scope="module")
+def extract_run(tmp_path_factory) -> dict:
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    root = tmp_path_factory.mktemp("extract")
+    rows = {s: [json.loads(x) for x in (INVOICES / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "valid", "test")}
+    write_jsonl(root / "train.jsonl", rows["train"][:40])
+    write_jsonl(root / "valid.jsonl", rows["valid"][:8])
+    write_jsonl(root / "test.jsonl", rows["test"][:8])
+    make_tiny_bert(root / "tiny-bert", [r["input"] for r in rows["train"][:40]])
+    spec = (INVOICES / "task.yaml").read_text().replace(
+        "student: {base: minilm-l6, max_length: 256, epochs: 8, batch_size: 8, lr: 1.0e-4}",
+        "student: {base: tiny-bert, max_length: 64, stride: 16, epochs: 2, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
+        "export: {min_int8_agreement: 0.5}")
+    assert "tiny-bert" in spec
+    (root / "task.yaml").write_text(spec)
+    result = train(load_task(root / "task.yaml"), root / "run")
+    return {"root": root, "out": root / "run", "bundle": root / "run" / "bundle", "result": result}
+
+
+def test_run_outputs(extract_run):
+    out = extract_run["out"]
+    for name in ("bundle/manifest.json", "bundle/model.onnx", "report.md", "report.json", "report.png",
+                 "student/model.safetensors", "data/train.jsonl"):
+        assert (out / name).is_file(), name
+    m = read_manifest(extract_run["bundle"])
+    assert m["kind"] == "extract" and m["tags"][0] == "O" and len(m["tags"]) == 9
+    assert m["model"]["stride"] == 16 and m["model"]["max_length"] == 64
+    assert m["parity"]["fp32"]["agreement"] == 1.0
+    al = m["alignment"]["total"]
+    assert al["unaligned"] == 0 and al["exact"] + al["normalised"] + al["fuzzy"] > 100
+
+
+def test_runtime_output_is_always_schema_valid(extract_run):
+    from nanoforge.extract.schema import validate
+    from nanoforge.runtime import load
+
+    nano = load(extract_run["bundle"])
+    texts = [json.loads(x)["input"] for x in (extract_run["root"] / "test.jsonl").read_text().splitlines()]
+    texts += ["ref 7 total 3", "TOTAL 12.50 due 01/02/2025 " * 200]  # a long document: many windows
+    for pred in nano.predict_batch(texts):
+        assert validate(nano.schema, pred["output"]) == [] and pred["valid"] is True
+        assert set(pred["confidence"]) == set(nano.schema.names)
+    assert nano.predict(texts[0]) == nano.predict_batch(texts[:1])[0]
+    # No number anywhere: the required total cannot be filled; the answer says so.
+    empty = nano.predict("nothing to see here")
+    assert empty["output"]["total"] is None and empty["valid"] is False
+    assert extract_run["result"]["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
+
+
+def test_runtime_matches_torch_student(extract_run):
+    """FP32 ONNX decodes exactly what the torch student decodes."""
+    from nanoforge.export.onnx import export_student
+    from nanoforge.extract.recipe import session_runner, torch_runner
+    from nanoforge.extract.tagging import DocumentEncoder, extract
+    from nanoforge.runtime.classifier import make_session
+    from nanoforge.runtime.text import TextEncoder
+    from nanoforge.students.encoder import EncoderStudent
+
+    out = extract_run["out"]
+    model, meta = EncoderStudent.load(out / "student")
+    te = TextEncoder.from_file(out / "student" / "tokenizer.json", meta["max_length"])
+    enc = DocumentEncoder(te.tok, meta["max_length"], meta["stride"], te.pad_id)
+    schema = read_manifest(extract_run["bundle"])["schema"]
+    from nanoforge.extract.schema import Schema
+
+    schema = Schema.from_json_schema(schema)
+    texts = [json.loads(x)["input"] for x in (extract_run["root"] / "valid.jsonl").read_text().splitlines()]
+    fp32 = export_student(model, out / "parity.onnx")
+    assert extract(torch_runner(model), enc, schema, texts) == extract(session_runner(make_session(fp32)), enc,
+                                                                        schema, texts)
+
+
+def test_cli_eval_and_predict(extract_run):
+    env_cmd = [sys.executable, "-m", "nanoforge.cli"]
+    test_file = extract_run["root"] / "test.jsonl"
+    r = subprocess.run(env_cmd + ["eval", str(extract_run["bundle"]), "--data", str(test_file), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["n"] == 8 and set(res["metrics"]) >= {"field_f1", "exact_match", "valid_json", "per_field"}
+    assert res["metrics"]["valid_json"] == 1.0 and set(res["latency_ms"]) >= {"p50", "p95"}
+    r = subprocess.run(env_cmd + ["predict", str(extract_run["bundle"]), "INVOICE 42 ACME total 9.00"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)["output"]) == {"invoice_number", "vendor", "due_date", "total"}
+    r = subprocess.run(env_cmd + ["predict", str(extract_run["bundle"])], input=json.dumps({"input": "x" * 1_000_001}),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: stdin:1") and "Traceback" not in r.stderr
+
+
+def test_bad_gold_json_names_the_line(tmp_path, extract_run):
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.extract.recipe import gold_outputs
+    from nanoforge.data import read_records
+    from nanoforge.task import load_task
+
+    spec = load_task(extract_run["root"] / "task.yaml")
+    rows = [{"input": "INVOICE A1 from ACME total 5.00", "output": {"invoice_number": "A1", "vendor": "ACME",
+                                                                  "due_date": None, "total": "five"}}]
+    write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(NanoforgeError, match=r"bad.jsonl:1.*total"):
+        gold_outputs(spec.extraction_schema(), read_records(tmp_path / "bad.jsonl"))
+    write_jsonl(tmp_path / "bad2.jsonl", [{"input": "x", "output": "not an object"}])
+    with pytest.raises(NanoforgeError, match=r"bad2.jsonl:1"):
+        gold_outputs(spec.extraction_schema(), read_records(tmp_path / "bad2.jsonl"))
