@@ -123,3 +123,18 @@ def test_bad_gold_json_names_the_line(tmp_path, extract_run):
     write_jsonl(tmp_path / "bad2.jsonl", [{"input": "x", "output": "not an object"}])
     with pytest.raises(NanoforgeError, match=r"bad2.jsonl:1"):
         gold_outputs(spec.extraction_schema(), read_records(tmp_path / "bad2.jsonl"))
+
+
+def test_extract_runtime_without_torch(extract_run):
+    from test_runtime_light import run_blocked
+
+    r = run_blocked(f"""
+        import json, sys
+        from nanoforge.runtime import load
+        nano = load({str(extract_run["bundle"])!r})
+        out = nano.predict("INVOICE 42 from ACME LTD, total due USD 1,250.00 by 2025-01-31")
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print(json.dumps(out))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)["output"]) == {"invoice_number", "vendor", "due_date", "total"}
