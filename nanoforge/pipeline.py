@@ -286,7 +286,7 @@ def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: 
     parity, INT8 valid outputs)."""
     from nanoforge.distill.trainer import predict_arrays
     from nanoforge.export.onnx import export_student
-    from nanoforge.export.parity import classifier_parity
+    from nanoforge.export.parity import classifier_parity, parity_line, require_int8_agreement
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.runtime.classifier import make_session
 
@@ -301,13 +301,8 @@ def export_with_parity(spec: TaskSpec, model, enc, valid_texts: list[str], out: 
             outs[name] = onnx_arrays(make_session(path), enc, valid_texts)
             parity[name] = classifier_parity(reference, outs[name][0], in_scope)
         advance(1, "parity")
-    log(f"parity on valid: fp32 agreement {parity['fp32']['agreement']:.4f} (max logit diff "
-        f"{parity['fp32']['max_abs_logit_diff']:.2e}), int8 agreement {parity['int8']['agreement']:.4f}")
-    if parity["int8"]["agreement"] < spec.export.min_int8_agreement:
-        raise NanoforgeError(
-            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of in-scope valid, below "
-            f"export.min_int8_agreement={spec.export.min_int8_agreement:.0%}; no bundle written "
-            f"(student kept in {out / 'student'})")
+    log(parity_line(parity, "label"))
+    require_int8_agreement(parity, spec.export.min_int8_agreement, "in-scope valid labels", out / "student")
     return int8, parity, outs["int8"]
 
 

@@ -104,7 +104,7 @@ def write_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any]) -
         for m, c in g["candidates"].items())
     p = result["parity"]
     t = result["teacher_stats"]
-    hist = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_accuracy'])} |"
+    hist = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_score'])} |"
                      for h in result["training"]["history"])
     md = f"""# nanoforge report: {result['task']}
 
@@ -135,7 +135,7 @@ Chosen: **{g['method']}** (threshold {g['threshold']:.4g}), {g['why']}. Target r
 
 ## Training
 
-| epoch | train loss | valid accuracy |
+| epoch | train loss | valid {result['training'].get('metric', 'score')} |
 |---|---|---|
 {hist}
 

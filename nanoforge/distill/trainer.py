@@ -79,45 +79,32 @@ def make_optimizer(model: torch.nn.Module, cfg: StudentSpec, total: int):
     return opt, sched
 
 
-def train_classifier(
-    model: EncoderClassifier, enc: TextEncoder, train: Split, valid: Split, cfg: StudentSpec, log=print
-) -> dict:
+def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[np.ndarray], torch.Tensor],
+        evaluate: Callable[[], float], metric: str, log=print) -> dict:
+    """The training loop both students share: seeded shuffles of `n` examples, AdamW with
+    warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
+    better), early stopping after `cfg.patience` epochs without gain, best weights kept."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    n = len(train.texts)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     opt, sched = make_optimizer(model, cfg, total)
-    labels = torch.from_numpy(train.labels)
-    soft = torch.from_numpy(train.soft.astype(np.float32)) if train.soft is not None else None
     rng = np.random.default_rng(cfg.seed)
-
     history: list[dict] = []
-    best = {"acc": -1.0, "epoch": 0, "state": None}
+    best = {"score": -math.inf, "epoch": 0, "state": None}
     step, bad_epochs, t0 = 0, 0, time.perf_counter()
     with progress_bar("training", total=total) as advance:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             perm = rng.permutation(n)
-            running = 0.0
+            running, b = 0.0, 0
             for b in range(steps_per_epoch):
                 if step >= total:
                     break
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                ids, mask = enc.encode([train.texts[i] for i in idx])
-                logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
-                y = labels[idx]
-                oos = y < 0
-                per_row = torch.zeros(len(idx))
-                if (~oos).any():
-                    s = soft[idx][~oos] if soft is not None else None
-                    per_row[~oos] = kd_loss(logits[~oos], y[~oos], s, cfg.kd_temperature, cfg.kd_alpha)
-                if oos.any():
-                    per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
-                loss = per_row.mean()
+                loss = batch_loss(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -125,12 +112,13 @@ def train_classifier(
                 sched.step()
                 step += 1
                 running += loss.item()
-                advance(1, f"epoch {epoch} loss {running / (b + 1):.3f}")
-            acc = accuracy(model, enc, valid)
-            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_accuracy": acc})
-            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid accuracy {acc:.4f}")
-            if math.isnan(acc) or acc > best["acc"]:
-                best = {"acc": acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
+            model.eval()
+            score = evaluate()
+            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
+            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
+            if math.isnan(score) or score > best["score"]:
+                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
                 bad_epochs = 0
             else:
                 bad_epochs += 1
@@ -141,8 +129,31 @@ def train_classifier(
                 break
     model.load_state_dict(best["state"])
     model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "best_valid_accuracy": best["acc"],
+    return {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
             "steps": step, "seconds": time.perf_counter() - t0}
+
+
+def train_classifier(
+    model: EncoderClassifier, enc: TextEncoder, train: Split, valid: Split, cfg: StudentSpec, log=print
+) -> dict:
+    """In-scope rows: `kd_loss`; out-of-scope rows (label -1): outlier exposure."""
+    labels = torch.from_numpy(train.labels)
+    soft = torch.from_numpy(train.soft.astype(np.float32)) if train.soft is not None else None
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        ids, mask = enc.encode([train.texts[i] for i in idx])
+        logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        y = labels[idx]
+        oos = y < 0
+        per_row = torch.zeros(len(idx))
+        if (~oos).any():
+            s = soft[idx][~oos] if soft is not None else None
+            per_row[~oos] = kd_loss(logits[~oos], y[~oos], s, cfg.kd_temperature, cfg.kd_alpha)
+        if oos.any():
+            per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
+        return per_row.mean()
+
+    return fit(model, len(train.texts), cfg, batch_loss, lambda: accuracy(model, enc, valid), "accuracy", log)
 
 
 def pad_batch(rows: list[np.ndarray], value: int) -> np.ndarray:
@@ -162,58 +173,14 @@ def train_tagger(
     log=print,
 ) -> dict:
     """Token classification on (ids, labels) windows; labels of -100 are ignored.
-    `evaluate()` scores the current model on valid (higher is better) for early stopping."""
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    n = len(windows)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    opt, sched = make_optimizer(model, cfg, total)
-    rng = np.random.default_rng(cfg.seed)
-    history: list[dict] = []
-    best = {"score": -1.0, "epoch": 0, "state": None}
-    step, bad_epochs, t0 = 0, 0, time.perf_counter()
-    with progress_bar("training", total=total) as advance:
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            perm = rng.permutation(n)
-            running, b = 0.0, 0
-            for b in range(steps_per_epoch):
-                if step >= total:
-                    break
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                ids = pad_batch([windows[i][0] for i in idx], pad_id)
-                labels = pad_batch([windows[i][1] for i in idx], -100)
-                mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
-                logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-                loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), torch.from_numpy(labels).reshape(-1), ignore_index=-100)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                running += loss.item()
-                advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
-            model.eval()
-            score = evaluate()
-            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
-            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid field F1 {score:.4f}")
-            if score > best["score"]:
-                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-                if bad_epochs >= cfg.patience:
-                    log(f"early stop: no gain for {cfg.patience} epoch(s); keeping epoch {best['epoch']}")
-                    break
-            if step >= total:
-                break
-    model.load_state_dict(best["state"])
-    model.eval()
-    return {"history": history, "best_epoch": best["epoch"], "best_valid_score": best["score"],
-            "steps": step, "seconds": time.perf_counter() - t0}
+    `evaluate()` scores the current model on valid (field F1) for early stopping."""
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        ids = pad_batch([windows[i][0] for i in idx], pad_id)
+        labels = pad_batch([windows[i][1] for i in idx], -100)
+        mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
+        logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), torch.from_numpy(labels).reshape(-1), ignore_index=-100)
+
+    return fit(model, len(windows), cfg, batch_loss, evaluate, "field F1", log)

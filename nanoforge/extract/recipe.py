@@ -85,6 +85,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     from nanoforge.bundle import write_bundle
     from nanoforge.distill.trainer import train_tagger
     from nanoforge.export.onnx import export_student
+    from nanoforge.export.parity import parity_line, require_int8_agreement
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.pipeline import lineage_info, load_splits, log, teach
     from nanoforge.runtime.classifier import make_session
@@ -172,13 +173,8 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
             parity[name] = {"agreement": field_agreement(schema, ref, got), "max_abs_logit_diff": diff,
                             "n": len(valid_texts)}
         advance(1, "parity")
-    log(f"parity on valid: fp32 field agreement {parity['fp32']['agreement']:.4f} (max logit diff "
-        f"{parity['fp32']['max_abs_logit_diff']:.2e}), int8 field agreement {parity['int8']['agreement']:.4f}")
-    if parity["int8"]["agreement"] < spec.export.min_int8_agreement:
-        raise NanoforgeError(
-            f"INT8 export agrees with the torch model on {parity['int8']['agreement']:.2%} of valid fields, below "
-            f"export.min_int8_agreement={spec.export.min_int8_agreement:.0%}; no bundle written "
-            f"(student kept in {student_dir})")
+    log(parity_line(parity, "field"))
+    require_int8_agreement(parity, spec.export.min_int8_agreement, "valid fields", student_dir)
 
     files = {"model.onnx": int8, "tokenizer.json": student_dir / "tokenizer.json"}
     lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
