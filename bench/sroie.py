@@ -35,7 +35,7 @@ schema:
     total: {type: [number, "null"]}
 data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
 teacher: {backend: reference}
-student: {base: minilm-l6, max_length: 256, stride: 64, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3}
+student: {base: minilm-l6, max_length: 512, stride: 128, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3}
 """
 
 

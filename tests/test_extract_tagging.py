@@ -134,3 +134,19 @@ def test_extract_with_a_model_function(enc):
 
 def test_span_helper_is_the_align_span():
     assert Span(0, 4, "exact").end == 4
+
+
+def test_partial_number_span_grows_to_the_whole_number():
+    """A span over the last pieces of "1,234.50" still reads 1234.5, not 34.5."""
+    tok = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "total": 4, "1": 5, ",": 6,
+                                      "234": 7, ".": 8, "50": 9, "acme": 10}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                 ("[SEP]", 3)])
+    enc = DocumentEncoder(tok, max_length=16, stride=2)
+    doc = enc.document("ACME TOTAL 1,234.50")
+    assert len(doc.ids) == 7  # acme total 1 , 234 . 50
+    probs = one_hot_probs(7, {0: "B-vendor", 4: "B-total", 5: "I-total", 6: "I-total"})
+    out, _ = decode(doc, probs, SCHEMA)
+    assert out["total"] == 1234.5 and out["vendor"] == "ACME"

@@ -191,8 +191,23 @@ def _forced(probs: np.ndarray, b: int, i: int) -> list[tuple[float, int, int]]:
 
 
 def _read(doc: Document, start: int, end: int, field: Field) -> Any:
+    """The span's text read as the field's type. The span first grows to whole words
+    (whole numbers for numeric fields): word-piece tokens split "50.45" into "50", ".",
+    "45", and a tagger that misses the first piece must not answer 0.45."""
     a, b = doc.offsets[start][0], doc.offsets[end - 1][1]
-    return normalise_value(field, doc.text[a:b])
+    inside = _NUMBER_CHARS.__contains__ if field.numeric else (lambda c: not c.isspace())
+    wa, wb = a, b
+    while wa > 0 and inside(doc.text[wa - 1]):
+        wa -= 1
+    while wb < len(doc.text) and inside(doc.text[wb]):
+        wb += 1
+    value = normalise_value(field, doc.text[wa:wb])
+    if value is None and (wa, wb) != (a, b):
+        value = normalise_value(field, doc.text[a:b])
+    return value
+
+
+_NUMBER_CHARS = frozenset("0123456789.,")
 
 
 def window_logits(run, enc: DocumentEncoder, docs: list[Document], batch_size: int = 16) -> list[list[np.ndarray]]:
