@@ -204,12 +204,12 @@ gold after whitespace normalisation (typed fields as typed values). Latency is p
 
 Unaligned values are counted here and not taught as spans.
 
-## Export parity (valid, field agreement with the torch model)
+## Export parity (valid, against the torch model)
 
-| variant | field agreement | max logit diff |
-|---|---|---|
-| ONNX FP32 | {fmt(p['fp32']['agreement'])} | {p['fp32']['max_abs_logit_diff']:.2e} |
-| ONNX INT8 | {fmt(p['int8']['agreement'])} | {p['int8']['max_abs_logit_diff']:.2e} |
+| variant | field agreement | valid field F1 | F1 delta | max logit diff |
+|---|---|---|---|---|
+| ONNX FP32 | {fmt(p['fp32']['agreement'])} | {fmt(p['fp32']['field_f1'])} | {100 * p['fp32']['field_f1_delta']:+.2f} pt | {p['fp32']['max_abs_logit_diff']:.2e} |
+| ONNX INT8 | {fmt(p['int8']['agreement'])} | {fmt(p['int8']['field_f1'])} | {100 * p['int8']['field_f1_delta']:+.2f} pt | {p['int8']['max_abs_logit_diff']:.2e} |
 
 ## Errors of the nano on test (first {len(errors)})
 

@@ -85,7 +85,11 @@ class OutOfScopeSpec(_Strict):
 
 
 class ExportSpec(_Strict):
+    # classify: refuse a bundle whose INT8 labels agree with torch on less of valid than this
     min_int8_agreement: float = Field(0.99, ge=0, le=1)
+    # extract: refuse a bundle whose INT8 valid field F1 is more than this below torch's
+    # (field agreement is recorded too: a span off by one token is a different string)
+    max_int8_f1_drop: float = Field(0.02, ge=0, le=1)
 
 
 class TaskSpec(_Strict):

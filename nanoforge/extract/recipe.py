@@ -85,7 +85,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     from nanoforge.bundle import write_bundle
     from nanoforge.distill.trainer import train_tagger
     from nanoforge.export.onnx import export_student
-    from nanoforge.export.parity import parity_line, require_int8_agreement
+    from nanoforge.export.parity import parity_line
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.pipeline import lineage_info, load_splits, log, teach
     from nanoforge.runtime.classifier import make_session
@@ -164,17 +164,23 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
         ref_docs = [enc.document(t) for t in valid_texts]
         ref_logits = window_logits(torch_runner(model), enc, ref_docs)
         ref = [o for o, _ in extract(torch_runner(model), enc, schema, valid_texts)]
+        ref_f1 = extraction_metrics(schema, ref, valid_out)["field_f1"] or 0.0
         parity = {}
         for name, path in (("fp32", fp32), ("int8", int8)):
             run = session_runner(make_session(path))
             got = [o for o, _ in extract(run, enc, schema, valid_texts)]
             diff = max(float(np.abs(a - b).max()) for da, db in zip(ref_logits, window_logits(run, enc, ref_docs))
                        for a, b in zip(da, db))
+            f1 = extraction_metrics(schema, got, valid_out)["field_f1"] or 0.0
             parity[name] = {"agreement": field_agreement(schema, ref, got), "max_abs_logit_diff": diff,
-                            "n": len(valid_texts)}
+                            "field_f1": f1, "field_f1_delta": f1 - ref_f1, "n": len(valid_texts)}
         advance(1, "parity")
-    log(parity_line(parity, "field"))
-    require_int8_agreement(parity, spec.export.min_int8_agreement, "valid fields", student_dir)
+    log(parity_line(parity, "field") + f"; valid field F1 torch {ref_f1:.4f}, int8 {parity['int8']['field_f1']:.4f}")
+    if parity["int8"]["field_f1_delta"] < -spec.export.max_int8_f1_drop:
+        raise NanoforgeError(
+            f"INT8 export's valid field F1 is {parity['int8']['field_f1']:.4f}, {-parity['int8']['field_f1_delta']:.4f} "
+            f"below the torch model's, more than export.max_int8_f1_drop={spec.export.max_int8_f1_drop}; "
+            f"no bundle written (student kept in {student_dir})")
 
     files = {"model.onnx": int8, "tokenizer.json": student_dir / "tokenizer.json"}
     lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
