@@ -2,6 +2,7 @@
 
     python bench/sroie.py --out runs/sroie           # train + evaluate (~25 min here)
     python bench/sroie.py --out runs/sroie --eval-only
+    python bench/sroie.py --out runs/sroie-l3 --layers 3   # pruned to 3 of 6 layers
 
 Reads ../shared/data/sroie/train.jsonl (research-use licence: read in place, never
 copied into the repository), makes a seeded 80/10/10 split of it into
@@ -35,7 +36,7 @@ schema:
     total: {type: [number, "null"]}
 data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
 teacher: {backend: reference}
-student: {base: minilm-l6, max_length: 512, stride: 128, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3}
+student: {base: minilm-l6, max_length: 512, stride: 128, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3LAYERS}
 """
 
 
@@ -56,12 +57,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--layers", type=int, default=None, help="keep this many of MiniLM's 6 layers (pruning)")
     args = ap.parse_args()
 
     data_dir = args.out / "data-split"
     if not args.eval_only:
         split(args.data, data_dir)
-        (data_dir / "task.yaml").write_text(SPEC.replace("EPOCHS", str(args.epochs)))
+        layers = f", layers: {args.layers}" if args.layers else ""
+        (data_dir / "task.yaml").write_text(SPEC.replace("EPOCHS", str(args.epochs)).replace("LAYERS", layers))
         from nanoforge.pipeline import train
         from nanoforge.task import load_task
 
@@ -99,7 +102,7 @@ def main() -> None:
         "chars_per_receipt_mean": sum(map(len, texts)) / len(texts),
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = HERE / "results" / "sroie.json"
+    out = HERE / "results" / (f"sroie-l{args.layers}.json" if args.layers else "sroie.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
     m = quality["metrics"]

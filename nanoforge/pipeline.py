@@ -207,7 +207,7 @@ def train_classify(spec: TaskSpec, out: Path, spec_source: str | None = None) ->
          [[a.output, a.probs] for a in answers["train"] + answers["valid"]]], sort_keys=True).encode()).hexdigest()
     model, enc, training = reuse_student(out / "student", fingerprint)
     if model is None:
-        model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed)
+        model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed, layers=cfg.layers)
         enc = base_tokenizer(base_dir, cfg.max_length)
         log(f"student: {cfg.base} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
             f"soft labels: {train_split.soft is not None}")

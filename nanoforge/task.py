@@ -66,6 +66,7 @@ class StudentSpec(_Strict):
     base: str = "minilm-l6"
     max_length: int = Field(64, ge=8, le=4096)
     stride: int = Field(64, ge=0)  # extract: tokens shared by neighbouring windows of a long document
+    layers: int | None = Field(None, ge=1)  # keep this many of the base's layers, evenly spaced (pruning)
     epochs: int = Field(6, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0, lt=1)

@@ -129,7 +129,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
             model, meta = EncoderStudent.load(student_dir)
             log(f"student: reusing the one trained earlier in {student_dir} (same spec, labels and data)")
     if model is None:
-        model, base_dir = build_student(cfg.base, len(tags), seed=cfg.seed, cls=EncoderTagger)
+        model, base_dir = build_student(cfg.base, len(tags), seed=cfg.seed, cls=EncoderTagger, layers=cfg.layers)
         text_enc = base_tokenizer(base_dir, cfg.max_length)
         student_dir.mkdir(parents=True, exist_ok=True)
         text_enc.save(student_dir / "tokenizer.json")
@@ -143,7 +143,9 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
             labels = token_tags(doc, spans, schema)
             ids, _, _ = enc.window_arrays([doc])
             windows += list(zip(ids, enc.window_labels(doc, labels, ids.shape[1])))
-        log(f"student: {cfg.base} tagger, {len(tags)} tags, {len(windows)} training windows of <= {cfg.max_length} tokens")
+        depth = f", {cfg.layers} layers kept" if cfg.layers else ""
+        log(f"student: {cfg.base} tagger{depth}, {len(tags)} tags, {len(windows)} training windows of "
+            f"<= {cfg.max_length} tokens")
 
         def evaluate() -> float:
             preds = [o for o, _ in extract(torch_runner(model), enc, schema, valid_texts)]

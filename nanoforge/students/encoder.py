@@ -120,9 +120,10 @@ class EncoderTagger(EncoderStudent):
         return self.head(self.dropout(hidden))
 
 
-def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderStudent] | None = None
-                  ) -> tuple[EncoderStudent, Path]:
-    """Load the base encoder's weights (local files only) and add a fresh head."""
+def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderStudent] | None = None,
+                  layers: int | None = None) -> tuple[EncoderStudent, Path]:
+    """Load the base encoder's weights (local files only), keep `layers` of its layers
+    (see compress/prune.py) and add a fresh head."""
     cls = cls or EncoderClassifier
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -136,6 +137,10 @@ def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderSt
         encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, **kwargs)
     except Exception as e:
         raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
+    if layers is not None:
+        from nanoforge.compress.prune import keep_layers
+
+        keep_layers(encoder, layers)
     return cls(encoder, num_labels), folder
 
 
