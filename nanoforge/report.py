@@ -87,17 +87,20 @@ def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any]) -> None:
-    out = Path(out)
+def write_json_and_plot(out: Path, result: dict[str, Any], draw, alt: str) -> str:
+    """Write report.json and report.png (`draw(path)`); return the markdown line for the plot."""
     (out / "report.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     try:
-        plot(out / "report.png", plot_data)
-        plot_line = "![gate and errors](report.png)\n"
+        draw(out / "report.png")
     except ImportError:
-        plot_line = "(matplotlib not installed: no plot)\n"
-    rows = comparison_rows(result)
-    table = "| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER) + "\n"
-    table += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+        return "(matplotlib not installed: no plot)\n"
+    return f"![{alt}](report.png)\n"
+
+
+def write_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any]) -> None:
+    out = Path(out)
+    plot_line = write_json_and_plot(out, result, lambda png: plot(png, plot_data), "gate and errors")
+    table = markdown_table(result)
     g = result["gate"]
     cand = "\n".join(
         f"| {m} | {c['threshold']:.4g} | {fmt(c['valid_retention'])} | {fmt(c['valid_oos_recall'])} |"
@@ -160,12 +163,7 @@ def write_extract_report(out: Path, result: dict[str, Any], plot_data: dict[str,
     from nanoforge.extract.recipe import sample_errors
 
     out = Path(out)
-    (out / "report.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    try:
-        plot_fields(out / "report.png", result)
-        plot_line = "![per-field F1](report.png)\n"
-    except ImportError:
-        plot_line = "(matplotlib not installed: no plot)\n"
+    plot_line = write_json_and_plot(out, result, lambda png: plot_fields(png, result), "per-field F1")
     per_field = "\n".join(
         f"| {name} | " + " | ".join(fmt(result["models"][k]["metrics"]["per_field"][name]["f1"])
                                    for k in ("student_int8", "student_torch_fp32"))
