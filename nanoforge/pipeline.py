@@ -222,7 +222,8 @@ def train_classify(spec: TaskSpec, out: Path, spec_source: str | None = None) ->
                                                   in_scope=valid_split.labels >= 0)
 
     # -- gate, calibrated on the deployed (INT8) model's own outputs
-    train_int8 = onnx_arrays(make_session(int8), enc, train_split.texts)
+    needs_train = spec.out_of_scope.method in ("auto", "mahalanobis")  # class means come from train
+    train_int8 = onnx_arrays(make_session(int8), enc, train_split.texts) if needs_train else (None, None)
     gate, gate_info = choose_gate(spec, train_int8, valid_int8, train_split.labels, valid_split.labels, len(labels))
     log(f"gate: {gate.method} (threshold {gate.threshold:.4g}); " + ", ".join(
         f"{m} oos recall {c['valid_oos_recall']}" for m, c in gate_info["candidates"].items()))
@@ -267,7 +268,7 @@ def reuse_student(folder: Path, fingerprint: str):
     """(model, encoder, training) of a student already trained on the same spec, labels
     and data, else (None, None, None)."""
     from nanoforge.runtime.text import TextEncoder
-    from nanoforge.students.encoder import EncoderClassifier
+    from nanoforge.students.encoder import EncoderStudent
 
     try:
         meta = json.loads((folder / "student.json").read_text())
@@ -275,7 +276,7 @@ def reuse_student(folder: Path, fingerprint: str):
         return None, None, None
     if meta.get("fingerprint") != fingerprint or not (folder / "tokenizer.json").is_file():
         return None, None, None
-    model, meta = EncoderClassifier.load(folder)
+    model, meta = EncoderStudent.load(folder)
     log(f"student: reusing the one trained earlier in {folder} (same spec, labels and data)")
     return model, TextEncoder.from_file(folder / "tokenizer.json", meta["max_length"]), meta["training"]
 

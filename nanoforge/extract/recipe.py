@@ -87,9 +87,9 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     from nanoforge.export.onnx import export_student
     from nanoforge.export.parity import parity_line
     from nanoforge.export.quantize import quantize_int8
-    from nanoforge.pipeline import lineage_info, load_splits, log, teach
+    from nanoforge.pipeline import lineage_info, load_splits, log, reuse_student, teach
     from nanoforge.runtime.classifier import make_session
-    from nanoforge.students.encoder import EncoderStudent, EncoderTagger, base_tokenizer, build_student
+    from nanoforge.students.encoder import EncoderTagger, base_tokenizer, build_student
 
     t_start = time.perf_counter()
     schema = spec.extraction_schema()
@@ -122,21 +122,15 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
         [cfg.model_dump(mode="json"), spec.public_dict()["schema"], data_hash(splits["train"], splits["valid"]),
          train_out, valid_out], sort_keys=True, default=str).encode()).hexdigest()
     student_dir = out / "student"
-    model, meta = None, {}
-    if (student_dir / "student.json").is_file():
-        meta = json.loads((student_dir / "student.json").read_text())
-        if meta.get("fingerprint") == fingerprint and (student_dir / "tokenizer.json").is_file():
-            model, meta = EncoderStudent.load(student_dir)
-            log(f"student: reusing the one trained earlier in {student_dir} (same spec, labels and data)")
+    model, text_enc, training = reuse_student(student_dir, fingerprint)
     if model is None:
         model, base_dir = build_student(cfg.base, len(tags), seed=cfg.seed, cls=EncoderTagger, layers=cfg.layers)
         text_enc = base_tokenizer(base_dir, cfg.max_length)
         student_dir.mkdir(parents=True, exist_ok=True)
         text_enc.save(student_dir / "tokenizer.json")
-    text_enc = _text_encoder(student_dir, cfg.max_length)
     enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
 
-    if not meta.get("fingerprint") == fingerprint:
+    if training is None:
         windows = []
         for text, spans in zip(train_texts, train_spans):
             doc = enc.document(text)
@@ -154,8 +148,6 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
         training = train_tagger(model, windows, cfg, evaluate, pad_id=enc.pad_id, log=log)
         model.save(student_dir, {"max_length": cfg.max_length, "stride": cfg.stride, "base": cfg.base,
                                  "fingerprint": fingerprint, "training": training, "tags": tags})
-    else:
-        training = meta["training"]
 
     # -- export + parity (field agreement on valid)
     with progress_bar("export", total=3) as advance:
@@ -235,12 +227,6 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     write_bundle(out / "bundle", manifest, files)
     plot_data = {"gold": test_gold, "int8": int8_preds, "torch": torch_preds, "texts": test_texts}
     return result, plot_data
-
-
-def _text_encoder(folder: Path, max_length: int):
-    from nanoforge.runtime.text import TextEncoder
-
-    return TextEncoder.from_file(folder / "tokenizer.json", max_length)
 
 
 def sample_errors(schema: Schema, preds: list[dict], golds: list[dict], limit: int = 12) -> list[dict[str, Any]]:
