@@ -138,3 +138,17 @@ def test_extract_runtime_without_torch(extract_run):
     """)
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout)["output"]) == {"invoice_number", "vendor", "due_date", "total"}
+
+
+def test_rerun_reuses_the_trained_tagger(extract_run):
+    """Training again with the same spec and data reuses the student: nothing is lost
+    or redone, and the bundle comes out the same."""
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    weights = extract_run["out"] / "student" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    again = train(load_task(extract_run["root"] / "task.yaml"), extract_run["out"])
+    assert weights.stat().st_mtime_ns == mtime
+    assert again["training"] == extract_run["result"]["training"]
+    assert again["models"]["student_int8"]["metrics"] == extract_run["result"]["models"]["student_int8"]["metrics"]
