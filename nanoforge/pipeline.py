@@ -60,6 +60,10 @@ def load_splits(spec: TaskSpec) -> dict[str, list[Record]]:
     if valid is None:
         train, valid = stratified_split(train, d.valid_fraction, spec.seed + 1)
         log(f"no valid file: held out a seeded stratified {d.valid_fraction:.0%} of train as valid ({len(valid)} rows)")
+    for name, split in (("valid", valid), ("test", test)):
+        if not split:
+            raise NanoforgeError(f"{d.train}: too few rows ({len(train)}) to hold out a {name} split; "
+                                 f"add rows or give data.{name}")
     train, n_dup = dedup(train)
     train, n_cont = decontaminate(train, valid, test)
     if n_dup or n_cont:

@@ -120,3 +120,14 @@ def test_train_only_file_without_out_of_scope_rows(tmp_path, tiny_task):
     assert m["gate"]["method"] == "msp" and "no out-of-scope rows" in m["gate"]["why"]
     assert result["models"]["student_int8"]["metrics"]["oos_recall"] is None
     assert load(tmp_path / "run" / "bundle").predict("set an alarm for 7am")["label"] in labels + [None]
+
+
+def test_too_few_rows_to_split_is_a_clear_error(tmp_path):
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.pipeline import load_splits
+    from nanoforge.task import parse_task
+
+    (tmp_path / "one.jsonl").write_text('{"input": "what is my balance", "output": "balance"}\n')
+    spec = parse_task({"name": "x", "data": {"train": "one.jsonl"}}, base_dir=tmp_path)
+    with pytest.raises(NanoforgeError, match=r"one.jsonl: too few rows \(1\)"):
+        load_splits(spec)
