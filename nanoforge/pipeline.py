@@ -60,15 +60,19 @@ def load_splits(spec: TaskSpec) -> dict[str, list[Record]]:
     if valid is None:
         train, valid = stratified_split(train, d.valid_fraction, spec.seed + 1)
         log(f"no valid file: held out a seeded stratified {d.valid_fraction:.0%} of train as valid ({len(valid)} rows)")
-    for name, split in (("valid", valid), ("test", test)):
-        if not split:
-            raise NanoforgeError(f"{d.train}: too few rows ({len(train)}) to hold out a {name} split; "
-                                 f"add rows or give data.{name}")
     train, n_dup = dedup(train)
     train, n_cont = decontaminate(train, valid, test)
     if n_dup or n_cont:
         log(f"train: dropped {n_dup} duplicate and {n_cont} contaminated row(s) (also in valid/test)")
     return {"train": train, "valid": valid, "test": test}
+
+
+def require_held_out(spec: TaskSpec, splits: dict[str, list[Record]]) -> None:
+    """Valid and test must have rows (checked after the rows themselves were checked)."""
+    for name in ("valid", "test"):
+        if not splits[name]:
+            raise NanoforgeError(f"{spec.data.train}: too few rows ({len(splits['train'])}) to hold out a {name} "
+                                 f"split; add rows or give data.{name}")
 
 
 def task_labels(spec: TaskSpec, splits: dict[str, list[Record]]) -> list[str]:
@@ -188,6 +192,7 @@ def train_classify(spec: TaskSpec, out: Path, spec_source: str | None = None) ->
     t_start = time.perf_counter()
     splits = load_splits(spec)
     labels = task_labels(spec, splits)
+    require_held_out(spec, splits)
     log(f"task {spec.name}: {len(labels)} labels; train {len(splits['train'])}, valid {len(splits['valid'])}, "
         f"test {len(splits['test'])}")
 

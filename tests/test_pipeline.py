@@ -124,10 +124,10 @@ def test_train_only_file_without_out_of_scope_rows(tmp_path, tiny_task):
 
 def test_too_few_rows_to_split_is_a_clear_error(tmp_path):
     from nanoforge.errors import NanoforgeError
-    from nanoforge.pipeline import load_splits
+    from nanoforge.pipeline import load_splits, require_held_out
     from nanoforge.task import parse_task
 
     (tmp_path / "one.jsonl").write_text('{"input": "what is my balance", "output": "balance"}\n')
     spec = parse_task({"name": "x", "data": {"train": "one.jsonl"}}, base_dir=tmp_path)
     with pytest.raises(NanoforgeError, match=r"one.jsonl: too few rows \(1\)"):
-        load_splits(spec)
+        require_held_out(spec, load_splits(spec))

@@ -87,7 +87,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     from nanoforge.export.onnx import export_student
     from nanoforge.export.parity import parity_line
     from nanoforge.export.quantize import quantize_int8
-    from nanoforge.pipeline import lineage_info, load_splits, log, reuse_student, teach
+    from nanoforge.pipeline import lineage_info, load_splits, log, require_held_out, reuse_student, teach
     from nanoforge.runtime.classifier import make_session
     from nanoforge.students.encoder import EncoderTagger, base_tokenizer, build_student
 
@@ -96,6 +96,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     tags = tag_names(schema)
     splits = load_splits(spec)
     gold = {name: gold_outputs(schema, recs) for name, recs in splits.items()}
+    require_held_out(spec, splits)
     log(f"task {spec.name}: {len(schema.fields)} fields; train {len(splits['train'])}, "
         f"valid {len(splits['valid'])}, test {len(splits['test'])}")
 
