@@ -386,7 +386,7 @@ def evaluate_run(spec, labels, splits, answers, teacher, model, enc, bundle_dir,
         models["teacher"] = {"metrics": classify_metrics(gold, gold), "latency_ms": None, "size_mb": None,
                              "cost_per_1k_usd": 0.0, "runtime": "reference labels (the gold answers themselves)"}
     # For the report's plot: retention vs out-of-scope recall on test, per gate method.
-    te_int8 = _forward_batched(nano, texts)
+    te_int8 = onnx_arrays(nano.session, nano.encoder, texts)
     ins = np.array([g is not None for g in gold])
     curves = {}
     for m in METHODS:
@@ -396,8 +396,3 @@ def evaluate_run(spec, labels, splits, answers, teacher, model, enc, bundle_dir,
         curves[m] = {"in": s[ins], "oos": s[~ins]}
     plot_data = {"curves": curves, "gold": gold, "pred": int8_preds, "gate": nano.gate}
     return {"models": models, "teacher_stats": tstats}, plot_data
-
-
-def _forward_batched(nano, texts: list[str], batch_size: int = 128):
-    parts = [nano.forward(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

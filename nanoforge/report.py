@@ -160,7 +160,7 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
 
 
 def write_extract_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any], schema) -> None:
-    from nanoforge.extract.recipe import sample_errors
+    from nanoforge.extract.metrics import per_field_errors
 
     out = Path(out)
     plot_line = write_json_and_plot(out, result, lambda png: plot_fields(png, result), "per-field F1")
@@ -172,8 +172,8 @@ def write_extract_report(out: Path, result: dict[str, Any], plot_data: dict[str,
     al = result["alignment"]["per_field"]
     align_rows = "\n".join(f"| {n} | {c['exact']} | {c['normalised']} | {c['fuzzy']} | {c['unaligned']} | {c['null']} |"
                            for n, c in al.items())
-    errors = sample_errors(schema, plot_data["int8"], plot_data["gold"])
-    err_rows = "\n".join(f"| {e['doc']} | {e['field']} | {json.dumps(e['gold'])} | {json.dumps(e['pred'])} |"
+    errors = per_field_errors(schema, plot_data["int8"], plot_data["gold"], limit=4)
+    err_rows = "\n".join(f"| {e['index']} | {e['field']} | {json.dumps(e['gold'])} | {json.dumps(e['pred'])} |"
                          for e in errors) or "| - | - | - | - |"
     p = result["parity"]
     t = result["teacher_stats"]
@@ -209,7 +209,7 @@ Unaligned values are counted here and not taught as spans.
 | ONNX FP32 | {fmt(p['fp32']['agreement'])} | {fmt(p['fp32']['field_f1'])} | {100 * p['fp32']['field_f1_delta']:+.2f} pt | {p['fp32']['max_abs_logit_diff']:.2e} |
 | ONNX INT8 | {fmt(p['int8']['agreement'])} | {fmt(p['int8']['field_f1'])} | {100 * p['int8']['field_f1_delta']:+.2f} pt | {p['int8']['max_abs_logit_diff']:.2e} |
 
-## Errors of the nano on test (first {len(errors)})
+## Errors of the nano on test (up to 4 per field)
 
 | doc | field | gold | predicted |
 |---|---|---|---|

@@ -7,7 +7,6 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -228,16 +227,3 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     write_bundle(out / "bundle", manifest, files)
     plot_data = {"gold": test_gold, "int8": int8_preds, "torch": torch_preds, "texts": test_texts}
     return result, plot_data
-
-
-def sample_errors(schema: Schema, preds: list[dict], golds: list[dict], limit: int = 12) -> list[dict[str, Any]]:
-    from nanoforge.extract.schema import values_equal
-
-    out = []
-    for i, (p, g) in enumerate(zip(preds, golds)):
-        for f in schema.fields:
-            if not values_equal(f, p.get(f.name), g.get(f.name)):
-                out.append({"doc": i, "field": f.name, "gold": g.get(f.name), "pred": p.get(f.name)})
-                if len(out) >= limit:
-                    return out
-    return out
