@@ -3,6 +3,8 @@
     python bench/sroie.py --out runs/sroie           # train + evaluate (~25 min here)
     python bench/sroie.py --out runs/sroie --eval-only
     python bench/sroie.py --out runs/sroie-l3 --layers 3   # pruned to 3 of 6 layers
+    python bench/sroie.py --out runs/sroie-l3kd --layers 3 --distil-from runs/sroie/student
+                                                     # the trained 6-layer tagger pruned to 3, distilled
 
 Reads ../shared/data/sroie/train.jsonl (research-use licence: read in place, never
 copied into the repository), makes a seeded 80/10/10 split of it into
@@ -36,7 +38,7 @@ schema:
     total: {type: [number, "null"]}
 data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
 teacher: {backend: reference}
-student: {base: minilm-l6, max_length: 512, stride: 128, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3LAYERS}
+student: {base: minilm-l6, max_length: 512, stride: 128, epochs: EPOCHS, batch_size: 8, lr: 1.0e-4, patience: 3EXTRA}
 """
 
 
@@ -58,13 +60,17 @@ def main() -> None:
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--layers", type=int, default=None, help="keep this many of MiniLM's 6 layers (pruning)")
+    ap.add_argument("--distil-from", type=Path, default=None,
+                    help="a trained tagger (RUN/student) to prune to --layers and distil from")
     args = ap.parse_args()
 
     data_dir = args.out / "data-split"
     if not args.eval_only:
         split(args.data, data_dir)
-        layers = f", layers: {args.layers}" if args.layers else ""
-        (data_dir / "task.yaml").write_text(SPEC.replace("EPOCHS", str(args.epochs)).replace("LAYERS", layers))
+        extra = f", layers: {args.layers}" if args.layers else ""
+        if args.distil_from:
+            extra += f", distil_from: {args.distil_from.resolve()}"
+        (data_dir / "task.yaml").write_text(SPEC.replace("EPOCHS", str(args.epochs)).replace("EXTRA", extra))
         from nanoforge.pipeline import train
         from nanoforge.task import load_task
 
@@ -90,7 +96,7 @@ def main() -> None:
     nano = load(args.out / "bundle", threads=1)
     run = torch_runner(model)
     rt = latency_ms(nano.predict, texts, n=args.queries)
-    th = latency_ms(lambda t: extract(run, enc, nano.schema, [t]), texts, n=args.queries)
+    th = latency_ms(lambda t: extract(run, enc, nano.schema, [t], thresholds=nano.thresholds), texts, n=args.queries)
     oracle = span_oracle(nano.schema, records)
     result = {
         "span_oracle_field_f1": oracle,
@@ -102,7 +108,8 @@ def main() -> None:
         "chars_per_receipt_mean": sum(map(len, texts)) / len(texts),
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = HERE / "results" / (f"sroie-l{args.layers}.json" if args.layers else "sroie.json")
+    name = "sroie" + (f"-l{args.layers}" if args.layers else "") + ("-kd" if args.distil_from else "")
+    out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
     m = quality["metrics"]

@@ -152,3 +152,43 @@ def test_rerun_reuses_the_trained_tagger(extract_run):
     assert weights.stat().st_mtime_ns == mtime
     assert again["training"] == extract_run["result"]["training"]
     assert again["models"]["student_int8"]["metrics"] == extract_run["result"]["models"]["student_int8"]["metrics"]
+
+
+def test_distil_from_a_trained_tagger_into_fewer_layers(extract_run):
+    """student.distil_from: the trained tagger, pruned to 1 layer, learns from its token
+    probabilities; the bundle carries the calibrated null thresholds."""
+    from nanoforge.pipeline import train
+    from nanoforge.students.encoder import EncoderStudent
+    from nanoforge.task import load_task
+
+    root = extract_run["root"]
+    spec = (root / "task.yaml").read_text().replace("threads: 1}", "threads: 1, layers: 1, distil_from: run/student}")
+    assert "distil_from" in spec
+    (root / "task-kd.yaml").write_text(spec)
+    result = train(load_task(root / "task-kd.yaml"), root / "run-kd")
+    model, meta = EncoderStudent.load(root / "run-kd" / "student")
+    assert len(model.encoder.encoder.layer) == 1
+    teacher, _ = EncoderStudent.load(extract_run["out"] / "student")
+    assert len(teacher.encoder.encoder.layer) == 2
+    m = read_manifest(root / "run-kd" / "bundle")
+    assert set(m["model"]["thresholds"]) <= set(m["schema"]["properties"])
+    assert result["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
+
+
+def test_distil_from_must_be_a_matching_tagger(extract_run, tmp_path, trained_run):
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task, parse_task
+
+    root = extract_run["root"]
+    spec = (root / "task.yaml").read_text().replace(
+        "threads: 1}", f"threads: 1, distil_from: {trained_run['out'] / 'student'}}}")
+    (root / "task-bad.yaml").write_text(spec)
+    with pytest.raises(NanoforgeError, match="is a classify model with .* needs a tag model"):
+        train(load_task(root / "task-bad.yaml"), tmp_path / "bad")
+    with pytest.raises(NanoforgeError, match="not a trained student folder"):
+        spec = (root / "task.yaml").read_text().replace("threads: 1}", "threads: 1, distil_from: nowhere}")
+        (root / "task-none.yaml").write_text(spec)
+        train(load_task(root / "task-none.yaml"), tmp_path / "none")
+    with pytest.raises(NanoforgeError, match="distil_from: only used by kind extract"):
+        parse_task({"name": "x", "data": {"train": "t.jsonl"}, "student": {"distil_from": "a"}})

@@ -11,6 +11,7 @@ from nanoforge.extract.schema import Schema
 from nanoforge.extract.tagging import (
     IGNORE,
     DocumentEncoder,
+    calibrate_thresholds,
     decode,
     document_probs,
     extract,
@@ -101,6 +102,23 @@ def test_required_field_is_filled_from_best_candidate(enc):
     probs[words.index("3.00"), names.index("B-total")] = 0.2
     out, _ = decode(doc, probs, SCHEMA)
     assert out["total"] == 3.0
+
+
+def test_nullable_field_answers_above_its_calibrated_threshold(enc):
+    """No run tagged as date (date is nullable): null by default; with a threshold at or
+    under the likeliest start's P(B), that start answers."""
+    doc = enc.document(TEXT)
+    words = TEXT.split()
+    probs = one_hot_probs(len(words), {0: "B-vendor", words.index("1,234.50"): "B-total"})
+    probs[words.index("25/12/2018"), tag_names(SCHEMA).index("B-date")] = 0.3
+    assert decode(doc, probs, SCHEMA)[0]["date"] is None
+    assert decode(doc, probs, SCHEMA, {"date": 0.5})[0]["date"] is None
+    assert decode(doc, probs, SCHEMA, {"date": 0.2})[0]["date"] == "2018-12-25"
+
+    gold_with = {"vendor": "ACME TOOLS SDN BHD", "date": "2018-12-25", "total": 1234.5}
+    assert calibrate_thresholds(SCHEMA, [(doc, probs)], [gold_with]) == {"date": 0.3}  # the most cautious that works
+    gold_without = {**gold_with, "date": None}  # forcing would only add a wrong value: never force
+    assert calibrate_thresholds(SCHEMA, [(doc, probs)], [gold_without]) == {"date": None}
 
 
 def test_document_probs_prefers_central_window(enc):

@@ -171,16 +171,26 @@ def train_tagger(
     evaluate: Callable[[], float],
     pad_id: int = 0,
     log=print,
+    soft: list[np.ndarray] | None = None,
 ) -> dict:
     """Token classification on (ids, labels) windows; labels of -100 are ignored.
+    `soft[w]` (tokens, tags), when given, holds a teacher tagger's probabilities at
+    `cfg.kd_temperature` for window w: each token then learns `kd_loss`.
     `evaluate()` scores the current model on valid (field F1) for early stopping."""
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
         ids = pad_batch([windows[i][0] for i in idx], pad_id)
-        labels = pad_batch([windows[i][1] for i in idx], -100)
+        labels = torch.from_numpy(pad_batch([windows[i][1] for i in idx], -100)).reshape(-1)
         mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
         logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
-        return torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), torch.from_numpy(labels).reshape(-1), ignore_index=-100)
+        logits = logits.reshape(-1, logits.shape[-1])
+        if soft is None:
+            return torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+        targets = np.zeros((len(idx), ids.shape[1], logits.shape[-1]), np.float32)
+        for row, i in enumerate(idx):
+            targets[row, : len(soft[i])] = soft[i]
+        keep = labels != -100
+        targets = torch.from_numpy(targets).reshape(-1, logits.shape[-1])[keep]
+        return kd_loss(logits[keep], labels[keep], targets, cfg.kd_temperature, cfg.kd_alpha).mean()
 
     return fit(model, len(windows), cfg, batch_loss, evaluate, "field F1", log)

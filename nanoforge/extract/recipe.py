@@ -16,8 +16,17 @@ from nanoforge.evaluate import latency_ms, size_mb
 from nanoforge.extract.align import align_record
 from nanoforge.extract.metrics import extraction_metrics
 from nanoforge.extract.schema import Schema, coerce_output
-from nanoforge.extract.tagging import DocumentEncoder, extract, tag_names, token_tags, window_logits
+from nanoforge.extract.tagging import (
+    DocumentEncoder,
+    calibrate_thresholds,
+    extract,
+    tag_names,
+    tag_probs,
+    token_tags,
+    window_logits,
+)
 from nanoforge.progress import progress_bar
+from nanoforge.runtime.gate import softmax
 from nanoforge.task import TaskSpec
 from nanoforge.teachers import Answer
 
@@ -78,6 +87,21 @@ def field_agreement(schema: Schema, a: list[dict], b: list[dict]) -> float:
     return sum(p == q for p, q in pairs) / max(len(pairs), 1)
 
 
+def _window_rows(run, rows: list[np.ndarray], pad_id: int, batch_size: int = 16) -> list[np.ndarray]:
+    """Logits (tokens, tags) of each window row, unpadded, in order."""
+    from nanoforge.distill.trainer import pad_batch
+
+    out = []
+    with progress_bar("teacher logits", total=len(rows)) as advance:
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s : s + batch_size]
+            ids = pad_batch(chunk, pad_id)
+            mask = pad_batch([np.ones(len(r), np.int64) for r in chunk], 0)
+            out += [lg[: len(r)] for r, lg in zip(chunk, run(ids, mask))]
+            advance(len(chunk))
+    return out
+
+
 def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> tuple[dict, dict]:
     import torch
 
@@ -88,7 +112,7 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.pipeline import lineage_info, load_splits, log, require_held_out, reuse_student, teach
     from nanoforge.runtime.classifier import make_session
-    from nanoforge.students.encoder import EncoderTagger, base_tokenizer, build_student
+    from nanoforge.students.encoder import EncoderTagger, base_tokenizer, build_student, student_from
 
     t_start = time.perf_counter()
     schema = spec.extraction_schema()
@@ -123,9 +147,18 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
          train_out, valid_out], sort_keys=True, default=str).encode()).hexdigest()
     student_dir = out / "student"
     model, text_enc, training = reuse_student(student_dir, fingerprint)
-    if model is None:
+    teacher_model = None
+    if model is None and cfg.distil_from:
+        torch.manual_seed(cfg.seed)
+        model, teacher_model, teacher_meta = student_from(cfg.distil_from, EncoderTagger, len(tags), cfg.layers)
+        if teacher_meta.get("tags") != tags:
+            raise NanoforgeError(f"student.distil_from: {cfg.distil_from} tags {teacher_meta.get('tags')} "
+                                 f"are not this schema's {tags}")
+        text_enc = base_tokenizer(Path(cfg.distil_from), cfg.max_length)
+    elif model is None:
         model, base_dir = build_student(cfg.base, len(tags), seed=cfg.seed, cls=EncoderTagger, layers=cfg.layers)
         text_enc = base_tokenizer(base_dir, cfg.max_length)
+    if training is None:
         student_dir.mkdir(parents=True, exist_ok=True)
         text_enc.save(student_dir / "tokenizer.json")
     enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
@@ -138,14 +171,19 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
             ids, _, _ = enc.window_arrays([doc])
             windows += list(zip(ids, enc.window_labels(doc, labels, ids.shape[1])))
         depth = f", {cfg.layers} layers kept" if cfg.layers else ""
-        log(f"student: {cfg.base} tagger{depth}, {len(tags)} tags, {len(windows)} training windows of "
+        origin = f"distilled from {cfg.distil_from}" if teacher_model is not None else cfg.base
+        log(f"student: {origin} tagger{depth}, {len(tags)} tags, {len(windows)} training windows of "
             f"<= {cfg.max_length} tokens")
+        soft = None
+        if teacher_model is not None:
+            soft = [softmax(lg / cfg.kd_temperature)
+                    for lg in _window_rows(torch_runner(teacher_model), [w[0] for w in windows], enc.pad_id)]
 
         def evaluate() -> float:
             preds = [o for o, _ in extract(torch_runner(model), enc, schema, valid_texts)]
             return extraction_metrics(schema, preds, valid_out)["field_f1"] or 0.0
 
-        training = train_tagger(model, windows, cfg, evaluate, pad_id=enc.pad_id, log=log)
+        training = train_tagger(model, windows, cfg, evaluate, pad_id=enc.pad_id, log=log, soft=soft)
         model.save(student_dir, {"max_length": cfg.max_length, "stride": cfg.stride, "base": cfg.base,
                                  "fingerprint": fingerprint, "training": training, "tags": tags})
 
@@ -176,13 +214,17 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
             f"below the torch model's, more than export.max_int8_f1_drop={spec.export.max_int8_f1_drop}; "
             f"no bundle written (student kept in {student_dir})")
 
+    # fields left null without a tagged run: answer anyway above a threshold calibrated on valid
+    thresholds = calibrate_thresholds(schema, tag_probs(session_runner(make_session(int8)), enc, valid_texts), valid_out)
+    log("null thresholds (calibrated on valid): " + ", ".join(f"{k} {v}" for k, v in thresholds.items()))
+
     files = {"model.onnx": int8, "tokenizer.json": student_dir / "tokenizer.json"}
     lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
     manifest = {
         "name": spec.name, "version": spec.version, "kind": "extract", "task": spec.public_dict(),
         "schema": spec.public_dict()["schema"], "tags": tags,
         "model": {"file": "model.onnx", "tokenizer": "tokenizer.json", "precision": "int8",
-                  "max_length": cfg.max_length, "stride": enc.stride, "pad_id": enc.pad_id,
+                  "max_length": cfg.max_length, "stride": enc.stride, "pad_id": enc.pad_id, "thresholds": thresholds,
                   "parameters": sum(p.numel() for p in model.parameters()),
                   "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"]},
         "parity": parity, "alignment": align_stats,
@@ -199,14 +241,15 @@ def train_extract(spec: TaskSpec, out: Path, spec_source: str | None = None) -> 
         raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (gold) for scoring")
     nano = load(bundle_dir)
     int8_preds = [p["output"] for p in nano.predict_batch(test_texts)]
-    torch_preds = [o for o, _ in extract(torch_runner(model), enc, schema, test_texts)]
+    torch_preds = [o for o, _ in extract(torch_runner(model), enc, schema, test_texts, thresholds=thresholds)]
     torch_one = torch_runner(model)
     models = {
         "student_int8": {"metrics": extraction_metrics(schema, int8_preds, test_gold),
                          "latency_ms": latency_ms(nano.predict, test_texts, n=min(200, 5 * len(test_texts))),
                          "size_mb": round(size_mb(bundle_dir), 3), "cost_per_1k_usd": 0.0, "runtime": "onnxruntime"},
         "student_torch_fp32": {"metrics": extraction_metrics(schema, torch_preds, test_gold),
-                               "latency_ms": latency_ms(lambda t: extract(torch_one, enc, schema, [t]), test_texts,
+                               "latency_ms": latency_ms(lambda t: extract(torch_one, enc, schema, [t], thresholds=thresholds),
+                                                        test_texts,
                                                         n=min(200, 5 * len(test_texts))),
                                "size_mb": round(size_mb(student_dir), 3), "cost_per_1k_usd": 0.0, "runtime": "torch"},
     }

@@ -11,7 +11,9 @@ runtime decodes with it, so both see the same windows and the same rules.
   highest-scoring run B I I ...; its characters in the document become the value, read
   into the field's type (dates to ISO 8601, amounts to numbers). A field without a run,
   or whose text does not read as its type, is null; a required field takes its likeliest
-  candidate that reads as its type. The output always has every field of the schema and
+  candidate that reads as its type, and so does a nullable field whose likeliest start
+  token reaches the field's calibrated threshold (`calibrate_thresholds`: chosen on valid,
+  stored in the bundle). The output always has every field of the schema and
   is valid against it, unless the document holds no value of a required field's type
   at all (no number anywhere for a required amount): that field is then null and the
   runtime marks the answer `valid: false` (the input is outside the task).
@@ -138,28 +140,36 @@ def document_probs(doc: Document, window_logits: list[np.ndarray], prefix_len: i
     return probs
 
 
-def decode(doc: Document, probs: np.ndarray, schema: Schema) -> tuple[dict[str, Any], dict[str, float]]:
-    """(output, confidence): every schema field, typed, or null."""
+def decode(doc: Document, probs: np.ndarray, schema: Schema, thresholds: dict[str, float] | None = None
+           ) -> tuple[dict[str, Any], dict[str, float]]:
+    """(output, confidence): every schema field, typed, or null.
+
+    `thresholds[field]`: when no tagged run of the field reads as its type, the likeliest
+    start token with P(B) at or above it still gives an answer (required fields: always)."""
     names = tag_names(schema)
+    thresholds = thresholds or {}
     top = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
     output: dict[str, Any] = {}
     confidence: dict[str, float] = {}
     for f in schema.fields:
         b, i = names.index(f"B-{f.name}"), names.index(f"I-{f.name}")
-        candidates = _runs(top, probs, b, i)
-        if not candidates and f.required and not f.nullable:
-            candidates = _forced(probs, b, i)
-        value, conf = None, 0.0
-        for score, start, end in candidates:
-            v = _read(doc, start, end, f)
-            if v is not None:
-                value, conf = v, score
-                break
+        floor = 0.0 if f.required and not f.nullable else thresholds.get(f.name)
+        value, conf = _first_readable(doc, _runs(top, probs, b, i), f)
+        if value is None and floor is not None and len(probs):
+            value, conf = _first_readable(doc, _forced(probs, b, i, floor), f)
         if value is None and len(probs):
             conf = float(1.0 - probs[:, b].max())  # confidence that the field is absent
         output[f.name] = value
         confidence[f.name] = round(float(conf), 4)
     return output, confidence
+
+
+def _first_readable(doc: Document, candidates: list[tuple[float, int, int]], f: Field) -> tuple[Any, float]:
+    for score, start, end in candidates:
+        v = _read(doc, start, end, f)
+        if v is not None:
+            return v, score
+    return None, 0.0
 
 
 def _runs(top: np.ndarray, probs: np.ndarray, b: int, i: int) -> list[tuple[float, int, int]]:
@@ -178,11 +188,13 @@ def _runs(top: np.ndarray, probs: np.ndarray, b: int, i: int) -> list[tuple[floa
     return sorted(runs, key=lambda r: -r[0])
 
 
-def _forced(probs: np.ndarray, b: int, i: int) -> list[tuple[float, int, int]]:
-    """A required field with no run: every token as its start, likeliest first, each
+def _forced(probs: np.ndarray, b: int, i: int, floor: float = 0.0) -> list[tuple[float, int, int]]:
+    """Every token with P(B) >= `floor` as the start of a span, likeliest first, each
     extended over the tokens that follow while I is their likeliest field tag."""
     out = []
     for start in np.argsort(-probs[:, b], kind="stable"):
+        if probs[start, b] < floor:
+            break
         end = start + 1
         while end < len(probs) and probs[end, i] >= probs[end, b] and probs[end, i] > 0.1:
             end += 1
@@ -225,11 +237,43 @@ def window_logits(run, enc: DocumentEncoder, docs: list[Document], batch_size: i
     return [[lg for _, lg in sorted(ws, key=lambda w: w[0])] for ws in per_doc]
 
 
-def extract(run, enc: DocumentEncoder, schema: Schema, texts: list[str], batch_size: int = 16
-            ) -> list[tuple[dict[str, Any], dict[str, float]]]:
+def extract(run, enc: DocumentEncoder, schema: Schema, texts: list[str], batch_size: int = 16,
+            thresholds: dict[str, float] | None = None) -> list[tuple[dict[str, Any], dict[str, float]]]:
     """(output, confidence) per text with model `run` (see window_logits)."""
+    return [decode(doc, probs, schema, thresholds) for doc, probs in tag_probs(run, enc, texts, batch_size)]
+
+
+def tag_probs(run, enc: DocumentEncoder, texts: list[str], batch_size: int = 16) -> list[tuple[Document, np.ndarray]]:
+    """(document, per-token tag probabilities) per text."""
     if not texts:
         return []
     docs = [enc.document(t) for t in texts]
     logits = window_logits(run, enc, docs, batch_size)
-    return [decode(doc, document_probs(doc, lg, len(enc.prefix)), schema) for doc, lg in zip(docs, logits)]
+    return [(doc, document_probs(doc, lg, len(enc.prefix))) for doc, lg in zip(docs, logits)]
+
+
+THRESHOLD_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def calibrate_thresholds(schema: Schema, tagged: list[tuple[Document, np.ndarray]], gold: list[dict]
+                         ) -> dict[str, float | None]:
+    """Per nullable field, the P(B) threshold above which a document without a tagged run
+    still answers (see `decode`), chosen for the best field F1 on `gold` (valid); ties go
+    to the more cautious threshold, and None (never force) wins unless forcing gains."""
+    from nanoforge.extract.metrics import extraction_metrics
+
+    def field_f1(name: str, th: float | None) -> float:
+        preds = [decode(doc, p, schema, {name: th} if th is not None else None)[0] for doc, p in tagged]
+        return extraction_metrics(schema, preds, gold)["per_field"][name]["f1"] or 0.0
+
+    out: dict[str, float | None] = {}
+    for f in schema.fields:
+        if f.required and not f.nullable:
+            continue
+        best, best_f1 = None, field_f1(f.name, None)
+        for th in sorted(THRESHOLD_GRID, reverse=True):
+            score = field_f1(f.name, th)
+            if score > best_f1 + 1e-9:
+                best, best_f1 = th, score
+        out[f.name] = best
+    return out

@@ -30,6 +30,7 @@ class ExtractorNano:
             tok = Tokenizer.from_file(str(self.dir / model["tokenizer"]))
             self.encoder = DocumentEncoder(tok, int(model["max_length"]), int(model["stride"]), int(model["pad_id"]))
             model_file = model["file"]
+            self.thresholds = dict(model.get("thresholds") or {})
         except (KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{self.dir / 'manifest.json'}: corrupted manifest (bad or missing {e})") from None
         self.session = make_session(self.dir / model_file, threads)
@@ -40,11 +41,12 @@ class ExtractorNano:
     def predict_batch(self, texts: list[str], batch_size: int = 16) -> list[dict[str, Any]]:
         for i, t in enumerate(texts):
             check_text(t, f"input {i}")
-        return [self._answer(out, conf) for out, conf in extract(self.run, self.encoder, self.schema, texts, batch_size)]
+        answers = extract(self.run, self.encoder, self.schema, texts, batch_size, self.thresholds)
+        return [self._answer(out, conf) for out, conf in answers]
 
     def predict(self, text: str) -> dict[str, Any]:
         check_text(text, "input")
-        return self._answer(*extract(self.run, self.encoder, self.schema, [text])[0])
+        return self._answer(*extract(self.run, self.encoder, self.schema, [text], thresholds=self.thresholds)[0])
 
     def _answer(self, output: dict[str, Any], confidence: dict[str, float]) -> dict[str, Any]:
         """`valid` is false only when a required field has no value of its type anywhere."""

@@ -144,6 +144,28 @@ def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderSt
     return cls(encoder, num_labels), folder
 
 
+def student_from(folder: str | Path, cls: type[EncoderStudent], num_labels: int, layers: int | None = None
+                 ) -> tuple[EncoderStudent, EncoderStudent, dict]:
+    """(student, teacher, teacher meta): a copy of the trained student in `folder`, pruned to
+    `layers`, to distil that student into. The head must match (`cls`, `num_labels`)."""
+    import copy
+
+    folder = Path(folder)
+    if not (folder / "student.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise NanoforgeError(f"student.distil_from: {folder} is not a trained student folder "
+                             "(a run's student/ with student.json and model.safetensors)")
+    teacher, meta = EncoderStudent.load(folder)
+    if not isinstance(teacher, cls) or teacher.num_labels != num_labels:
+        raise NanoforgeError(f"student.distil_from: {folder} is a {meta.get('head')} model with "
+                             f"{teacher.num_labels} labels; this task needs a {cls.head_kind} model with {num_labels}")
+    student = copy.deepcopy(teacher)
+    if layers is not None:
+        from nanoforge.compress.prune import keep_layers
+
+        keep_layers(student.encoder, layers)
+    return student.train(), teacher, meta
+
+
 def _model_type(folder: Path) -> str | None:
     try:
         return json.loads((folder / "config.json").read_text()).get("model_type")
