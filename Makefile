@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch goes first and alone: pinned exactly, it resolves to the CPU build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,serve,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

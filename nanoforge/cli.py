@@ -4,6 +4,8 @@
     nanoforge eval BUNDLE --data FILE.jsonl --json
     nanoforge predict BUNDLE "some text"    (or JSONL on stdin)
     nanoforge demo --out DIR                 the bundled default (CLINC150)
+    nanoforge registry add|list|promote|rollback ... --registry DIR
+    nanoforge serve --registry DIR --port N
 
 User mistakes print one line `error: ...` and exit with code 2. `eval` and `predict`
 run on the torch-free runtime.
@@ -159,6 +161,136 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
         if len(batch) >= 64:
             flush()
     flush()
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="Versions of nanos: add, list, promote, rollback.")
+app.add_typer(registry_app, name="registry")
+REGISTRY_OPT = typer.Option(Path("registry"), "--registry", help="registry folder")
+
+
+@registry_app.command("add")
+@user_errors
+def registry_add(bundle: Path = typer.Argument(..., help="bundle folder"), registry: Path = REGISTRY_OPT,
+                 promote: Optional[str] = typer.Option(None, "--promote", help="also point this alias at it")) -> None:
+    """Verify a bundle and copy it in as NAME/VERSION."""
+    from nanoforge.registry import Registry
+
+    reg = Registry(registry, create=True)
+    ref = reg.add(bundle)
+    typer.echo(f"added {ref} to {registry}")
+    if promote:
+        reg.promote(ref.name, ref.version, promote)
+        typer.echo(f"{ref.name}@{promote} -> {ref.version}")
+
+
+@registry_app.command("list")
+@user_errors
+def registry_list(registry: Path = REGISTRY_OPT,
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Every version of every nano, its aliases and which one a plain NAME gets."""
+    from nanoforge.registry import Registry
+
+    rows = Registry(registry).entries()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        aliases = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
+        typer.echo(f"{mark} {r['name']}@{r['version']}  {r['kind']}{aliases}")
+
+
+@registry_app.command("promote")
+@user_errors
+def registry_promote(name: str, version: str, registry: Path = REGISTRY_OPT,
+                     alias: str = typer.Option("prod", "--alias", help="alias to move")) -> None:
+    """Point ALIAS (default prod) at NAME@VERSION; a plain NAME then gets it."""
+    from nanoforge.registry import Registry
+
+    ref = Registry(registry).promote(name, version, alias)
+    typer.echo(f"{name}@{alias} -> {ref.version}")
+
+
+@registry_app.command("rollback")
+@user_errors
+def registry_rollback(name: str, registry: Path = REGISTRY_OPT,
+                      alias: str = typer.Option("prod", "--alias", help="alias to move back")) -> None:
+    """Point ALIAS back at the version it had before its last promotion."""
+    from nanoforge.registry import Registry
+
+    ref = Registry(registry).rollback(name, alias)
+    typer.echo(f"{name}@{alias} -> {ref.version}")
+
+
+router_app = typer.Typer(no_args_is_help=True, help="The router nano that picks a nano when no task is named.")
+app.add_typer(router_app, name="router")
+
+
+@router_app.command("build")
+@user_errors
+def router_build(registry: Path = REGISTRY_OPT,
+                 out: Path = typer.Option(Path("runs/router"), "--out", help="run folder to write"),
+                 base: str = typer.Option("minilm-l6", "--base", help="student base (or a local HF folder)"),
+                 data: list[str] = typer.Option([], "--data", help="NAME=FILE.jsonl: inputs of a nano whose "
+                                                "training data is not on this machine (repeatable)"),
+                 per_nano: int = typer.Option(2000, "--per-nano", help="most rows per nano and split"),
+                 epochs: int = typer.Option(3, "--epochs")) -> None:
+    """Train a router nano over the registered nanos' inputs and register it as `router` (prod)."""
+    from nanoforge.registry import Registry
+    from nanoforge.router import build_router
+
+    overrides = {}
+    for item in data:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise NanoforgeError(f"--data {item!r}: expected NAME=FILE.jsonl")
+        overrides[name] = file
+    ref = build_router(Registry(registry), out, base=base, per_nano=per_nano, epochs=epochs, data=overrides)
+    typer.echo(f"router nano {ref} registered in {registry} (prod); report: {out / 'report.md'}")
+
+
+@app.command()
+@user_errors
+def serve(registry: Path = REGISTRY_OPT,
+          host: str = typer.Option("127.0.0.1", "--host"),
+          port: int = typer.Option(8000, "--port"),
+          api_key_env: Optional[str] = typer.Option(
+              None, "--api-key-env", help="environment variable holding the API key clients must send"),
+          fallback: Optional[str] = typer.Option(
+              None, "--fallback", help="override every nano's fallback policy: teacher, refuse or flag"),
+          fallback_teacher_url: Optional[str] = typer.Option(
+              None, "--fallback-teacher-url", help="OpenAI-compatible endpoint of the fallback teacher"),
+          fallback_teacher_model: Optional[str] = typer.Option(None, "--fallback-teacher-model"),
+          fallback_teacher_key_env: str = typer.Option("OPENAI_API_KEY", "--fallback-teacher-key-env"),
+          threads: int = typer.Option(1, "--threads", help="onnxruntime threads per model call"),
+          max_batch: int = typer.Option(64, "--max-batch", help="most inputs in one micro-batch"),
+          max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="wait this long to fill a micro-batch"),
+          log_level: str = typer.Option("warning", "--log-level")) -> None:
+    """Serve the registry: REST, OpenAI-compatible and GraphQL APIs, /metrics."""
+    import os
+
+    import uvicorn
+
+    from nanoforge.serve import create_app
+    from nanoforge.task import TeacherSpec
+
+    if fallback not in (None, "teacher", "refuse", "flag"):
+        raise NanoforgeError(f"--fallback: {fallback!r} is not one of teacher, refuse, flag")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise NanoforgeError(f"--api-key-env: environment variable {api_key_env} is not set or empty")
+    teacher = None
+    if fallback_teacher_url or fallback_teacher_model:
+        if not (fallback_teacher_url and fallback_teacher_model):
+            raise NanoforgeError("--fallback-teacher-url and --fallback-teacher-model go together")
+        teacher = TeacherSpec(backend="openai", base_url=fallback_teacher_url, model=fallback_teacher_model,
+                              api_key_env=fallback_teacher_key_env)
+    asgi = create_app(registry, api_key=api_key, threads=threads, policy=fallback, fallback_teacher=teacher,
+                      max_batch=max_batch, max_wait_ms=max_wait_ms)
+    typer.echo(f"serving {registry} on http://{host}:{port} (docs at /docs, GraphQL at /graphql)", err=True)
+    uvicorn.run(asgi, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def main() -> None:

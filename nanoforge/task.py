@@ -67,6 +67,9 @@ class StudentSpec(_Strict):
     max_length: int = Field(64, ge=8, le=4096)
     stride: int = Field(64, ge=0)  # extract: tokens shared by neighbouring windows of a long document
     layers: int | None = Field(None, ge=1)  # keep this many of the base's layers, evenly spaced (pruning)
+    # extract: a trained tagger (a run's student/ folder) to start from, pruned to `layers`,
+    # whose token probabilities are soft targets (logit distillation, kd_temperature / kd_alpha)
+    distil_from: str | None = None
     epochs: int = Field(6, ge=1, le=100)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0, lt=1)
@@ -93,6 +96,19 @@ class ExportSpec(_Strict):
     max_int8_f1_drop: float = Field(0.02, ge=0, le=1)
 
 
+class FallbackSpec(_Strict):
+    """What serving does when the nano should not answer alone: the input is out of scope,
+    the output breaks the contract (a label outside the set, JSON invalid for the schema),
+    or the confidence is below `min_confidence`.
+
+    teacher: ask `teacher` (default: the task's teacher) and mark the answer as the teacher's;
+    refuse:  a structured refusal with the reason;  flag: the nano's answer, flagged."""
+
+    policy: Literal["teacher", "refuse", "flag"] = "refuse"
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    teacher: TeacherSpec | None = None
+
+
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+$")
@@ -106,6 +122,7 @@ class TaskSpec(_Strict):
     student: StudentSpec = StudentSpec()
     out_of_scope: OutOfScopeSpec = OutOfScopeSpec()
     export: ExportSpec = ExportSpec()
+    fallback: FallbackSpec = FallbackSpec()
     seed: int = 0
 
     @field_validator("labels")
@@ -159,6 +176,8 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
         base = Path(spec.student.base).expanduser()
         if not base.is_absolute() and (base_dir / base).exists():
             spec.student.base = str((base_dir / base).resolve())
+        if spec.student.distil_from is not None:
+            spec.student.distil_from = str((base_dir / Path(spec.student.distil_from).expanduser()).resolve())
         if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
             spec.teacher.cache = (base_dir / spec.teacher.cache).resolve()
     if spec.kind == "extract":
@@ -170,8 +189,13 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
             raise NanoforgeError(f"{source}: {e}") from None
     elif spec.schema_ is not None:
         raise NanoforgeError(f"{source}: schema: only used by kind extract")
+    elif spec.student.distil_from is not None:
+        raise NanoforgeError(f"{source}: student.distil_from: only used by kind extract")
     if spec.teacher.backend == "openai" and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the openai backend")
+    fb = spec.fallback.teacher
+    if fb is not None and fb.backend == "openai" and not fb.model:
+        raise NanoforgeError(f"{source}: fallback.teacher.model: required for the openai backend")
     return spec
 
 

@@ -61,3 +61,26 @@ def test_cli_eval_and_predict_without_torch(trained_run):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["n"] == len(test_file.read_text().splitlines())
+
+
+def test_server_inference_path_without_torch(trained_run, tmp_path):
+    r = run_blocked(f"""
+        import sys
+        from starlette.testclient import TestClient
+        from nanoforge.registry import Registry
+        from nanoforge.serve import create_app
+        reg = Registry({str(tmp_path / "reg")!r}, create=True)
+        name = reg.add({str(trained_run["bundle"])!r}).name
+        with TestClient(create_app(reg)) as c:
+            r = c.post(f"/v1/nanos/{{name}}/predict", json={{"inputs": ["pay my bill", "is it going to rain"]}})
+            assert r.status_code == 200, r.text
+            r = c.post("/v1/chat/completions", json={{"model": name, "messages": [{{"role": "user", "content": "hi"}}]}})
+            assert r.status_code == 200, r.text
+            r = c.post("/graphql", json={{"query": "{{ nanos {{ name }} }}"}})
+            assert r.json()["data"]["nanos"], r.text
+            assert "nanoforge_answers_total" in c.get("/metrics").text
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print("ok")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"

@@ -1,0 +1,207 @@
+"""Bounded load test of `nanoforge serve` on loopback.
+
+    python bench/serve_load.py --bundle runs/demo/bundle            # concurrency 1, 8, 64; 10 s each
+
+Starts the server in its own process (one uvicorn worker, the registry holding the bundle),
+then for each concurrency level opens that many keep-alive connections from a second
+process and sends `POST /v1/nanos/NAME/predict` with CLINC150 test inputs for a fixed
+duration. Reports requests/s, p50/p95/p99 latency and errors per level; writes
+bench/results/serve_load.json and serve_load.png.
+
+The load generator is a minimal asyncio HTTP/1.1 client (no HTTP library in the measured
+loop), so the numbers are the server's, not the client's. Both share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+INPUTS = ROOT / "examples" / "clinc150" / "test.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, timeout: float = 60.0) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("server did not become ready")
+
+
+async def _connection(port: int, path: str, bodies: list[bytes], stop_at: float, lat: list[float],
+                      errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n".encode()
+    rng = random.Random(len(lat))
+    try:
+        while time.perf_counter() < stop_at:
+            body = bodies[rng.randrange(len(bodies))]
+            t0 = time.perf_counter()
+            writer.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            payload = await reader.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            if not status_line.startswith(b"HTTP/1.1 200"):
+                errors.append(status_line.decode().strip() + " " + payload[:200].decode(errors="replace"))
+    except (ConnectionError, asyncio.IncompleteReadError) as e:
+        errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        writer.close()
+
+
+def run_level(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
+              queue: mp.Queue) -> None:
+    async def main():
+        lat: list[float] = []
+        errors: list[str] = []
+        stop_at = time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_connection(port, path, bodies, stop_at, lat, errors) for _ in range(concurrency)))
+        return lat, errors, time.perf_counter() - t0
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    lat, errors, wall = asyncio.run(main())
+    queue.put((lat, errors, wall))
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", type=Path, default=Path("runs/demo/bundle"))
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--max-wait-ms", type=float, default=0.0)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "serve_load.json")
+    args = ap.parse_args()
+
+    from nanoforge.registry import Registry
+
+    tmp = Path(tempfile.mkdtemp(prefix="nf-load-"))
+    reg = Registry(tmp / "registry", create=True)
+    ref = reg.add(args.bundle)
+    path = f"/v1/nanos/{ref.name}/predict"
+    texts = [json.loads(line)["input"] for line in INPUTS.read_text().splitlines()]
+    bodies = [json.dumps({"input": t}).encode() for t in texts]
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nanoforge.cli", "serve", "--registry", str(tmp / "registry"), "--port", str(port),
+         "--threads", "1", "--max-wait-ms", str(args.max_wait_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    levels = []
+    try:
+        wait_ready(port)
+        ctx = mp.get_context("spawn")
+        for c in args.concurrency:
+            for seconds, keep in ((args.warmup, False), (args.seconds, True)):
+                q = ctx.Queue()
+                p = ctx.Process(target=run_level, args=(port, path, bodies, c, seconds, q))
+                p.start()
+                lat, errors, wall = q.get()
+                p.join()
+                if not keep:
+                    continue
+                level = {"concurrency": c, "seconds": round(wall, 2), "requests": len(lat),
+                         "requests_per_s": round(len(lat) / wall, 1),
+                         "p50_ms": round(1000 * percentile(lat, 0.50), 2),
+                         "p95_ms": round(1000 * percentile(lat, 0.95), 2),
+                         "p99_ms": round(1000 * percentile(lat, 0.99), 2),
+                         "errors": len(errors), "error_examples": errors[:3]}
+                levels.append(level)
+                print(f"concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, p50 {level['p50_ms']:.2f} ms, "
+                      f"p99 {level['p99_ms']:.2f} ms, errors {level['errors']}", flush=True)
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+            metrics = r.read().decode()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    batch = _mean_batch(metrics)
+    result = {"nano": str(ref), "bundle": str(args.bundle), "endpoint": f"POST {path}", "levels": levels,
+              "mean_batch_size": batch, "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms,
+              "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(f"mean micro-batch size {batch}; wrote {args.out}")
+
+
+def _mean_batch(metrics: str) -> float | None:
+    total = count = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("nanoforge_batch_size_sum"):
+            total += float(line.split()[-1])
+        elif line.startswith("nanoforge_batch_size_count"):
+            count += float(line.split()[-1])
+    return round(total / count, 2) if count else None
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lv = result["levels"]
+    xs = [str(x["concurrency"]) for x in lv]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.bar(xs, [x["requests_per_s"] for x in lv])
+    a1.set_xlabel("concurrent connections")
+    a1.set_ylabel("requests / s")
+    a1.set_title(f"throughput: {result['nano']}")
+    a2.plot(xs, [x["p50_ms"] for x in lv], "o-", label="p50")
+    a2.plot(xs, [x["p99_ms"] for x in lv], "s-", label="p99")
+    a2.set_xlabel("concurrent connections")
+    a2.set_ylabel("ms")
+    a2.set_title("latency")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

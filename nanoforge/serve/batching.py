@@ -1,0 +1,79 @@
+"""Dynamic micro-batching: concurrent requests for the same nano run as one model call.
+
+Requests queue per nano. One worker per nano takes everything queued when it is free (up
+to `max_batch` inputs; optionally waiting `max_wait_ms` for more), runs the batch in a
+worker thread and hands each request its own answers. Under light load a request runs
+alone at once; under heavy load the batches grow by themselves, which is what lets one
+process serve thousands of requests a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+BatchFn = Callable[[list[str]], list[Any]]
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    future: asyncio.Future
+
+
+class Batcher:
+    def __init__(self, fn: BatchFn, pool: ThreadPoolExecutor, max_batch: int = 64, max_wait_ms: float = 0.0):
+        self.fn = fn
+        self.pool = pool
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+        self.batches = 0  # model calls made (for tests and metrics)
+
+    async def submit(self, texts: list[str]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        if self.worker is None or self.worker.done():
+            self.worker = loop.create_task(self._work())
+        item = _Item(texts, loop.create_future())
+        self.queue.put_nowait(item)
+        return await item.future
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0].texts)
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch:
+                if not self.queue.empty():
+                    item = self.queue.get_nowait()
+                elif self.max_wait > 0 and loop.time() < deadline:
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        break
+                else:
+                    break
+                batch.append(item)
+                size += len(item.texts)
+            texts = [t for item in batch for t in item.texts]
+            self.batches += 1
+            try:
+                results = await loop.run_in_executor(self.pool, self.fn, texts)
+            except Exception as e:  # noqa: BLE001 — each waiting request gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            start = 0
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(results[start : start + len(item.texts)])
+                start += len(item.texts)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()

@@ -1,0 +1,48 @@
+"""GraphQL at /graphql (strawberry): the registry's nanos and versions, predict and route.
+
+    { nanos { name version kind aliases default } }
+    { predict(nano: "intents", input: "what's my balance") }      # the answer object (JSON)
+    { route(input: "what's my balance") }
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import strawberry
+from strawberry.fastapi import GraphQLRouter
+from strawberry.scalars import JSON
+
+from nanoforge.data import check_text
+
+Answer = Callable[[list[str], "str | None"], Awaitable[list[dict[str, Any]]]]
+
+
+@strawberry.type
+class NanoVersion:
+    name: str
+    version: str
+    kind: str | None
+    aliases: list[str]
+    default: bool
+    description: str | None
+
+
+def graphql_router(service, answer: Answer) -> GraphQLRouter:
+    @strawberry.type
+    class Query:
+        @strawberry.field(description="Every version of every registered nano.")
+        def nanos(self, name: str | None = None) -> list[NanoVersion]:
+            return [NanoVersion(**row) for row in service.registry.entries() if name in (None, row["name"])]
+
+        @strawberry.field(description="The answer of nano NAME, NAME@VERSION or NAME@ALIAS for one input.")
+        async def predict(self, nano: str, input: str) -> JSON:
+            check_text(input, "input")
+            return (await answer([input], nano))[0]
+
+        @strawberry.field(description="The router picks the nano (or `task` names it).")
+        async def route(self, input: str, task: str | None = None) -> JSON:
+            check_text(input, "input")
+            return (await answer([input], task))[0]
+
+    return GraphQLRouter(strawberry.Schema(query=Query), graphql_ide=None)
