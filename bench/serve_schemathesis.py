@@ -53,7 +53,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         for target, checks in ((f"{base}/openapi.json", CHECKS), (f"{base}/graphql", "not_a_server_error")):
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", target, "--checks", checks,
-                   "--max-examples", str(args.max_examples), "--seed", "0", "--workers", "2",
+                   "--max-examples", str(args.max_examples), "--seed", "0", "--workers", "1",
                    "--no-color", "--suppress-health-check", "all"]
             t0 = time.time()
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})

@@ -265,6 +265,8 @@ def serve(registry: Path = REGISTRY_OPT,
           threads: int = typer.Option(1, "--threads", help="onnxruntime threads per model call"),
           max_batch: int = typer.Option(64, "--max-batch", help="most inputs in one micro-batch"),
           max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="wait this long to fill a micro-batch"),
+          batch_workers: Optional[int] = typer.Option(
+              None, "--batch-workers", help="micro-batches run at once per nano (default: cores, at most 4)"),
           log_level: str = typer.Option("warning", "--log-level")) -> None:
     """Serve the registry: REST, OpenAI-compatible and GraphQL APIs, /metrics."""
     import os
@@ -288,7 +290,7 @@ def serve(registry: Path = REGISTRY_OPT,
         teacher = TeacherSpec(backend="openai", base_url=fallback_teacher_url, model=fallback_teacher_model,
                               api_key_env=fallback_teacher_key_env)
     asgi = create_app(registry, api_key=api_key, threads=threads, policy=fallback, fallback_teacher=teacher,
-                      max_batch=max_batch, max_wait_ms=max_wait_ms)
+                      max_batch=max_batch, max_wait_ms=max_wait_ms, workers=batch_workers)
     typer.echo(f"serving {registry} on http://{host}:{port} (docs at /docs, GraphQL at /graphql)", err=True)
     uvicorn.run(asgi, host=host, port=port, log_level=log_level, access_log=False)
 

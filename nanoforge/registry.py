@@ -56,6 +56,9 @@ class Ref:
 class Registry:
     def __init__(self, root: str | Path, create: bool = False):
         self.root = Path(root)
+        # Reads are cached until the folder or alias file changes (a stat per request, no
+        # directory listing or JSON parse): another process promoting a version is seen at once.
+        self._cache: dict[tuple[str, str], tuple[Any, Any]] = {}
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
         elif not self.root.is_dir():
@@ -68,10 +71,19 @@ class Registry:
 
     def versions(self, name: str) -> list[str]:
         folder = self.root / name
-        if not _NAME.match(name) or not folder.is_dir():
+        try:
+            st = folder.stat() if _NAME.match(name) else None
+            stamp = (st.st_mtime_ns, st.st_nlink) if st is not None else None
+        except OSError:
+            stamp = None
+        if stamp is None or not folder.is_dir():
             raise RegistryError(f"no nano named {name!r} in {self.root} (known: {', '.join(self.names()) or 'none'})")
-        found = [p.name for p in folder.iterdir() if p.is_dir() and _SEMVER.match(p.name)]
-        return sorted(found, key=semver_key)
+        hit = self._cache.get(("versions", name))
+        if hit is not None and hit[0] == stamp:
+            return list(hit[1])
+        found = sorted((p.name for p in folder.iterdir() if p.is_dir() and _SEMVER.match(p.name)), key=semver_key)
+        self._cache[("versions", name)] = (stamp, found)
+        return list(found)
 
     def aliases(self, name: str) -> dict[str, str]:
         """Alias -> the version it points at now."""
@@ -174,13 +186,21 @@ class Registry:
     def _alias_history(self, name: str) -> dict[str, list[str]]:
         self.versions(name)  # the name must exist
         path = self.root / name / "aliases.json"
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
             return {}
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = self._cache.get(("aliases", name))
+        if hit is not None and hit[0] == stamp:
+            return {k: list(v) for k, v in hit[1].items()}
         try:
             raw = json.loads(path.read_text())
-            return {str(k): [str(v) for v in vs] for k, vs in raw.items()}
+            history = {str(k): [str(v) for v in vs] for k, vs in raw.items()}
         except (json.JSONDecodeError, AttributeError, TypeError):
             raise RegistryError(f"{path}: corrupted alias file (expected {{alias: [versions]}})") from None
+        self._cache[("aliases", name)] = (stamp, history)
+        return {k: list(v) for k, v in history.items()}
 
     def _write_aliases(self, name: str, history: dict[str, list[str]]) -> None:
         path = self.root / name / "aliases.json"

@@ -94,6 +94,10 @@ class Router:
 
     # -- loading -----------------------------------------------------------------------
 
+    def loaded(self, ref: str) -> Loaded | None:
+        """The loaded nano for `ref`, or None when it still needs loading (see `get`)."""
+        return self._loaded.get(self.registry.resolve(ref))
+
     def get(self, ref: str) -> Loaded:
         """`NAME`, `NAME@VERSION` or `NAME@ALIAS`, loaded once and kept."""
         concrete = self.registry.resolve(ref)

@@ -114,7 +114,11 @@ def test_graphql(url, name, scope_of):
     assert {(n["version"], tuple(n["aliases"])) for n in data["nanos"]} == {("1.0.0", ("prod",)), ("1.1.0", ())}
     assert data["predict"]["nano"] == name and data["predict"]["path"] == "nano"
     bad = httpx.post(f"{url}/graphql", json={"query": '{ predict(nano: "nope", input: "hi") }'}).json()
-    assert "no nano named 'nope'" in bad["errors"][0]["message"]
+    assert bad["data"]["predict"]["error"]["code"] == "nano_not_found"
+    assert "no nano named 'nope'" in bad["data"]["predict"]["error"]["message"]
+    empty = httpx.post(f"{url}/graphql", json={"query": f'{{ predict(nano: "{name}", input: "") }}'}).json()
+    assert empty["data"]["predict"]["error"]["code"] == "invalid_input"
+    assert httpx.post(f"{url}/graphql", json={"query": "{ nope }"}).json()["errors"]  # a malformed query
 
 
 def test_metrics_count_what_was_sent(url, name, scope_of):

@@ -32,11 +32,28 @@ class TextEncoder:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return (input_ids, attention_mask) as int64 arrays padded to the longest text."""
+        return self.pad(self.token_ids(texts))
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
         encs = self.tok.encode_batch(texts) if len(texts) > 1 else [self.tok.encode(texts[0])]
-        width = max(len(e.ids) for e in encs)
-        ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encs), width), dtype=np.int64)
-        for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
+        return [e.ids for e in encs]
+
+    def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
         return ids, mask
+
+    def length_batches(self, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(row indices, input_ids, attention_mask) per batch, texts of similar token length
+        together: a batch of short queries is not padded to its one long query."""
+        rows = self.token_ids(texts)
+        order = np.argsort([len(r) for r in rows], kind="stable")
+        out = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out.append((idx, *self.pad([rows[i] for i in idx])))
+        return out

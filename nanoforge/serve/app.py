@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -56,9 +57,34 @@ def error_body(code: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "type": kind}}
 
 
+def fast_json(obj: Any, status: int = 200) -> Response:
+    """A JSON response without FastAPI's encoder pass (answers are plain JSON types)."""
+    return Response(json.dumps(obj, ensure_ascii=False, allow_nan=False).encode(), status_code=status,
+                    media_type="application/json")
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(error_body(code, message, status), status_code=status, headers=headers)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. nano_not_found")
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (400, "malformed JSON or request"), (401, "missing or wrong API key"),
+        (404, "unknown nano, version, alias or path"), (409, "no router nano to pick the task"),
+        (413, "request body over the limit"), (422, "invalid request or input"),
+        (502, "the fallback teacher failed"), (503, "a bundle could not be used"))
+}
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -68,8 +94,9 @@ class PredictRequest(BaseModel):
     """Exactly one of `input` (one text) or `inputs` (a batch)."""
 
     model_config = ConfigDict(extra="forbid")
-    input: str | None = Field(None, description="one text", max_length=MAX_INPUT_CHARS)
-    inputs: list[str] | None = Field(None, description="a batch of texts", max_length=MAX_BATCH_INPUTS)
+    input: str | None = Field(None, description="one text", min_length=1, max_length=MAX_INPUT_CHARS)
+    inputs: list[Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]] | None = Field(
+        None, description="a batch of texts", min_length=1, max_length=MAX_BATCH_INPUTS)
 
     def texts(self) -> tuple[list[str], bool]:
         if (self.input is None) == (self.inputs is None):
@@ -108,11 +135,11 @@ class ChatRequest(BaseModel):
 
 
 class Service:
-    def __init__(self, registry: Registry, router: Router, max_batch: int, max_wait_ms: float):
+    def __init__(self, registry: Registry, router: Router, max_batch: int, max_wait_ms: float, workers: int):
         self.registry, self.router = registry, router
         self.metrics = Metrics()
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nano")
-        self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
+        self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * workers), thread_name_prefix="nano")
+        self.max_batch, self.max_wait_ms, self.workers = max_batch, max_wait_ms, workers
         self.batchers: dict[str, Batcher] = {}
         self.ready = False
 
@@ -120,7 +147,9 @@ class Service:
         if task is None or task == AUTO:
             key, fn = AUTO, self.router.route
         else:
-            loaded = await asyncio.get_running_loop().run_in_executor(None, self.router.get, task)
+            loaded = self.router.loaded(task)  # resolve + lookup: a stat, no I/O beyond it
+            if loaded is None:  # first use of this version: load it off the event loop
+                loaded = await asyncio.get_running_loop().run_in_executor(None, self.router.get, task)
             key = str(loaded.ref)
 
             def fn(batch: list[str], loaded=loaded) -> list[dict[str, Any]]:
@@ -128,7 +157,8 @@ class Service:
 
         batcher = self.batchers.get(key)
         if batcher is None:
-            batcher = self.batchers[key] = Batcher(self._timed(key, fn), self.pool, self.max_batch, self.max_wait_ms)
+            batcher = self.batchers[key] = Batcher(self._timed(key, fn), self.pool, self.max_batch, self.max_wait_ms,
+                                                   workers=self.workers)
         answers = await batcher.submit(texts)
         self.metrics.count(answers)
         return answers
@@ -283,12 +313,13 @@ def create_app(
     max_body: int = MAX_BODY_BYTES,
     max_batch: int = 64,
     max_wait_ms: float = 0.0,
+    workers: int | None = None,
     preload: bool = True,
 ) -> Guard:
     """The ASGI app. `policy` / `fallback_teacher` override every nano's fallback settings."""
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     router = Router(reg, threads=threads, policy=policy, teacher=fallback_teacher)
-    service = Service(reg, router, max_batch, max_wait_ms)
+    service = Service(reg, router, max_batch, max_wait_ms, workers or min(os.cpu_count() or 1, 4))
     if preload:
         router.preload()
     service.ready = True
@@ -298,7 +329,7 @@ def create_app(
         yield
         service.close()
 
-    app = FastAPI(title="nanoforge", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="nanoforge", version=_version(), lifespan=lifespan, responses=ERROR_RESPONSES,
                   description="Task-specific nanos: REST, OpenAI-compatible and GraphQL APIs.")
     app.state.service = service
 
@@ -349,8 +380,9 @@ def create_app(
             return error_response(503, "not_ready", "nanos are still loading")
         return {"status": "ready", "nanos": [str(r) for r in router._loaded]}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
+        """Prometheus text format."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -376,13 +408,13 @@ def create_app(
         `inputs` gives `{"answers": [...]}` in order."""
         texts, single = body.texts()
         answers = await answer(texts, name)
-        return answers[0] if single else {"answers": answers}
+        return fast_json(answers[0] if single else {"answers": answers})
 
     @app.post("/v1/route", tags=["nanos"])
     async def route(body: RouteRequest) -> dict[str, Any]:
         texts, single = body.texts()
         answers = await answer(texts, body.task)
-        return answers[0] if single else {"answers": answers}
+        return fast_json(answers[0] if single else {"answers": answers})
 
     # -- OpenAI-compatible
 
@@ -424,7 +456,7 @@ def create_app(
 
     from nanoforge.serve.graphql import graphql_router
 
-    app.include_router(graphql_router(service, answer), prefix="/graphql")
+    app.include_router(graphql_router(service, answer), prefix="/graphql", include_in_schema=False)
 
     return Guard(app, service, api_key, max_body)
 

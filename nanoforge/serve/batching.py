@@ -1,8 +1,9 @@
 """Dynamic micro-batching: concurrent requests for the same nano run as one model call.
 
-Requests queue per nano. One worker per nano takes everything queued when it is free (up
-to `max_batch` inputs; optionally waiting `max_wait_ms` for more), runs the batch in a
-worker thread and hands each request its own answers. Under light load a request runs
+Requests queue per nano. A worker takes everything queued when it is free (up to
+`max_batch` inputs; optionally waiting `max_wait_ms` for more), runs the batch in a
+thread and hands each request its own answers; `workers` such workers per nano (one per
+core: onnxruntime releases the GIL, so two batches run on two cores). Under light load a request runs
 alone at once; under heavy load the batches grow by themselves, which is what lets one
 process serve thousands of requests a second.
 """
@@ -24,19 +25,23 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, fn: BatchFn, pool: ThreadPoolExecutor, max_batch: int = 64, max_wait_ms: float = 0.0):
+    def __init__(self, fn: BatchFn, pool: ThreadPoolExecutor, max_batch: int = 64, max_wait_ms: float = 0.0,
+                 workers: int = 2):
+        """`workers` batches may run at once (the model releases the GIL: one per core)."""
         self.fn = fn
         self.pool = pool
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self.worker: asyncio.Task | None = None
+        self.n_workers = workers
+        self.workers: list[asyncio.Task] = []
         self.batches = 0  # model calls made (for tests and metrics)
 
     async def submit(self, texts: list[str]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        if self.worker is None or self.worker.done():
-            self.worker = loop.create_task(self._work())
+        self.workers = [w for w in self.workers if not w.done()]
+        while len(self.workers) < self.n_workers:
+            self.workers.append(loop.create_task(self._work()))
         item = _Item(texts, loop.create_future())
         self.queue.put_nowait(item)
         return await item.future
@@ -75,5 +80,5 @@ class Batcher:
                 start += len(item.texts)
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        for w in self.workers:
+            w.cancel()

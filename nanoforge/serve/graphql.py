@@ -2,6 +2,7 @@
 
     { nanos { name version kind aliases default } }
     { predict(nano: "intents", input: "what's my balance") }      # the answer object (JSON)
+                                                   # or {"error": {"code", "message"}}
     { route(input: "what's my balance") }
 """
 
@@ -28,6 +29,21 @@ class NanoVersion:
     description: str | None
 
 
+async def _answer_or_error(answer: Answer, text: str, task: str | None) -> dict[str, Any]:
+    """User errors come back as data (`{"error": {"code", "message"}}`), the same codes as
+    REST; GraphQL `errors` are left for malformed queries."""
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.serve.app import APIError
+
+    try:
+        check_text(text, "input")
+        return (await answer([text], task))[0]
+    except NanoforgeError as e:
+        return {"error": {"code": "invalid_input", "message": str(e)}}
+    except APIError as e:
+        return {"error": {"code": e.code, "message": e.message}}
+
+
 def graphql_router(service, answer: Answer) -> GraphQLRouter:
     @strawberry.type
     class Query:
@@ -35,14 +51,13 @@ def graphql_router(service, answer: Answer) -> GraphQLRouter:
         def nanos(self, name: str | None = None) -> list[NanoVersion]:
             return [NanoVersion(**row) for row in service.registry.entries() if name in (None, row["name"])]
 
-        @strawberry.field(description="The answer of nano NAME, NAME@VERSION or NAME@ALIAS for one input.")
+        @strawberry.field(description="The answer of nano NAME, NAME@VERSION or NAME@ALIAS for one input; "
+                                      "a bad input or unknown nano gives {error: {code, message}}.")
         async def predict(self, nano: str, input: str) -> JSON:
-            check_text(input, "input")
-            return (await answer([input], nano))[0]
+            return await _answer_or_error(answer, input, nano)
 
         @strawberry.field(description="The router picks the nano (or `task` names it).")
         async def route(self, input: str, task: str | None = None) -> JSON:
-            check_text(input, "input")
-            return (await answer([input], task))[0]
+            return await _answer_or_error(answer, input, task)
 
     return GraphQLRouter(strawberry.Schema(query=Query), graphql_ide=None)
