@@ -292,6 +292,11 @@ def serve(registry: Path = REGISTRY_OPT,
     asgi = create_app(registry, api_key=api_key, threads=threads, policy=fallback, fallback_teacher=teacher,
                       max_batch=max_batch, max_wait_ms=max_wait_ms, workers=batch_workers)
     typer.echo(f"serving {registry} on http://{host}:{port} (docs at /docs, GraphQL at /graphql)", err=True)
+    import sys
+
+    # Model threads hold the GIL only between onnxruntime calls; a short switch interval keeps
+    # the event loop from waiting out the default 5 ms behind them (tail latency under load).
+    sys.setswitchinterval(0.0005)
     uvicorn.run(asgi, host=host, port=port, log_level=log_level, access_log=False)
 
 

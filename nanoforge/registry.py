@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class Ref:
 class Registry:
     def __init__(self, root: str | Path, create: bool = False):
         self.root = Path(root)
+        self._root = str(self.root)
         # Reads are cached until the folder or alias file changes (a stat per request, no
         # directory listing or JSON parse): another process promoting a version is seen at once.
         self._cache: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -70,24 +72,24 @@ class Registry:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
 
     def versions(self, name: str) -> list[str]:
-        folder = self.root / name
-        try:
-            st = folder.stat() if _NAME.match(name) else None
-            stamp = (st.st_mtime_ns, st.st_nlink) if st is not None else None
+        try:  # one stat per call: this runs on every request
+            st = os.stat(f"{self._root}/{name}") if _NAME.match(name) else None
         except OSError:
-            stamp = None
-        if stamp is None or not folder.is_dir():
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
             raise RegistryError(f"no nano named {name!r} in {self.root} (known: {', '.join(self.names()) or 'none'})")
+        stamp = (st.st_mtime_ns, st.st_nlink)
         hit = self._cache.get(("versions", name))
         if hit is not None and hit[0] == stamp:
             return list(hit[1])
+        folder = self.root / name
         found = sorted((p.name for p in folder.iterdir() if p.is_dir() and _SEMVER.match(p.name)), key=semver_key)
         self._cache[("versions", name)] = (stamp, found)
         return list(found)
 
-    def aliases(self, name: str) -> dict[str, str]:
+    def aliases(self, name: str, checked: bool = False) -> dict[str, str]:
         """Alias -> the version it points at now."""
-        return {alias: hist[-1] for alias, hist in self._alias_history(name).items() if hist}
+        return {alias: hist[-1] for alias, hist in self._alias_history(name, checked).items() if hist}
 
     def resolve(self, ref: str) -> Ref:
         """`NAME`, `NAME@VERSION` or `NAME@ALIAS` -> the concrete (name, version)."""
@@ -96,12 +98,12 @@ class Registry:
         if not versions:
             raise RegistryError(f"nano {name!r} has no versions in {self.root}")
         if not tag:
-            return Ref(name, self.aliases(name).get(DEFAULT_ALIAS, versions[-1]))
+            return Ref(name, self.aliases(name, checked=True).get(DEFAULT_ALIAS, versions[-1]))
         if _SEMVER.match(tag):
             if tag not in versions:
                 raise RegistryError(f"nano {name!r} has no version {tag} (versions: {', '.join(versions)})")
             return Ref(name, tag)
-        aliases = self.aliases(name)
+        aliases = self.aliases(name, checked=True)
         if tag not in aliases:
             raise RegistryError(f"nano {name!r} has no version or alias {tag!r} "
                                 f"(versions: {', '.join(versions)}; aliases: {', '.join(aliases) or 'none'})")
@@ -183,11 +185,12 @@ class Registry:
         self._write_aliases(name, history)
         return Ref(name, hist[-1])
 
-    def _alias_history(self, name: str) -> dict[str, list[str]]:
-        self.versions(name)  # the name must exist
+    def _alias_history(self, name: str, checked: bool = False) -> dict[str, list[str]]:
+        if not checked:
+            self.versions(name)  # the name must exist
         path = self.root / name / "aliases.json"
         try:
-            st = path.stat()
+            st = os.stat(f"{self._root}/{name}/aliases.json")
         except FileNotFoundError:
             return {}
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -23,7 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nanoforge.errors import NanoforgeError
 
-TaskKind = Literal["classify", "extract"]
+TaskKind = Literal["classify", "extract", "translate", "summarize"]
+GENERATIVE = ("translate", "summarize")
+# ISO 639-1 codes a translate spec may name (the student's tokenizer is trained on the data,
+# so any script works; the list catches typos such as `jp` for Japanese).
+LANGUAGES = {
+    "ar": "Arabic", "bg": "Bulgarian", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
+    "es": "Spanish", "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
+    "hi": "Hindi", "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese",
+    "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "ms": "Malay", "nl": "Dutch", "no": "Norwegian",
+    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian",
+    "sv": "Swedish", "th": "Thai", "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+}
 
 
 class _Strict(BaseModel):
@@ -62,7 +73,21 @@ class TeacherSpec(_Strict):
         return v
 
 
+class ScratchSpec(_Strict):
+    """Size of a decoder trained from scratch (student.kind causal, base scratch)."""
+
+    hidden_size: int = Field(256, ge=16, le=4096)
+    layers: int = Field(4, ge=1, le=64)
+    heads: int = Field(4, ge=1, le=64)
+    kv_heads: int | None = Field(None, ge=1, le=64)
+    intermediate_size: int | None = Field(None, ge=16)  # default: about 8/3 of hidden_size
+    vocab_size: int = Field(8000, ge=300, le=200_000)  # of the tokenizer trained on the task data
+
+
 class StudentSpec(_Strict):
+    # encoder: classifier / span tagger; causal: a decoder LM. Default: causal for
+    # translate/summarize, encoder otherwise.
+    kind: Literal["encoder", "causal"] | None = None
     base: str = "minilm-l6"
     max_length: int = Field(64, ge=8, le=4096)
     stride: int = Field(64, ge=0)  # extract: tokens shared by neighbouring windows of a long document
@@ -81,6 +106,8 @@ class StudentSpec(_Strict):
     max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (tests, smoke runs)
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    scratch: ScratchSpec = ScratchSpec()
+    max_new_tokens: int = Field(128, ge=1, le=4096)  # causal: longest answer generated
 
 
 class OutOfScopeSpec(_Strict):
@@ -115,6 +142,9 @@ class TaskSpec(_Strict):
     kind: TaskKind = "classify"
     description: str | None = None
     labels: list[str] | None = None
+    source_lang: str | None = None  # translate: ISO 639-1 code of the input
+    target_lang: str | None = None  # translate: ISO 639-1 code of the output
+    max_summary_words: int | None = Field(None, ge=1)  # summarize: a length limit the teacher is told
     # kind: extract — a JSON Schema object of flat fields (see nanoforge/extract/schema.py)
     schema_: dict | None = Field(None, alias="schema")
     data: DataSpec
@@ -191,6 +221,28 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
         raise NanoforgeError(f"{source}: schema: only used by kind extract")
     elif spec.student.distil_from is not None:
         raise NanoforgeError(f"{source}: student.distil_from: only used by kind extract")
+    if spec.student.kind is None:
+        spec.student.kind = "causal" if spec.kind in GENERATIVE else "encoder"
+    if spec.student.kind == "causal" and "base" not in spec.student.model_fields_set:
+        spec.student.base = "scratch"
+    if spec.kind in GENERATIVE and spec.student.kind != "causal":
+        raise NanoforgeError(f"{source}: student.kind: kind {spec.kind} needs a causal (decoder) student")
+    if spec.student.kind == "causal" and spec.kind == "classify":
+        raise NanoforgeError(f"{source}: student.kind: causal students do translate, summarize or extract")
+    if spec.kind == "translate":
+        for key in ("source_lang", "target_lang"):
+            code = getattr(spec, key)
+            if code is None:
+                raise NanoforgeError(f"{source}: {key}: required for kind translate (an ISO 639-1 code such as en)")
+            if code not in LANGUAGES:
+                raise NanoforgeError(f"{source}: {key}: unknown language code {code!r} "
+                                     f"(use an ISO 639-1 code: {', '.join(sorted(LANGUAGES))})")
+        if spec.source_lang == spec.target_lang:
+            raise NanoforgeError(f"{source}: target_lang: same as source_lang ({spec.source_lang})")
+    elif spec.source_lang is not None or spec.target_lang is not None:
+        raise NanoforgeError(f"{source}: source_lang/target_lang: only used by kind translate")
+    if spec.max_summary_words is not None and spec.kind != "summarize":
+        raise NanoforgeError(f"{source}: max_summary_words: only used by kind summarize")
     if spec.teacher.backend == "openai" and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the openai backend")
     fb = spec.fallback.teacher

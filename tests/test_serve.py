@@ -313,3 +313,19 @@ def test_python_client_sync_and_async(url, name, scope_of):
 
     many, routed = asyncio.run(go())
     assert [a["output"] for a in many][0] == one["output"] and routed["output"] == one["output"]
+
+
+def test_cli_serve_refuses_bad_setup_clearly(tmp_path, registry):
+    from typer.testing import CliRunner
+
+    from nanoforge.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--registry", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "no registry here" in r.output
+    r = runner.invoke(app, ["serve", "--registry", str(registry.root), "--api-key-env", "NF_NO_SUCH_VAR"])
+    assert r.exit_code == 2 and "NF_NO_SUCH_VAR is not set" in r.output
+    r = runner.invoke(app, ["serve", "--registry", str(registry.root), "--fallback", "maybe"])
+    assert r.exit_code == 2 and "not one of teacher, refuse, flag" in r.output
+    r = runner.invoke(app, ["serve", "--registry", str(registry.root), "--fallback", "teacher"])
+    assert r.exit_code == 2 and "needs a live teacher" in r.output

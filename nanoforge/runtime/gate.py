@@ -46,10 +46,18 @@ def fit_mahalanobis(pooled: np.ndarray, labels: np.ndarray, num_labels: int, eps
 
 
 def mahalanobis_score(pooled: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    x = pooled.astype(np.float32)
-    xp = x @ precision  # (n, d)
+    return _mahalanobis(pooled, precision, *_mahalanobis_terms(means, precision))
+
+
+def _mahalanobis_terms(means: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of d2 = x'Px - 2 x'Pm + m'Pm that do not depend on the input."""
     mp = means @ precision  # (C, d)
-    d2 = (xp * x).sum(1)[:, None] - 2 * xp @ means.T + (mp * means).sum(1)[None, :]
+    return mp.T.copy(), (mp * means).sum(1)
+
+
+def _mahalanobis(pooled: np.ndarray, precision: np.ndarray, mp_t: np.ndarray, mpm: np.ndarray) -> np.ndarray:
+    x = pooled.astype(np.float32)
+    d2 = ((x @ precision) * x).sum(1)[:, None] - 2 * x @ mp_t + mpm[None, :]
     return -d2.min(axis=1)
 
 
@@ -58,8 +66,13 @@ class Gate:
     method: str
     threshold: float
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    _terms: tuple | None = field(default=None, repr=False)
 
     def score(self, logits: np.ndarray, pooled: np.ndarray | None = None) -> np.ndarray:
+        if self.method == "mahalanobis" and pooled is not None:
+            if self._terms is None:  # computed once, not per batch (a 150x384x384 product)
+                self._terms = _mahalanobis_terms(self.params["means"], self.params["precision"])
+            return _mahalanobis(pooled, self.params["precision"], *self._terms)
         return gate_scores(self.method, logits, pooled, self.params)
 
     def accepts(self, scores: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nanoforge.data import MAX_INPUT_CHARS, check_text
@@ -200,6 +201,16 @@ def _map_error(e: Exception) -> APIError:
 # -- ASGI guard: API key, body limit, HTTP metrics ----------------------------------------------
 
 
+_PREDICT_PATH = re.compile(r"^/v1/nanos/([^/]+)/predict$")
+
+
+class _Route:  # what the metrics read from scope["route"]
+    path = "/v1/nanos/{name}/predict"
+
+
+_PREDICT_ROUTE = _Route()
+
+
 class Guard:
     """Pure ASGI middleware (no per-request task overhead): checks the API key in constant
     time, refuses bodies over the limit with 413 (after reading and discarding them, so
@@ -237,6 +248,8 @@ class Guard:
                 await _too_large(self.max_body)(scope, receive, send_status)
                 return
 
+            if scope["method"] == "POST" and await self._fast_predict(scope, body, send_status):
+                return
             sent = False
 
             async def replay():
@@ -255,6 +268,28 @@ class Guard:
             m = self.service.metrics
             m.http_requests.labels(label, str(status[0])).inc()
             m.http_latency.labels(label).observe(time.perf_counter() - t0)
+
+    async def _fast_predict(self, scope, body: bytes, send) -> bool:
+        """The hot route, `POST /v1/nanos/{name}/predict`, without the framework's per-request
+        layers (same request model, same answers, same errors: about twice the requests per
+        second of the event loop). Anything unusual (a body that does not validate, a bad
+        path) returns False and takes the regular route, which writes the error."""
+        m = _PREDICT_PATH.match(scope["path"])
+        if m is None:
+            return False
+        try:
+            texts, single = PredictRequest.model_validate_json(body).texts()
+            answers = await self.service.answer(texts, m[1])
+        except (ValidationError, APIError):
+            return False
+        except Exception as e:  # noqa: BLE001 — the same JSON error the regular route gives
+            err = _map_error(e)
+            await error_response(err.status, err.code, err.message)(scope, None, send)
+            scope["route"] = _PREDICT_ROUTE
+            return True
+        scope["route"] = _PREDICT_ROUTE
+        await fast_json(answers[0] if single else {"answers": answers})(scope, None, send)
+        return True
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
         given = headers.get(b"authorization", b"")
