@@ -97,20 +97,29 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder t
 def eval_(bundle: Path = typer.Argument(..., help="bundle folder"),
           data: Path = typer.Option(..., "--data", help="JSONL with gold `output`"),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-          threads: Optional[int] = typer.Option(None, "--threads", min=1)) -> None:
+          threads: Optional[int] = typer.Option(None, "--threads", min=1),
+          input_field: Optional[str] = typer.Option(None, "--input-field",
+                                                    help="key of the input (default: the task's, else input)"),
+          output_field: Optional[str] = typer.Option(None, "--output-field",
+                                                     help="key of the gold output (default: the task's, else output)"),
+          ) -> None:
     """Score a bundle on labelled data with the torch-free runtime."""
+    from nanoforge.bundle import read_manifest
     from nanoforge.data import read_records
     from nanoforge.evaluate import evaluate_bundle, fmt
 
-    result = evaluate_bundle(bundle, read_records(data), threads=threads)
+    task_data = (read_manifest(bundle, verify=False).get("task") or {}).get("data") or {}
+    fields = (input_field or task_data.get("input_field") or "input",
+              output_field or task_data.get("output_field") or "output")
+    result = evaluate_bundle(bundle, read_records(data, *fields), threads=threads)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    m = result["metrics"]
-    typer.echo(f"n={result['n']}  accuracy {fmt(m['accuracy'])}  macro-F1 {fmt(m['macro_f1'])}  "
-               f"OOS recall {fmt(m['oos_recall'])}  retention {fmt(m['in_scope_retention'])}  "
-               f"p50 {result['latency_ms']['p50']:.2f} ms  p95 {result['latency_ms']['p95']:.2f} ms  "
-               f"size {result['size_mb']:.1f} MB")
+    # Rates print as percentages; BLEU, chrF and ROUGE are already on a 0-100 scale.
+    shown = [f"{k} {v if k in ('bleu', 'chrf', 'rouge1', 'rouge2', 'rougeL') else fmt(v)}"
+             for k, v in result["metrics"].items() if isinstance(v, (int, float)) and k != "references"]
+    typer.echo(f"n={result['n']}  " + "  ".join(shown) + f"  p50 {result['latency_ms']['p50']:.2f} ms  "
+               f"p95 {result['latency_ms']['p95']:.2f} ms  size {result['size_mb']:.1f} MB")
 
 
 @app.command()

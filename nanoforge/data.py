@@ -67,16 +67,23 @@ def check_text(text: Any, where: str, what: str = "input") -> str:
     return text
 
 
-def parse_record(obj: Any, where: str) -> Record:
+def parse_record(obj: Any, where: str, input_field: str = "input", output_field: str = "output") -> Record:
+    """One row. `input_field` / `output_field` name the keys that hold the input and output
+    (a translation file with `en` and `ja` serves both directions). `output` may be a label,
+    a string, an object (extraction) or a list of reference strings (evaluation)."""
     if not isinstance(obj, dict):
         raise NanoforgeError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if "input" not in obj:
-        raise NanoforgeError(f"{where}: missing field `input`")
-    text = check_text(obj["input"], where)
-    extra = {k: v for k, v in obj.items() if k not in ("input", "output", "probs")}
-    output = obj["output"] if "output" in obj else UNLABELLED
-    if output is not UNLABELLED and output is not None and not isinstance(output, (str, dict)):
-        raise NanoforgeError(f"{where}: `output` must be a string, an object or null, got {type(output).__name__}")
+    if input_field not in obj:
+        raise NanoforgeError(f"{where}: missing field `{input_field}`")
+    text = check_text(obj[input_field], where, input_field)
+    extra = {k: v for k, v in obj.items() if k not in (input_field, output_field, "probs")}
+    output = obj[output_field] if output_field in obj else UNLABELLED
+    if isinstance(output, list):
+        if not output or not all(isinstance(x, str) and x.strip() for x in output):
+            raise NanoforgeError(f"{where}: `{output_field}` as a list must hold non-empty reference strings")
+    elif output is not UNLABELLED and output is not None and not isinstance(output, (str, dict)):
+        raise NanoforgeError(f"{where}: `{output_field}` must be a string, an object, a list of references or null, "
+                             f"got {type(output).__name__}")
     probs = obj.get("probs")
     if probs is not None:
         if not isinstance(probs, dict) or not all(
@@ -111,8 +118,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise NanoforgeError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
 
 
-def read_records(path: str | Path) -> list[Record]:
-    records = [parse_record(obj, f"{path}:{n}") for n, obj in iter_jsonl(path)]
+def read_records(path: str | Path, input_field: str = "input", output_field: str = "output") -> list[Record]:
+    records = [parse_record(obj, f"{path}:{n}", input_field, output_field) for n, obj in iter_jsonl(path)]
     if not records:
         raise NanoforgeError(f"{path}: no records")
     return records

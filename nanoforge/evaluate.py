@@ -76,6 +76,8 @@ def evaluate_bundle(bundle_dir: str | Path, records: Sequence[Record], threads: 
     if missing:
         raise NanoforgeError(f"{missing[0].where}: missing field `output` (evaluation needs gold labels)")
     texts = [r.input for r in records]
+    if nano.manifest["kind"] in ("translate", "summarize"):
+        return _evaluate_generative(nano, bundle_dir, records, latency_n)
     if nano.manifest["kind"] == "extract":
         from nanoforge.extract.metrics import extraction_metrics
         from nanoforge.extract.schema import coerce_output
@@ -97,6 +99,34 @@ def evaluate_bundle(bundle_dir: str | Path, records: Sequence[Record], threads: 
         "n": len(records),
         "metrics": metrics,
         "latency_ms": latency_ms(nano.predict, texts, n=min(latency_n, max(len(texts), 1) * 5)),
+        "size_mb": round(bundle_size_mb(bundle_dir), 3),
+    }
+
+
+def _evaluate_generative(nano, bundle_dir, records: Sequence[Record], latency_n: int) -> dict[str, Any]:
+    """BLEU/chrF (translate) or ROUGE (summarize) against the references, per-input latency,
+    decode tokens/s and time to first token of the runtime."""
+    from nanoforge.bundle import bundle_size_mb
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.generative.metrics import references, text_metrics
+
+    for r in records:
+        if r.output is None or isinstance(r.output, dict):
+            raise NanoforgeError(f"{r.where}: `output` must be a reference text or a list of them")
+    texts = [r.input for r in records]
+    preds = []
+    for s in range(0, len(texts), 16):
+        preds += [p["output"] for p in nano.predict_batch(texts[s : s + 16])]
+    kind = nano.manifest["kind"]
+    metrics = text_metrics(kind, preds, [references(r.output) for r in records],
+                           (nano.manifest.get("task") or {}).get("target_lang"))
+    timing = [nano.timing(t) for t in texts[: min(latency_n, len(texts), 50)]]
+    return {
+        "n": len(records),
+        "metrics": metrics,
+        "latency_ms": latency_ms(nano.predict, texts, n=min(latency_n, max(len(texts), 1), 50)),
+        "tokens_per_s": float(np.median([t["decode_tokens_per_s"] for t in timing])),
+        "ttft_ms": {"p50": float(np.median([t["ttft_ms"] for t in timing]))},
         "size_mb": round(bundle_size_mb(bundle_dir), 3),
     }
 

@@ -51,9 +51,12 @@ def log(msg: str) -> None:
 
 def load_splits(spec: TaskSpec) -> dict[str, list[Record]]:
     d = spec.data
-    train = read_records(d.train)
-    valid = read_records(d.valid) if d.valid else None
-    test = read_records(d.test) if d.test else None
+    fields = (d.input_field, d.output_field)
+    train = read_records(d.train, *fields)
+    if d.max_train_rows:
+        train = train[: d.max_train_rows]
+    valid = read_records(d.valid, *fields) if d.valid else None
+    test = read_records(d.test, *fields) if d.test else None
     if test is None:
         train, test = stratified_split(train, d.test_fraction, spec.seed)
         log(f"no test file: held out a seeded stratified {d.test_fraction:.0%} of train as test ({len(test)} rows)")
@@ -171,6 +174,13 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     """Run the recipe for the spec's kind; writes OUT/bundle and OUT/report.*"""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if spec.kind in ("translate", "summarize"):
+        from nanoforge.generative.recipe import train_generative
+        from nanoforge.report import write_generative_report
+
+        result = train_generative(spec, out, spec_source)
+        write_generative_report(out, result)
+        return result
     if spec.kind == "extract":
         from nanoforge.extract.recipe import train_extract
         from nanoforge.report import write_extract_report

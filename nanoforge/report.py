@@ -15,12 +15,42 @@ MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32"
                 "teacher": "teacher"}
 
 
+GENERATIVE_TITLES = {"student_int8": "nano INT8 (onnxruntime)", "student_int4": "nano INT4 (onnxruntime)",
+                     "student_fp32": "nano FP32 (onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
+                     "teacher": "teacher"}
+
+
 def header(result: dict[str, Any]) -> list[str]:
+    if result.get("kind") in ("translate", "summarize"):
+        q = ["BLEU", "chrF"] if result["kind"] == "translate" else ["ROUGE-1", "ROUGE-2", "ROUGE-L"]
+        return ["model", *q, "p50 latency", "first token p50", "decode tokens/s", "size", "cost / 1k calls"]
     return HEADER_EXTRACT if result.get("kind") == "extract" else HEADER
+
+
+def generative_rows(result: dict[str, Any]) -> list[list[str]]:
+    keys = ["bleu", "chrf"] if result["kind"] == "translate" else ["rouge1", "rouge2", "rougeL"]
+    rows = []
+    for key, title in GENERATIVE_TITLES.items():
+        m = result["models"].get(key)
+        if m is None:
+            continue
+        lat = m.get("latency_ms")
+        rows.append([
+            title + (f" [{m['runtime']}]" if key == "teacher" else ""),
+            *(f"{m['metrics'][k]:.1f}" for k in keys),
+            f"{lat['p50']:.1f} ms" if lat else "-",
+            f"{m['ttft_ms_p50']:.1f} ms" if m.get("ttft_ms_p50") is not None else "-",
+            f"{m['decode_tokens_per_s']:.0f}" if m.get("decode_tokens_per_s") else "-",
+            f"{m['size_mb']:.1f} MB" if m.get("size_mb") is not None else "-",
+            f"${m['cost_per_1k_usd']:.4f}" if key == "teacher" else "$0 (on device)",
+        ])
+    return rows
 
 
 def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
     """Rows of the side-by-side table (see `header`): quality, p50 latency, size, cost/1k."""
+    if result.get("kind") in ("translate", "summarize"):
+        return generative_rows(result)
     rows = []
     for key, title in MODEL_TITLES.items():
         m = result["models"].get(key)
@@ -249,3 +279,35 @@ def plot_fields(out_png: Path, result: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
+
+
+def write_generative_report(out: Path, result: dict[str, Any]) -> None:
+    """report.json, report.md (table, parity, examples) and report.png (quality and size per export)."""
+
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        key = "chrf" if result["kind"] == "translate" else "rougeL"
+        names = [k for k in ("student_fp32", "student_int8", "student_int4") if k in result["models"]]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.bar([n.split("_")[1] for n in names], [result["models"][n]["metrics"][key] for n in names])
+        a1.set_title(f"test {key} by export")
+        a2.bar([n.split("_")[1] for n in names], [result["models"][n]["size_mb"] for n in names])
+        a2.set_title("model size (MB)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    plot_line = write_json_and_plot(out, result, draw, "quality and size per export")
+    par = result["parity"]
+    lines = [f"# {result['task']} ({result['kind']})\n", markdown_table(result),
+             f"\nGreedy parity on {par['fp32']['n']} valid prompts: FP32 ONNX identical to torch "
+             f"{par['fp32']['identical_outputs']:.0%}, INT8 {par['int8']['identical_outputs']:.0%}, "
+             f"INT4 {par['int4']['identical_outputs']:.0%}.\n", "\n## Examples (test)\n"]
+    for ex in result.get("examples", []):
+        lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
+    lines.append("\n" + plot_line)
+    (out / "report.md").write_text("".join(lines))

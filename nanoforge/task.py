@@ -48,6 +48,10 @@ class DataSpec(_Strict):
     # Fractions of `train` held out when valid/test are absent (seeded, stratified).
     valid_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    # Keys of a row's input and output (e.g. `en` / `ja`: one file serves both directions).
+    input_field: str = "input"
+    output_field: str = "output"
+    max_train_rows: int | None = Field(None, ge=1)  # use the first N training rows only
 
 
 class TeacherSpec(_Strict):
@@ -121,6 +125,8 @@ class ExportSpec(_Strict):
     # extract: refuse a bundle whose INT8 valid field F1 is more than this below torch's
     # (field agreement is recorded too: a span off by one token is a different string)
     max_int8_f1_drop: float = Field(0.02, ge=0, le=1)
+    # translate / summarize: which export goes in the bundle (all three are measured)
+    precision: Literal["fp32", "int8", "int4"] = "int8"
 
 
 class FallbackSpec(_Strict):

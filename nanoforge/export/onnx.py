@@ -53,3 +53,31 @@ class _quiet:
     def __exit__(self, *exc):
         for lg, level in zip(self.loggers, self.levels):
             lg.setLevel(level)
+
+
+def export_causal(model, path: str | Path) -> Path:
+    """Export a `students.causal.CausalLM` with its KV cache as graph inputs and outputs:
+    (input_ids, attention_mask, position_ids, past_k, past_v) -> (logits, present_k,
+    present_v), every length dynamic (the empty cache of a prefill is past length 0)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c = model.cfg
+    b, p, s = 2, 3, 4
+    ids = torch.randint(0, c.vocab_size, (b, s))
+    mask = torch.ones(b, p + s, dtype=torch.int64)
+    pos = torch.arange(p, p + s).unsqueeze(0).expand(b, s)
+    past = torch.zeros(c.num_layers, b, c.num_kv_heads, p, c.head_dim)
+    dynamic = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+               "position_ids": {0: "batch", 1: "seq"}, "past_k": {1: "batch", 3: "past"},
+               "past_v": {1: "batch", 3: "past"}, "logits": {0: "batch", 1: "seq"},
+               "present_k": {1: "batch", 3: "total"}, "present_v": {1: "batch", 3: "total"}}
+    model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: the module is plain tensor code, and it keeps the
+        # dynamic cache axes exactly as declared.
+        torch.onnx.export(model, (ids, mask, pos, past, past.clone()), str(path),
+                          input_names=["input_ids", "attention_mask", "position_ids", "past_k", "past_v"],
+                          output_names=["logits", "present_k", "present_v"], dynamic_axes=dynamic,
+                          opset_version=18, do_constant_folding=True, dynamo=False)
+    return path

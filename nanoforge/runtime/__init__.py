@@ -18,8 +18,9 @@ from nanoforge.errors import BundleError
 if TYPE_CHECKING:
     from nanoforge.runtime.classifier import ClassifierNano
     from nanoforge.runtime.extractor import ExtractorNano
+    from nanoforge.runtime.generator import GenerativeNano
 
-__all__ = ["ClassifierNano", "ExtractorNano", "load"]
+__all__ = ["ClassifierNano", "ExtractorNano", "GenerativeNano", "load"]
 
 
 def __getattr__(name: str):
@@ -35,7 +36,8 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> ClassifierNano | ExtractorNano:
+def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True
+         ) -> ClassifierNano | ExtractorNano | GenerativeNano:
     """Load a bundle (checksums verified) into the runtime class for its task kind."""
     kind = read_manifest(bundle_dir, verify=False).get("kind")
     if kind == "classify":
@@ -46,4 +48,8 @@ def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True
         from nanoforge.runtime.extractor import ExtractorNano
 
         return ExtractorNano(bundle_dir, threads=threads, verify=verify)
+    if kind in ("translate", "summarize"):
+        from nanoforge.runtime.generator import GenerativeNano
+
+        return GenerativeNano(bundle_dir, threads=threads, verify=verify)
     raise BundleError(f"{bundle_dir}: no runtime for bundle kind {kind!r}")

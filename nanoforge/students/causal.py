@@ -35,11 +35,17 @@ class CausalConfig:
     intermediate_size: int = 704
     num_layers: int = 4
     num_heads: int = 4
-    num_kv_heads: int = 4
+    num_kv_heads: int | None = None  # grouped-query attention; default: one per head
     max_position: int = 512
     rope_theta: float = 10000.0
     rms_eps: float = 1e-5
     tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
 
     @property
     def head_dim(self) -> int:

@@ -128,7 +128,8 @@ class OpenAITeacher:
         self.spec = spec
         self.kind = spec.kind
         self.schema: Schema | None = spec.extraction_schema() if spec.kind == "extract" else None
-        if self.schema is None and not labels:
+        self.text_mode = spec.kind in ("translate", "summarize")  # free text answers
+        if self.schema is None and not labels and not self.text_mode:
             raise NanoforgeError("teacher: the task has no labels to ask the teacher for")
         self.labels = list(labels) if self.schema is None else []
         self.model: str = t.model
@@ -148,7 +149,10 @@ class OpenAITeacher:
         # Extraction: index into FORMATS in use, and per format whether a request with it succeeded.
         self._format = 0
         self._format_ok = [False] * len(FORMATS)
-        self.system_prompt = self._system_prompt() if self.schema is None else self._extract_prompt(FORMATS[0])
+        if self.text_mode:
+            self.system_prompt = self._text_prompt()
+        else:
+            self.system_prompt = self._system_prompt() if self.schema is None else self._extract_prompt(FORMATS[0])
         self._cache = AnswerCache(cache_path) if cache_path is not None else None
         if self._cache is None:
             self.stats.notes.append("no answer cache: an interrupted run pays again for its answers")
@@ -156,6 +160,37 @@ class OpenAITeacher:
         self._no_logprobs_noted = False
 
     # ------------------------------------------------------------------ prompt and parsing
+
+    def _text_prompt(self) -> str:
+        from nanoforge.task import LANGUAGES
+
+        sp = self.spec
+        if sp.kind == "translate":
+            lines = [f"Translate the user's {LANGUAGES[sp.source_lang]} text into {LANGUAGES[sp.target_lang]}.",
+                     "Answer with the translation only."]
+        else:
+            limit = f" in at most {sp.max_summary_words} words" if sp.max_summary_words else ""
+            lines = [f"Summarise the user's text{limit}.", "Answer with the summary only."]
+        for extra in (sp.description, sp.teacher.instructions):
+            if extra and extra.strip():
+                lines.append(extra.strip())
+        return "\n".join(lines)
+
+    async def _answer_text(self, client: AsyncOpenAI, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
+        """Translation or summary: any non-empty text; an empty answer is asked once more."""
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}]
+        reply, cached = await self._ask(client, sem, messages)
+        if not reply.content.strip():
+            self.stats.reasked += n
+            reply, cached = await self._ask(client, sem, messages + [
+                {"role": "assistant", "content": reply.content},
+                {"role": "user", "content": "The answer was empty. Answer with the text only."}])
+        if cached:
+            self.stats.cached += n
+        if not reply.content.strip():
+            self.stats.rejected += n
+            return Answer(rejected=True)
+        return Answer(output=reply.content.strip())
 
     def _system_prompt(self) -> str:
         lines = [f'You label messages for the classification task "{self.spec.name}".']
@@ -311,6 +346,8 @@ class OpenAITeacher:
         answers: dict[str, Answer] = {}
 
         answer = self._answer if self.schema is None else self._answer_extract
+        if self.text_mode:
+            answer = self._answer_text
 
         async def one(text: str) -> None:
             answers[text] = await answer(client, sem, text, texts[text])

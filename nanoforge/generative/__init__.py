@@ -1,0 +1,1 @@
+"""Generative nanos: translate, summarize (and extract with a decoder) on causal students."""

@@ -1,0 +1,314 @@
+"""The generative recipe (translate, summarize): spec -> teacher text -> decoder student
+(sequence-level distillation: supervised fine-tuning on the teacher's outputs, loss on the
+answer tokens only) -> ONNX with KV cache (FP32, INT8, INT4) -> parity -> bundle -> report.
+Same run folder layout as the other kinds (see pipeline.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nanoforge.data import data_hash, write_jsonl
+from nanoforge.errors import NanoforgeError
+from nanoforge.evaluate import size_mb
+from nanoforge.generative.metrics import headline, references, text_metrics
+from nanoforge.generative.prompt import PromptFormat, chat_format, decode, encode_prompt, scratch_format
+from nanoforge.progress import progress_bar
+from nanoforge.students.causal import CausalConfig, CausalLM
+from nanoforge.task import LANGUAGES, TaskSpec
+
+
+def instruction(spec: TaskSpec) -> str:
+    if spec.kind == "translate":
+        return f"Translate {LANGUAGES[spec.source_lang]} to {LANGUAGES[spec.target_lang]}."
+    limit = f" in at most {spec.max_summary_words} words" if spec.max_summary_words else ""
+    return f"Summarise the text{limit}."
+
+
+def build_causal(spec: TaskSpec, train_texts: list[str]):
+    """(model, tokenizer, prompt format, base description) for the spec's student."""
+    cfg = spec.student
+    if cfg.base == "scratch":
+        from nanoforge.generative.prompt import train_tokenizer
+
+        tok = train_tokenizer(train_texts, cfg.scratch.vocab_size)
+        sc = cfg.scratch
+        inter = sc.intermediate_size or int(round(sc.hidden_size * 8 / 3 / 32)) * 32
+        if sc.hidden_size % sc.heads or sc.heads % (sc.kv_heads or sc.heads):
+            raise NanoforgeError("student.scratch: hidden_size must divide by heads, heads by kv_heads")
+        torch.manual_seed(cfg.seed)
+        model = CausalLM(CausalConfig(vocab_size=tok.get_vocab_size(), hidden_size=sc.hidden_size,
+                                      intermediate_size=inter, num_layers=sc.layers, num_heads=sc.heads,
+                                      num_kv_heads=sc.kv_heads or sc.heads, max_position=cfg.max_length))
+        return model, tok, scratch_format(tok), f"scratch ({sc.layers} layers, {sc.hidden_size} wide)"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_causal_base(cfg.base)
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
+        model = CausalLM.from_hf(hf)
+    except (OSError, ValueError) as e:
+        raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
+    if hf_tok.chat_template:
+        fmt = chat_format(hf_tok, instruction(spec))
+    else:
+        eos = hf_tok.eos_token_id if hf_tok.eos_token_id is not None else 0
+        fmt = PromptFormat([], hf_tok.backend_tokenizer.encode("\n", add_special_tokens=False).ids, [eos],
+                           hf_tok.pad_token_id if hf_tok.pad_token_id is not None else eos)
+    return model, hf_tok.backend_tokenizer, fmt, str(folder)
+
+
+def resolve_causal_base(base: str) -> Path:
+    folder = Path(base).expanduser()
+    if not (folder / "config.json").is_file():
+        raise NanoforgeError(f"student.base: {base} is not `scratch` or a local Hugging Face model folder "
+                             "(config.json, weights, tokenizer)")
+    return folder
+
+
+def examples(tok, fmt: PromptFormat, pairs: list[tuple[str, str]], max_input: int, max_answer: int):
+    """(ids, labels) rows: the prompt's labels are -100 (loss on the answer and end token only)."""
+    rows = []
+    for src, tgt in pairs:
+        prompt, _ = encode_prompt(tok, fmt, src, max_input)
+        answer = tok.encode(tgt, add_special_tokens=False).ids[:max_answer] + fmt.eos_ids[:1]
+        rows.append((np.array(prompt + answer, np.int64), np.array([-100] * len(prompt) + answer, np.int64)))
+    return rows
+
+
+def sft_loss(model: CausalLM, rows, idx, pad_id: int) -> torch.Tensor:
+    width = max(len(rows[i][0]) for i in idx)
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.int64)
+    labels = torch.full((len(idx), width), -100, dtype=torch.int64)
+    mask = torch.zeros((len(idx), width), dtype=torch.int64)
+    for r, i in enumerate(idx):
+        n = len(rows[i][0])
+        ids[r, :n] = torch.from_numpy(rows[i][0])
+        labels[r, :n] = torch.from_numpy(rows[i][1])
+        mask[r, :n] = 1
+    logits, _, _ = model(ids, mask)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+@torch.no_grad()
+def torch_generate(model: CausalLM, prompts: list[list[int]], fmt: PromptFormat, max_new: int,
+                   batch_size: int = 16) -> list[list[int]]:
+    """Greedy decoding in torch with the same cache layout as the runtime (reference for parity)."""
+    from nanoforge.runtime.generate import Decoder
+
+    class TorchSession:
+        def run(self, names, feeds):
+            out = model(*(torch.from_numpy(feeds[k]) for k in
+                          ("input_ids", "attention_mask", "position_ids", "past_k", "past_v")))
+            return [t.numpy() for t in out]
+
+    c = model.cfg
+    dec = Decoder(TorchSession(), fmt.eos_ids, fmt.pad_id, c.num_layers, c.num_kv_heads, c.head_dim)
+    return _generate_all(dec, prompts, max_new, batch_size)
+
+
+def _generate_all(dec, prompts: list[list[int]], max_new: int, batch_size: int) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s : s + batch_size]
+        ids: list[list[int]] = [[] for _ in chunk]
+        for step in dec.generate(chunk, max_new):
+            for r, t in enumerate(step):
+                if t is not None:
+                    ids[r].append(t)
+        out += ids
+    return out
+
+
+def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) -> dict:
+    from nanoforge.bundle import write_bundle
+    from nanoforge.distill.trainer import fit
+    from nanoforge.evaluate import latency_ms
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.export.quantize import quantize_int4, quantize_int8_matmul
+    from nanoforge.pipeline import lineage_info, load_splits, log, require_held_out, teach
+    from nanoforge.runtime.generator import GenerativeNano
+
+    t_start = time.perf_counter()
+    cfg = spec.student
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    splits = load_splits(spec)
+    require_held_out(spec, splits)
+    for recs in splits.values():
+        for r in recs:
+            if r.labelled and isinstance(r.output, dict):
+                raise NanoforgeError(f"{r.where}: `output` must be text (or a list of reference texts) for {spec.kind}")
+    log(f"task {spec.name} ({spec.kind}): train {len(splits['train'])}, valid {len(splits['valid'])}, "
+        f"test {len(splits['test'])}")
+    teacher, answers = teach(spec, [], splits, out)
+    pairs = {name: [(r.input, references(a.output)[0]) for r, a in zip(splits[name], answers[name])
+                    if not a.rejected and a.output] for name in answers}
+    for name, ps in pairs.items():
+        write_jsonl(out / "data" / f"{name}.jsonl", ({"input": i, "output": o} for i, o in ps))
+
+    fingerprint = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), spec.kind, spec.source_lang,
+                                             spec.target_lang, data_hash(splits["train"], splits["valid"]),
+                                             pairs["train"], pairs["valid"]], default=str).encode()).hexdigest()
+    student_dir = out / "student"
+    model, tok, fmt, base_desc, training = _reuse(student_dir, fingerprint)
+    max_answer = cfg.max_new_tokens
+    max_input = cfg.max_length - max_answer - len(fmt.prefix_ids if fmt else []) - len(fmt.suffix_ids if fmt else [])
+    if model is None:
+        model, tok, fmt, base_desc = build_causal(spec, [t for p in pairs["train"] for t in p])
+        max_input = cfg.max_length - max_answer - len(fmt.prefix_ids) - len(fmt.suffix_ids)
+    if max_input < 8:
+        raise NanoforgeError(f"student.max_length {cfg.max_length} leaves no room for the input after "
+                             f"max_new_tokens {max_answer}; raise max_length or lower max_new_tokens")
+    if training is None:
+        rows = examples(tok, fmt, pairs["train"], max_input, max_answer)
+        valid_rows = examples(tok, fmt, pairs["valid"], max_input, max_answer)
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"student: causal LM from {base_desc}, {n_params / 1e6:.1f}M parameters, vocabulary "
+            f"{model.cfg.vocab_size}; {len(rows)} training pairs, up to {cfg.max_length} tokens")
+
+        @torch.no_grad()
+        def evaluate() -> float:
+            model.eval()
+            losses = [sft_loss(model, valid_rows, np.arange(s, min(s + 32, len(valid_rows))), fmt.pad_id).item()
+                      for s in range(0, len(valid_rows), 32)]
+            return -float(np.mean(losses))
+
+        training = fit(model, len(rows), cfg, lambda idx: sft_loss(model, rows, idx, fmt.pad_id), evaluate,
+                       "-loss", log)
+        student_dir.mkdir(parents=True, exist_ok=True)
+        tok.save(str(student_dir / "tokenizer.json"))
+        model.save(student_dir, {"fingerprint": fingerprint, "training": training, "prompt": fmt.to_dict(),
+                                 "base": base_desc})
+    model.eval()
+
+    # -- export: FP32 (parity: greedy tokens identical to torch), INT8, INT4
+    valid_prompts = [encode_prompt(tok, fmt, src, max_input)[0] for src, _ in pairs["valid"][:32]]
+    with progress_bar("export", total=4) as advance:
+        fp32 = export_causal(model, out / "export" / "model.fp32.onnx")
+        advance(1, "fp32")
+        int8 = quantize_int8_matmul(fp32, out / "export" / "model.int8.onnx")
+        advance(1, "int8")
+        int4 = quantize_int4(fp32, out / "export" / "model.int4.onnx")
+        advance(1, "int4")
+        ref = torch_generate(model, valid_prompts, fmt, max_answer)
+        from nanoforge.runtime.classifier import make_session
+        from nanoforge.runtime.generate import Decoder
+
+        c = model.cfg
+        parity = {}
+        for name, path in (("fp32", fp32), ("int8", int8), ("int4", int4)):
+            dec = Decoder(make_session(path), fmt.eos_ids, fmt.pad_id, c.num_layers, c.num_kv_heads, c.head_dim)
+            got = _generate_all(dec, valid_prompts, max_answer, 16)
+            parity[name] = {"identical_outputs": sum(a == b for a, b in zip(ref, got)) / max(len(ref), 1),
+                            "n": len(ref), "size_mb": round(path.stat().st_size / 1e6, 3)}
+        advance(1, "parity")
+    log(f"parity on {len(ref)} valid prompts (greedy): FP32 identical to torch {parity['fp32']['identical_outputs']:.0%}, "
+        f"INT8 {parity['int8']['identical_outputs']:.0%}, INT4 {parity['int4']['identical_outputs']:.0%}; "
+        f"sizes FP32 {parity['fp32']['size_mb']} MB, INT8 {parity['int8']['size_mb']} MB, "
+        f"INT4 {parity['int4']['size_mb']} MB")
+    if parity["fp32"]["identical_outputs"] < 1.0:
+        raise NanoforgeError("FP32 ONNX export does not decode exactly like the torch model on valid; "
+                             f"no bundle written (student kept in {student_dir})")
+
+    precision = spec.export.precision
+    chosen = {"fp32": fp32, "int8": int8, "int4": int4}[precision]
+    files = {"model.onnx": chosen, "tokenizer.json": student_dir / "tokenizer.json"}
+    lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
+    manifest = {
+        "name": spec.name, "version": spec.version, "kind": spec.kind, "task": spec.public_dict(),
+        "model": {"file": "model.onnx", "tokenizer": "tokenizer.json", "precision": precision,
+                  "architecture": "llama", "config": model.cfg.__dict__, "prompt": fmt.to_dict(),
+                  "max_input_tokens": max_input, "max_new_tokens": max_answer,
+                  "cache": {"layers": c.num_layers, "kv_heads": c.num_kv_heads, "head_dim": c.head_dim},
+                  "parameters": sum(p.numel() for p in model.parameters()),
+                  "inputs": ["input_ids", "attention_mask", "position_ids", "past_k", "past_v"],
+                  "outputs": ["logits", "present_k", "present_v"]},
+        "parity": parity, "training": {k: v for k, v in training.items() if k != "history"}, "lineage": lineage,
+    }
+    bundle_dir = write_bundle(out / "bundle", manifest, files)
+
+    # -- test: runtime (chosen precision), each export variant, the torch student
+    test = [r for r in splits["test"] if r.labelled and r.output]
+    if not test:
+        raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (references) for scoring")
+    texts, refs = [r.input for r in test], [references(r.output) for r in test]
+    models = {}
+    for name, path in (("fp32", fp32), ("int8", int8), ("int4", int4)):
+        variant = GenerativeNano(bundle_dir) if path == chosen else _variant(bundle_dir, path)
+        preds = [p["output"] for p in _batched(variant, texts)]
+        timing = [variant.timing(t) for t in texts[: min(20, len(texts))]]
+        models[f"student_{name}"] = {
+            "metrics": text_metrics(spec.kind, preds, refs, spec.target_lang),
+            "latency_ms": latency_ms(variant.predict, texts, n=min(20, len(texts))),
+            "ttft_ms_p50": float(np.median([t["ttft_ms"] for t in timing])),
+            "decode_tokens_per_s": float(np.median([t["decode_tokens_per_s"] for t in timing])),
+            "size_mb": round(path.stat().st_size / 1e6, 3), "runtime": "onnxruntime", "cost_per_1k_usd": 0.0}
+        if path == chosen:
+            bundle_preds = preds
+    prompts = [encode_prompt(tok, fmt, t, max_input)[0] for t in texts]
+    torch_preds = [decode(tok, ids) for ids in torch_generate(model, prompts, fmt, max_answer)]
+    models["student_torch_fp32"] = {"metrics": text_metrics(spec.kind, torch_preds, refs, spec.target_lang),
+                                    "size_mb": round(size_mb(student_dir), 3), "runtime": "torch"}
+    tstats = teacher.stats.to_dict()
+    if "test" in answers:
+        t_preds = [references(a.output)[0] if not a.rejected and a.output else "" for a in answers["test"]]
+        models["teacher"] = {"metrics": text_metrics(spec.kind, t_preds, refs, spec.target_lang),
+                             "cost_per_1k_usd": tstats["cost_per_1k_usd"], "runtime": f"{teacher.name}:{spec.teacher.model}"}
+    key = headline(spec.kind)
+    log(f"test {key}: " + ", ".join(f"{k} {v['metrics'][key]}" for k, v in models.items()))
+    manifest["metrics"] = {"test": models[f"student_{precision}"]}
+    write_bundle(out / "bundle", manifest, files)
+    result = {"task": spec.name, "kind": spec.kind, "models": models, "teacher_stats": tstats, "parity": parity,
+              "training": training, "lineage": lineage, "seconds": time.perf_counter() - t_start,
+              "bundle": str(bundle_dir), "data": {k: len(v) for k, v in splits.items()},
+              "examples": [{"input": t, "output": p, "reference": r[0]}
+                           for t, p, r in list(zip(texts, bundle_preds, refs))[:10]]}
+    return result
+
+
+def _variant(bundle_dir: Path, model_path: Path):
+    """The bundle's tokenizer and prompt with another export of the same model."""
+    from nanoforge.runtime.classifier import make_session
+    from nanoforge.runtime.generator import GenerativeNano
+
+    nano = GenerativeNano(bundle_dir, verify=False)
+    nano.decoder.session = make_session(model_path)
+    return nano
+
+
+def _batched(nano, texts: list[str], batch_size: int = 16) -> list[dict]:
+    out = []
+    with progress_bar("generate", total=len(texts)) as advance:
+        for s in range(0, len(texts), batch_size):
+            out += nano.predict_batch(texts[s : s + batch_size])
+            advance(min(batch_size, len(texts) - s))
+    return out
+
+
+def _reuse(student_dir: Path, fingerprint: str):
+    """A finished student from an earlier run with the same spec and data (or Nones)."""
+    meta_path = student_dir / "causal.json"
+    if not meta_path.is_file():
+        return None, None, None, None, None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != fingerprint:
+            return None, None, None, None, None
+        from tokenizers import Tokenizer
+
+        model, meta = CausalLM.load(student_dir)
+        tok = Tokenizer.from_file(str(student_dir / "tokenizer.json"))
+        from nanoforge.pipeline import log
+
+        log(f"student: reusing {student_dir} (same spec and data)")
+        return model, tok, PromptFormat.from_dict(meta["prompt"]), meta.get("base"), meta["training"]
+    except (OSError, KeyError, ValueError, json.JSONDecodeError):
+        return None, None, None, None, None

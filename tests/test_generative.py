@@ -1,0 +1,200 @@
+"""Generative nanos on a tiny random Llama: parity with Hugging Face, train -> ONNX with KV
+cache -> torch-free runtime (greedy parity, streaming, sampling, stops) -> eval; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, write_jsonl
+
+from nanoforge.errors import NanoforgeError
+from nanoforge.students.causal import CausalConfig, CausalLM
+from nanoforge.task import parse_task
+
+ENJA = ROOT / "examples" / "tatoeba-enja"
+
+
+@pytest.mark.parametrize("tie,kv_heads", [(True, 2), (False, 4)])
+def test_causal_lm_matches_hugging_face_llama(tie, kv_heads):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=kv_heads,
+                                      max_position_embeddings=64, tie_word_embeddings=tie)).eval()
+    ours = CausalLM.from_hf(hf).eval()
+    ids = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        full, k, v = ours(ids)
+        assert torch.allclose(full, hf(ids).logits, atol=1e-5)
+        assert k.shape == (2, 2, kv_heads, 11, 8)
+        head, k1, v1 = ours(ids[:, :6])  # prefill, then the rest against the cache
+        tail, _, _ = ours(ids[:, 6:], past_k=k1, past_v=v1)
+        assert torch.allclose(torch.cat([head, tail], 1), full, atol=1e-5)
+        mask = torch.ones(2, 11, dtype=torch.int64)
+        mask[0, :4] = 0  # left padding
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        padded, _, _ = ours(ids, mask, pos)
+        ref = hf(ids, attention_mask=mask, position_ids=pos).logits
+        assert torch.allclose(padded[0, 4:], ref[0, 4:], atol=1e-5) and torch.allclose(padded[1], ref[1], atol=1e-5)
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = CausalLM(CausalConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2))
+    m.save(tmp_path / "s", {"x": 1})
+    back, meta = CausalLM.load(tmp_path / "s")
+    ids = torch.randint(0, 50, (1, 5))
+    assert meta["x"] == 1 and torch.equal(back(ids)[0], m.eval()(ids)[0])
+    assert not any(p.suffix == ".bin" or p.suffix == ".pt" for p in (tmp_path / "s").iterdir())
+
+
+def tiny_spec(root, kind="translate", extra=""):
+    lang = "source_lang: en\ntarget_lang: ja\n" if kind == "translate" else "max_summary_words: 12\n"
+    fields = ", input_field: en, output_field: ja" if kind == "translate" else ""
+    (root / "task.yaml").write_text(
+        f"name: tiny-{kind}\nkind: {kind}\n{lang}"
+        f"data: {{train: train.jsonl, valid: valid.jsonl, test: test.jsonl{fields}}}\n"
+        "student: {scratch: {hidden_size: 32, layers: 2, heads: 2, kv_heads: 1, vocab_size: 1500}, "
+        f"max_length: 64, max_new_tokens: 20, epochs: 3, batch_size: 16, lr: 3.0e-3, threads: 1{extra}}}\n")
+    return root / "task.yaml"
+
+
+@pytest.fixture(scope="module")
+def translate_run(tmp_path_factory):
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    root = tmp_path_factory.mktemp("gen")
+    for name, n in (("train", 400), ("valid", 16), ("test", 16)):
+        rows = [json.loads(x) for x in (ENJA / f"{name}.jsonl").read_text().splitlines()][:n]
+        write_jsonl(root / f"{name}.jsonl", rows)
+    result = train(load_task(tiny_spec(root)), root / "run")
+    return {"root": root, "bundle": root / "run" / "bundle", "result": result}
+
+
+def test_translate_pipeline_outputs_and_parity(translate_run):
+    from nanoforge.bundle import read_manifest
+
+    out = translate_run["root"] / "run"
+    for name in ("bundle/model.onnx", "bundle/tokenizer.json", "report.md", "report.json", "report.png",
+                 "export/model.fp32.onnx", "export/model.int8.onnx", "export/model.int4.onnx",
+                 "student/model.safetensors"):
+        assert (out / name).is_file(), name
+    m = read_manifest(translate_run["bundle"])
+    assert m["kind"] == "translate" and m["model"]["precision"] == "int8"
+    assert m["parity"]["fp32"]["identical_outputs"] == 1.0  # greedy tokens equal to torch's
+    sizes = {k: m["parity"][k]["size_mb"] for k in ("fp32", "int8", "int4")}
+    assert sizes["int4"] < 0.5 * sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+    models = translate_run["result"]["models"]
+    assert set(models) >= {"student_fp32", "student_int8", "student_int4", "student_torch_fp32"}
+    assert models["student_fp32"]["metrics"] == models["student_torch_fp32"]["metrics"]
+    assert models["student_int8"]["metrics"]["bleu_tokenize"] in ("char", "ja-mecab")
+
+
+def test_runtime_streams_samples_and_stops(translate_run):
+    from nanoforge.runtime import load
+
+    nano = load(translate_run["bundle"])
+    text = "I'm in the tennis club."
+    one = nano.predict(text)
+    assert set(one) == {"output", "tokens", "finish", "truncated"} and one["finish"] in ("eos", "length")
+    assert "".join(nano.stream(text)) == one["output"]
+    batch = nano.predict_batch([text, "Many animals have been destroyed by men.", text])
+    assert batch[0] == batch[2] == one  # left padding changes nothing
+    a = nano.predict(text, temperature=1.0, top_p=0.9, seed=3)
+    assert a == nano.predict(text, temperature=1.0, top_p=0.9, seed=3)
+    limited = nano.predict(text, max_new_tokens=2)
+    assert limited["tokens"] <= 2
+    if one["output"]:
+        stop = one["output"][len(one["output"]) // 2:]
+        cut = nano.predict(text, stop=[stop])
+        assert cut["finish"] == "stop" and stop not in cut["output"]
+
+
+def test_long_source_is_truncated_with_a_flag_and_empty_source_is_an_error(translate_run):
+    from nanoforge.runtime import load
+
+    nano = load(translate_run["bundle"])
+    long = nano.predict("I'm in the tennis club. " * 400)
+    assert long["truncated"] is True and long["tokens"] <= nano.max_new_tokens
+    with pytest.raises(NanoforgeError, match="empty"):
+        nano.predict("   ")
+
+
+def test_eval_json_shape(translate_run):
+    from nanoforge.data import read_records
+    from nanoforge.evaluate import evaluate_bundle
+
+    recs = read_records(translate_run["root"] / "test.jsonl", "en", "ja")
+    got = evaluate_bundle(translate_run["bundle"], recs, latency_n=5)
+    assert set(got) >= {"n", "metrics", "latency_ms", "tokens_per_s", "size_mb"}
+    assert set(got["metrics"]) >= {"bleu", "chrf"} and got["n"] == 16
+    assert {"p50", "p95"} <= set(got["latency_ms"])
+
+
+def test_summarize_spec_trains_unchanged(tmp_path):
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    rng = np.random.default_rng(0)
+    people, things = ["Anna", "Ben", "Chen", "Dara"], ["budget", "launch", "hiring", "design"]
+
+    def row():
+        a, b = rng.choice(people, 2, replace=False)
+        t = rng.choice(things)
+        dialogue = f"{a}: Shall we talk about the {t}? {b}: Yes, the {t} needs a decision by Friday. {a}: Agreed."
+        return {"input": dialogue, "output": [f"{a} and {b} agree the {t} needs a decision by Friday.",
+                                              f"The {t} must be decided by Friday."]}
+
+    for name, n in (("train", 120), ("valid", 8), ("test", 8)):
+        write_jsonl(tmp_path / f"{name}.jsonl", [row() for _ in range(n)])
+    result = train(load_task(tiny_spec(tmp_path, "summarize")), tmp_path / "run")
+    met = result["models"]["student_int8"]["metrics"]
+    assert set(met) >= {"rouge1", "rouge2", "rougeL"} and met["references"] == 2
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"kind": "translate", "source_lang": "en", "target_lang": "jp"}, "unknown language code 'jp'"),
+    ({"kind": "translate", "source_lang": "en"}, "target_lang: required for kind translate"),
+    ({"kind": "translate", "source_lang": "en", "target_lang": "en"}, "same as source_lang"),
+    ({"kind": "classify", "source_lang": "en"}, "only used by kind translate"),
+    ({"kind": "summarize", "student": {"kind": "encoder"}}, "needs a causal"),
+])
+def test_spec_errors(raw, message):
+    with pytest.raises(NanoforgeError, match=message):
+        parse_task({"name": "x", "data": {"train": "t.jsonl"}, **raw})
+
+
+def test_either_direction_parses_with_a_causal_scratch_default():
+    for src, tgt in (("en", "ja"), ("ja", "en")):
+        spec = parse_task({"name": "x", "kind": "translate", "source_lang": src, "target_lang": tgt,
+                           "data": {"train": "t.jsonl", "input_field": src, "output_field": tgt}})
+        assert spec.student.kind == "causal" and spec.student.base == "scratch"
+
+
+def test_tokenizer_too_small_for_the_script_is_a_clear_error(tmp_path):
+    from nanoforge.generative.prompt import train_tokenizer
+
+    with pytest.raises(NanoforgeError, match="vocab_size: 300 is below"):
+        train_tokenizer(["誰が一番に着くか私には分かりません。" * 3, "多くの動物が人間によって滅ぼされた。"] * 20 +
+                        ["".join(chr(0x4E00 + i) for i in range(400))], 300)
+
+
+def test_generation_runtime_needs_no_torch(translate_run):
+    from test_runtime_light import run_blocked
+
+    r = run_blocked(f"""
+        import sys
+        from nanoforge.runtime import load
+        nano = load({str(translate_run["bundle"])!r})
+        out = nano.predict("I'm in the tennis club.")
+        assert "".join(nano.stream("I'm in the tennis club.")) == out["output"]
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print("ok")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
