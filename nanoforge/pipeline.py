@@ -174,7 +174,7 @@ def train(spec: TaskSpec, out: str | Path, spec_source: str | None = None) -> di
     """Run the recipe for the spec's kind; writes OUT/bundle and OUT/report.*"""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if spec.kind in ("translate", "summarize"):
+    if spec.kind in ("translate", "summarize") or spec.student.kind == "causal":
         from nanoforge.generative.recipe import train_generative
         from nanoforge.report import write_generative_report
 

@@ -21,6 +21,9 @@ GENERATIVE_TITLES = {"student_int8": "nano INT8 (onnxruntime)", "student_int4": 
 
 
 def header(result: dict[str, Any]) -> list[str]:
+    if result.get("decoder") and result.get("kind") == "extract":
+        return ["model", "field F1", "exact match", "valid JSON", "p50 latency", "first token p50",
+                "decode tokens/s", "size", "cost / 1k calls"]
     if result.get("kind") in ("translate", "summarize"):
         q = ["BLEU", "chrF"] if result["kind"] == "translate" else ["ROUGE-1", "ROUGE-2", "ROUGE-L"]
         return ["model", *q, "p50 latency", "first token p50", "decode tokens/s", "size", "cost / 1k calls"]
@@ -28,7 +31,9 @@ def header(result: dict[str, Any]) -> list[str]:
 
 
 def generative_rows(result: dict[str, Any]) -> list[list[str]]:
-    keys = ["bleu", "chrf"] if result["kind"] == "translate" else ["rouge1", "rouge2", "rougeL"]
+    keys = {"translate": ["bleu", "chrf"], "summarize": ["rouge1", "rouge2", "rougeL"],
+            "extract": ["field_f1", "exact_match", "valid_json"]}[result["kind"]]
+    scale = 100.0 if result["kind"] == "extract" else 1.0
     rows = []
     for key, title in GENERATIVE_TITLES.items():
         m = result["models"].get(key)
@@ -37,7 +42,7 @@ def generative_rows(result: dict[str, Any]) -> list[list[str]]:
         lat = m.get("latency_ms")
         rows.append([
             title + (f" [{m['runtime']}]" if key == "teacher" else ""),
-            *(f"{m['metrics'][k]:.1f}" for k in keys),
+            *(f"{scale * (m['metrics'][k] or 0):.1f}" for k in keys),
             f"{lat['p50']:.1f} ms" if lat else "-",
             f"{m['ttft_ms_p50']:.1f} ms" if m.get("ttft_ms_p50") is not None else "-",
             f"{m['decode_tokens_per_s']:.0f}" if m.get("decode_tokens_per_s") else "-",
@@ -49,7 +54,7 @@ def generative_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
     """Rows of the side-by-side table (see `header`): quality, p50 latency, size, cost/1k."""
-    if result.get("kind") in ("translate", "summarize"):
+    if result.get("kind") in ("translate", "summarize") or result.get("decoder"):
         return generative_rows(result)
     rows = []
     for key, title in MODEL_TITLES.items():
@@ -290,7 +295,7 @@ def write_generative_report(out: Path, result: dict[str, Any]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        key = "chrf" if result["kind"] == "translate" else "rougeL"
+        key = {"translate": "chrf", "summarize": "rougeL", "extract": "field_f1"}[result["kind"]]
         names = [k for k in ("student_fp32", "student_int8", "student_int4") if k in result["models"]]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         a1.bar([n.split("_")[1] for n in names], [result["models"][n]["metrics"][key] for n in names])

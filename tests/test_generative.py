@@ -198,3 +198,34 @@ def test_generation_runtime_needs_no_torch(translate_run):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path):
+    """A tiny random decoder barely trained: its JSON is still 100% valid (the mask, not luck)."""
+    from nanoforge.evaluate import evaluate_bundle
+    from nanoforge.extract.schema import validate
+    from nanoforge.pipeline import train
+    from nanoforge.runtime import load
+    from nanoforge.task import load_task
+
+    inv = ROOT / "examples" / "invoices"
+    for name, n in (("train", 60), ("valid", 6), ("test", 6)):
+        rows = [json.loads(x) for x in (inv / f"{name}.jsonl").read_text().splitlines()][:n]
+        write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    spec = (inv / "task.yaml").read_text()
+    start = spec.index("student:")
+    end = spec.index("\n", start)
+    spec = spec[:start] + ("student: {kind: causal, scratch: {hidden_size: 32, layers: 1, heads: 2, vocab_size: 600}, "
+                           "max_length: 384, max_new_tokens: 48, epochs: 1, batch_size: 8, lr: 3.0e-3, threads: 1}") \
+        + spec[end:]
+    (tmp_path / "task.yaml").write_text(spec)
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    assert result["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
+    nano = load(tmp_path / "run" / "bundle")
+    texts = [json.loads(x)["input"] for x in (tmp_path / "test.jsonl").read_text().splitlines()]
+    for p in nano.predict_batch(texts + ["nothing here", "x" * 5000]):
+        assert validate(nano.schema, p["output"]) == [] and p["valid"]
+    from nanoforge.data import read_records
+
+    got = evaluate_bundle(tmp_path / "run" / "bundle", read_records(tmp_path / "test.jsonl"), latency_n=3)
+    assert got["metrics"]["valid_json"] == 1.0 and "field_f1" in got["metrics"]

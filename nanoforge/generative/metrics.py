@@ -66,4 +66,4 @@ def text_metrics(kind: str, preds: Sequence[str], refs: Sequence[list[str]], tar
 
 
 def headline(kind: str) -> str:
-    return "chrf" if kind == "translate" else "rougeL"
+    return {"translate": "chrf", "summarize": "rougeL", "extract": "field_f1"}[kind]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from nanoforge.data import data_hash, write_jsonl
 from nanoforge.errors import NanoforgeError
+from nanoforge.extract.schema import coerce_output
 from nanoforge.evaluate import size_mb
 from nanoforge.generative.metrics import headline, references, text_metrics
 from nanoforge.generative.prompt import PromptFormat, chat_format, decode, encode_prompt, scratch_format
@@ -25,6 +26,8 @@ from nanoforge.task import LANGUAGES, TaskSpec
 
 
 def instruction(spec: TaskSpec) -> str:
+    if spec.kind == "extract":
+        return "Extract the fields as JSON: " + ", ".join(spec.extraction_schema().names) + "."
     if spec.kind == "translate":
         return f"Translate {LANGUAGES[spec.source_lang]} to {LANGUAGES[spec.target_lang]}."
     limit = f" in at most {spec.max_summary_words} words" if spec.max_summary_words else ""
@@ -63,6 +66,11 @@ def build_causal(spec: TaskSpec, train_texts: list[str]):
         fmt = PromptFormat([], hf_tok.backend_tokenizer.encode("\n", add_special_tokens=False).ids, [eos],
                            hf_tok.pad_token_id if hf_tok.pad_token_id is not None else eos)
     return model, hf_tok.backend_tokenizer, fmt, str(folder)
+
+
+def json_target(schema, obj: dict) -> str:
+    """The answer a decoder learns for an extraction: compact JSON, keys in schema order."""
+    return json.dumps({f.name: obj.get(f.name) for f in schema.fields}, ensure_ascii=False, separators=(",", ":"))
 
 
 def resolve_causal_base(base: str) -> Path:
@@ -142,14 +150,21 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
         torch.set_num_threads(cfg.threads)
     splits = load_splits(spec)
     require_held_out(spec, splits)
+    schema = spec.extraction_schema() if spec.kind == "extract" else None
     for recs in splits.values():
         for r in recs:
-            if r.labelled and isinstance(r.output, dict):
+            if r.labelled and schema is None and isinstance(r.output, dict):
                 raise NanoforgeError(f"{r.where}: `output` must be text (or a list of reference texts) for {spec.kind}")
-    log(f"task {spec.name} ({spec.kind}): train {len(splits['train'])}, valid {len(splits['valid'])}, "
-        f"test {len(splits['test'])}")
+    log(f"task {spec.name} ({spec.kind}, decoder student): train {len(splits['train'])}, "
+        f"valid {len(splits['valid'])}, test {len(splits['test'])}")
     teacher, answers = teach(spec, [], splits, out)
-    pairs = {name: [(r.input, references(a.output)[0]) for r, a in zip(splits[name], answers[name])
+
+    def target(r, a) -> str:
+        if schema is None:
+            return references(a.output)[0]
+        return json_target(schema, coerce_output(schema, a.output or {}, where=r.where))
+
+    pairs = {name: [(r.input, target(r, a)) for r, a in zip(splits[name], answers[name])
                     if not a.rejected and a.output] for name in answers}
     for name, ps in pairs.items():
         write_jsonl(out / "data" / f"{name}.jsonl", ({"input": i, "output": o} for i, o in ps))
@@ -224,6 +239,7 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
     lineage = lineage_info(spec, teacher, splits, spec_source, torch.__version__)
     manifest = {
         "name": spec.name, "version": spec.version, "kind": spec.kind, "task": spec.public_dict(),
+        **({"schema": spec.public_dict()["schema"]} if schema is not None else {}),
         "model": {"file": "model.onnx", "tokenizer": "tokenizer.json", "precision": precision,
                   "architecture": "llama", "config": model.cfg.__dict__, "prompt": fmt.to_dict(),
                   "max_input_tokens": max_input, "max_new_tokens": max_answer,
@@ -239,14 +255,26 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
     test = [r for r in splits["test"] if r.labelled and r.output]
     if not test:
         raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (references) for scoring")
-    texts, refs = [r.input for r in test], [references(r.output) for r in test]
+    texts = [r.input for r in test]
+    if schema is not None:
+        from nanoforge.extract.metrics import extraction_metrics
+
+        golds = [coerce_output(schema, r.output, where=r.where) for r in test]
+
+        def score(preds):
+            return extraction_metrics(schema, [json.loads(p) if isinstance(p, str) else p for p in preds], golds)
+    else:
+        refs = [references(r.output) for r in test]
+
+        def score(preds):
+            return text_metrics(spec.kind, preds, refs, spec.target_lang)
     models = {}
     for name, path in (("fp32", fp32), ("int8", int8), ("int4", int4)):
         variant = GenerativeNano(bundle_dir) if path == chosen else _variant(bundle_dir, path)
         preds = [p["output"] for p in _batched(variant, texts)]
         timing = [variant.timing(t) for t in texts[: min(20, len(texts))]]
         models[f"student_{name}"] = {
-            "metrics": text_metrics(spec.kind, preds, refs, spec.target_lang),
+            "metrics": score(preds),
             "latency_ms": latency_ms(variant.predict, texts, n=min(20, len(texts))),
             "ttft_ms_p50": float(np.median([t["ttft_ms"] for t in timing])),
             "decode_tokens_per_s": float(np.median([t["decode_tokens_per_s"] for t in timing])),
@@ -254,24 +282,26 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
         if path == chosen:
             bundle_preds = preds
     prompts = [encode_prompt(tok, fmt, t, max_input)[0] for t in texts]
-    torch_preds = [decode(tok, ids) for ids in torch_generate(model, prompts, fmt, max_answer)]
-    models["student_torch_fp32"] = {"metrics": text_metrics(spec.kind, torch_preds, refs, spec.target_lang),
-                                    "size_mb": round(size_mb(student_dir), 3), "runtime": "torch"}
+    if schema is None:  # (a decoder's unconstrained JSON would not be comparable)
+        torch_preds = [decode(tok, ids) for ids in torch_generate(model, prompts, fmt, max_answer)]
+        models["student_torch_fp32"] = {"metrics": score(torch_preds), "size_mb": round(size_mb(student_dir), 3),
+                                        "runtime": "torch"}
     tstats = teacher.stats.to_dict()
     if "test" in answers:
-        t_preds = [references(a.output)[0] if not a.rejected and a.output else "" for a in answers["test"]]
-        models["teacher"] = {"metrics": text_metrics(spec.kind, t_preds, refs, spec.target_lang),
-                             "cost_per_1k_usd": tstats["cost_per_1k_usd"], "runtime": f"{teacher.name}:{spec.teacher.model}"}
+        t_preds = [(a.output if schema is not None else references(a.output)[0]) if not a.rejected and a.output
+                   else ({} if schema is not None else "") for a in answers["test"]]
+        models["teacher"] = {"metrics": score(t_preds), "cost_per_1k_usd": tstats["cost_per_1k_usd"],
+                             "runtime": f"{teacher.name}:{spec.teacher.model}"}
     key = headline(spec.kind)
     log(f"test {key}: " + ", ".join(f"{k} {v['metrics'][key]}" for k, v in models.items()))
     manifest["metrics"] = {"test": models[f"student_{precision}"]}
     write_bundle(out / "bundle", manifest, files)
-    result = {"task": spec.name, "kind": spec.kind, "models": models, "teacher_stats": tstats, "parity": parity,
-              "training": training, "lineage": lineage, "seconds": time.perf_counter() - t_start,
-              "bundle": str(bundle_dir), "data": {k: len(v) for k, v in splits.items()},
-              "examples": [{"input": t, "output": p, "reference": r[0]}
-                           for t, p, r in list(zip(texts, bundle_preds, refs))[:10]]}
-    return result
+    shown = [json_target(schema, g) for g in golds] if schema is not None else [r[0] for r in refs]
+    return {"task": spec.name, "kind": spec.kind, "decoder": True, "models": models, "teacher_stats": tstats,
+            "parity": parity, "training": training, "lineage": lineage, "seconds": time.perf_counter() - t_start,
+            "bundle": str(bundle_dir), "data": {k: len(v) for k, v in splits.items()},
+            "examples": [{"input": t, "output": p if isinstance(p, str) else json.dumps(p, ensure_ascii=False),
+                          "reference": r} for t, p, r in list(zip(texts, bundle_preds, shown))[:10]]}
 
 
 def _variant(bundle_dir: Path, model_path: Path):

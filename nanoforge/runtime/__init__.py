@@ -44,6 +44,10 @@ def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True
         from nanoforge.runtime.classifier import ClassifierNano
 
         return ClassifierNano(bundle_dir, threads=threads, verify=verify)
+    if kind == "extract" and (read_manifest(bundle_dir, verify=False).get("model") or {}).get("architecture") == "llama":
+        from nanoforge.runtime.generator import GenerativeNano
+
+        return GenerativeNano(bundle_dir, threads=threads, verify=verify)
     if kind == "extract":
         from nanoforge.runtime.extractor import ExtractorNano
 

@@ -28,7 +28,7 @@ class GenerativeNano:
 
         self.dir = Path(bundle_dir)
         self.manifest = m = read_manifest(self.dir, verify=verify)
-        if m.get("kind") not in ("translate", "summarize"):
+        if m.get("kind") not in ("translate", "summarize", "extract"):
             raise BundleError(f"{self.dir}: bundle kind {m.get('kind')!r} is not generative")
         try:
             self.name, self.version, self.kind = m["name"], m["version"], m["kind"]
@@ -45,6 +45,14 @@ class GenerativeNano:
             raise BundleError(f"{self.dir / 'manifest.json'}: corrupted manifest (bad or missing {e})") from None
         self.tok.no_truncation()
         self.tok.no_padding()
+        self.schema = self.constraint = None
+        if self.kind == "extract":  # JSON under the schema, by construction
+            from nanoforge.extract.schema import Schema
+            from nanoforge.generative.constrain import JsonConstraint, token_pieces
+
+            self.schema = Schema.from_json_schema(m["schema"], source=str(self.dir / "manifest.json"))
+            pieces, self.strip_first = token_pieces(self.tok)
+            self.constraint = JsonConstraint(self.schema.json_schema(), pieces, self.format.eos_ids)
 
     def prompt(self, text: str) -> tuple[list[int], bool]:
         return encode_prompt(self.tok, self.format, text, self.max_input_tokens)
@@ -64,14 +72,25 @@ class GenerativeNano:
         ids: list[list[int]] = [[] for _ in texts]
         finish = ["length"] * len(texts)
         steps = 0
-        for step in self.decoder.generate([p for p, _ in prompts], limit, Sampling(temperature, top_p, seed)):
+        rows = None
+        if self.constraint is not None:
+            from nanoforge.generative.constrain import ConstrainedText
+
+            rows = [ConstrainedText(self.constraint, self.strip_first) for _ in texts]
+        allowed = (lambda r, done: rows[r].mask(len(done))) if rows else None
+        for step in self.decoder.generate([p for p, _ in prompts], limit, Sampling(temperature, top_p, seed),
+                                          allowed=allowed):
             steps += 1
             for r, tok in enumerate(step):
                 if tok is None:
                     if finish[r] == "length" and len(ids[r]) < steps:
                         finish[r] = "eos"
                 else:
+                    if rows:
+                        rows[r].add(tok, len(ids[r]))
                     ids[r].append(tok)
+        if rows:
+            return [self._json_answer(rows[r].text, len(ids[r]), finish[r], prompts[r][1]) for r in range(len(texts))]
         out = []
         for r, (_, truncated) in enumerate(prompts):
             text = decode(self.tok, ids[r])
@@ -79,6 +98,18 @@ class GenerativeNano:
             out.append({"output": text, "tokens": len(ids[r]), "finish": "stop" if stopped else finish[r],
                         "truncated": truncated})
         return out
+
+    def _json_answer(self, text: str, tokens: int, finish: str, truncated: bool) -> dict[str, Any]:
+        """The constrained text as an object; an answer cut by the token limit is closed
+        (missing fields null or their smallest value), so it still validates."""
+        import json
+
+        from nanoforge.extract.schema import validate
+        from nanoforge.generative.constrain import complete
+
+        obj = json.loads(complete(self.constraint.schema, text))
+        return {"output": obj, "valid": not validate(self.schema, obj), "tokens": tokens, "finish": finish,
+                "truncated": truncated}
 
     def stream(self, text: str, max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None) -> Iterator[str]:
