@@ -191,9 +191,11 @@ class Router:
             if floor is not None and p["confidence"] < floor:
                 return "low_confidence"
             return None
+        if loaded.kind in ("translate", "summarize"):
+            return None  # free text: no gate, no contract beyond being text
         if not p["valid"]:
             return "invalid_output"
-        confident = [c for k, c in p["confidence"].items() if p["output"].get(k) is not None]
+        confident = [c for k, c in (p.get("confidence") or {}).items() if p["output"].get(k) is not None]
         if floor is not None and confident and min(confident) < floor:
             return "low_confidence"
         return None
@@ -222,8 +224,10 @@ class Router:
         if loaded.kind == "classify":
             ans.update(output=p["label"], confidence=p.get("confidence"), out_of_scope=p["out_of_scope"],
                        score=p["score"])
+        elif loaded.kind == "extract":
+            ans.update(output=p["output"], confidence=p.get("confidence"), valid=p["valid"])
         else:
-            ans.update(output=p["output"], confidence=p["confidence"], valid=p["valid"])
+            ans.update(output=p["output"], tokens=p["tokens"], finish=p["finish"], truncated=p["truncated"])
         return ans
 
     def _refusal(self, loaded: Loaded, reason: str, **extra: Any) -> dict[str, Any]:

@@ -229,3 +229,21 @@ def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path
 
     got = evaluate_bundle(tmp_path / "run" / "bundle", read_records(tmp_path / "test.jsonl"), latency_n=3)
     assert got["metrics"]["valid_json"] == 1.0 and "field_f1" in got["metrics"]
+
+
+def test_a_generative_nano_serves_through_rest_and_the_openai_sdk(translate_run, tmp_path):
+    import httpx
+    from openai import OpenAI
+    from serving import running
+
+    from nanoforge.registry import Registry
+    from nanoforge.serve import create_app
+
+    reg = Registry(tmp_path / "reg", create=True)
+    name = reg.add(translate_run["bundle"]).name
+    with running(create_app(reg)) as base:
+        a = httpx.post(f"{base}/v1/nanos/{name}/predict", json={"input": "I'm in the tennis club."}).json()
+        assert a["path"] == "nano" and a["kind"] == "translate" and isinstance(a["output"], str)
+        chat = OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "I'm in the tennis club."}])
+        assert chat.choices[0].message.content == a["output"]

@@ -513,6 +513,8 @@ def _content(ans: dict[str, Any], router: Router) -> str:
     openai teacher backend reads as out of scope), or the extraction JSON."""
     if ans["kind"] == "extract":
         return json.dumps(ans["output"], ensure_ascii=False)
+    if ans["kind"] in ("translate", "summarize"):
+        return str(ans["output"] or "")
     if ans["output"] is None:
         labels = router.get(f"{ans['nano']}@{ans['version']}").labels or []
         return "out_of_scope" if "none" in {x.casefold() for x in labels} else "none"
