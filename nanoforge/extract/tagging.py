@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 from nanoforge.extract.schema import Field, Schema, normalise_value
 from nanoforge.runtime.gate import softmax
+from nanoforge.runtime.text import pad_rows
 
 IGNORE = -100  # label of special and padding tokens
 
@@ -84,12 +85,7 @@ class DocumentEncoder:
             for s, e in doc.windows:
                 rows.append(self.prefix + doc.ids[s:e] + self.suffix)
                 index.append((d, s, e))
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            mask[i, : len(r)] = 1
+        ids, mask = pad_rows(rows, self.pad_id)
         return ids, mask, index
 
     def window_labels(self, doc: Document, tags: list[int], width: int) -> list[np.ndarray]:

@@ -192,6 +192,16 @@ class _Parser:
             raise _Incomplete
         raise _Invalid
 
+    def digits(self, j: int) -> int:
+        """One or more digits from j (a fraction or an exponent)."""
+        if j >= self.n:
+            raise _Incomplete
+        if not self.s[j].isdigit():
+            raise _Invalid
+        while j < self.n and self.s[j].isdigit():
+            j += 1
+        return j
+
     def number(self, i: int, integer: bool) -> int:
         j = i
         if self.s[j] == "-":
@@ -206,23 +216,12 @@ class _Parser:
         else:
             raise _Invalid
         if not integer and j < self.n and self.s[j] == ".":
-            j += 1
-            if j >= self.n:
-                raise _Incomplete
-            if not self.s[j].isdigit():
-                raise _Invalid
-            while j < self.n and self.s[j].isdigit():
-                j += 1
+            j = self.digits(j + 1)
         if not integer and j < self.n and self.s[j] in "eE":
             j += 1
             if j < self.n and self.s[j] in "+-":
                 j += 1
-            if j >= self.n:
-                raise _Incomplete
-            if not self.s[j].isdigit():
-                raise _Invalid
-            while j < self.n and self.s[j].isdigit():
-                j += 1
+            j = self.digits(j)
         if j - i > MAX_NUMBER_CHARS:
             raise _Invalid
         if j >= self.n:

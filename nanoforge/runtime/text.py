@@ -39,13 +39,7 @@ class TextEncoder:
         return [e.ids for e in encs]
 
     def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-            mask[i, : len(r)] = 1
-        return ids, mask
+        return pad_rows(rows, self.pad_id)
 
     def length_batches(self, texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(row indices, input_ids, attention_mask) per batch, texts of similar token length
@@ -57,3 +51,14 @@ class TextEncoder:
             idx = order[start : start + batch_size]
             out.append((idx, *self.pad([rows[i] for i in idx])))
         return out
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 arrays, right-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
