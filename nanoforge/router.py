@@ -113,7 +113,7 @@ class Router:
         if self.override_teacher is not None:
             policy = policy.model_copy(update={"teacher": self.override_teacher})
         loaded = Loaded(concrete, nano, nano.manifest["kind"], policy, task)
-        if policy.policy == "teacher" and loaded.teacher_spec().backend != "openai":
+        if policy.policy == "teacher" and loaded.teacher_spec().backend == "reference":
             raise NanoforgeError(
                 f"{concrete}: fallback policy `teacher` needs a live teacher, but this task's teacher is "
                 f"{loaded.teacher_spec().backend!r}; set fallback.teacher in the task spec or pass "

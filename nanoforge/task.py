@@ -55,7 +55,7 @@ class DataSpec(_Strict):
 
 
 class TeacherSpec(_Strict):
-    backend: Literal["reference", "openai"] = "reference"
+    backend: Literal["reference", "openai", "hf"] = "reference"  # hf: a local causal LM folder (model:)
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -249,8 +249,8 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
         raise NanoforgeError(f"{source}: source_lang/target_lang: only used by kind translate")
     if spec.max_summary_words is not None and spec.kind != "summarize":
         raise NanoforgeError(f"{source}: max_summary_words: only used by kind summarize")
-    if spec.teacher.backend == "openai" and not spec.teacher.model:
-        raise NanoforgeError(f"{source}: teacher.model: required for the openai backend")
+    if spec.teacher.backend in ("openai", "hf") and not spec.teacher.model:
+        raise NanoforgeError(f"{source}: teacher.model: required for the {spec.teacher.backend} backend")
     fb = spec.fallback.teacher
     if fb is not None and fb.backend == "openai" and not fb.model:
         raise NanoforgeError(f"{source}: fallback.teacher.model: required for the openai backend")

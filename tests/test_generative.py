@@ -247,3 +247,38 @@ def test_a_generative_nano_serves_through_rest_and_the_openai_sdk(translate_run,
         chat = OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0).chat.completions.create(
             model=name, messages=[{"role": "user", "content": "I'm in the tennis club."}])
         assert chat.choices[0].message.content == a["output"]
+
+
+def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
+    """teacher.backend hf: a local causal LM folder (tiny and random here) writes the targets."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    rows = [json.loads(x) for x in (ENJA / "train.jsonl").read_text().splitlines()][:80]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator([r["en"] for r in rows] + [r["ja"] for r in rows],
+                            trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<pad>", "</s>"]))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    folder = tmp_path / "teacher-lm"
+    hf_tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=256, eos_token_id=2,
+                                 pad_token_id=1)).save_pretrained(folder)
+    for name, part in (("train", rows[:60]), ("valid", rows[60:70]), ("test", rows[70:80])):
+        write_jsonl(tmp_path / f"{name}.jsonl", part)
+    spec = tiny_spec(tmp_path).read_text().replace("data:", f"teacher: {{backend: hf, model: {folder}}}\ndata:")
+    spec = spec.replace("max_new_tokens: 20", "max_new_tokens: 8")
+    (tmp_path / "task.yaml").write_text(spec)
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    stats = result["teacher_stats"]
+    assert stats["backend"] == "hf" and stats["api_calls"] > 0
+    assert result["models"]["teacher"]["runtime"].startswith("hf:")
+    taught = [json.loads(x) for x in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
+    assert taught and all(r["output"] != g["ja"] for r, g in zip(taught, rows[:60]))  # the teacher's words, not gold
+    again = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")  # every answer now from the cache
+    assert again["teacher_stats"]["api_calls"] == 0 and again["teacher_stats"]["cached"] > 0

@@ -26,4 +26,8 @@ def make_teacher(spec: TaskSpec, labels: list[str] | None = None, cache_path: Pa
         from nanoforge.teachers.openai import OpenAITeacher
 
         return OpenAITeacher(spec, labels, cache_path=spec.teacher.cache or cache_path)
+    if backend == "hf":
+        from nanoforge.teachers.hf import HFTeacher
+
+        return HFTeacher(spec, cache_path=spec.teacher.cache or cache_path)
     raise ValueError(f"unknown teacher backend {backend!r}")  # unreachable: the spec validates it
