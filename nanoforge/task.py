@@ -88,6 +88,13 @@ class ScratchSpec(_Strict):
     vocab_size: int = Field(8000, ge=300, le=200_000)  # of the tokenizer trained on the task data
 
 
+class LoraSpec(_Strict):
+    r: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 class StudentSpec(_Strict):
     # encoder: classifier / span tagger; causal: a decoder LM. Default: causal for
     # translate/summarize, encoder otherwise.
@@ -112,6 +119,11 @@ class StudentSpec(_Strict):
     threads: int | None = Field(None, ge=1)
     scratch: ScratchSpec = ScratchSpec()
     max_new_tokens: int = Field(128, ge=1, le=4096)  # causal: longest answer generated
+    # causal, pretrained base: train LoRA adapters (peft) instead of every weight; merged after
+    lora: LoraSpec | None = None
+    # causal, teacher backend hf with the student's tokenizer: token-level KD weight and
+    # divergence (0: forward KL; between 0 and 1: generalised JSD as in GKD)
+    kd_beta: float = Field(0.0, ge=0, lt=1)
 
 
 class OutOfScopeSpec(_Strict):

@@ -249,26 +249,32 @@ def test_a_generative_nano_serves_through_rest_and_the_openai_sdk(translate_run,
         assert chat.choices[0].message.content == a["output"]
 
 
-def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
-    """teacher.backend hf: a local causal LM folder (tiny and random here) writes the targets."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def tiny_hf_lm(folder, texts, seed=0):
+    """A tiny random HF Llama folder with a byte-level BPE tokenizer trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<pad>", "</s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    hf_tok.save_pretrained(folder)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=256, eos_token_id=2,
+                                 pad_token_id=1)).save_pretrained(folder)
+    return folder
+
+
+def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
+    """teacher.backend hf: a local causal LM folder (tiny and random here) writes the targets."""
     from nanoforge.pipeline import train
     from nanoforge.task import load_task
 
     rows = [json.loads(x) for x in (ENJA / "train.jsonl").read_text().splitlines()][:80]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-    tok.train_from_iterator([r["en"] for r in rows] + [r["ja"] for r in rows],
-                            trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<pad>", "</s>"]))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
-    folder = tmp_path / "teacher-lm"
-    hf_tok.save_pretrained(folder)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=256, eos_token_id=2,
-                                 pad_token_id=1)).save_pretrained(folder)
+    folder = tiny_hf_lm(tmp_path / "teacher-lm", [r["en"] for r in rows] + [r["ja"] for r in rows])
     for name, part in (("train", rows[:60]), ("valid", rows[60:70]), ("test", rows[70:80])):
         write_jsonl(tmp_path / f"{name}.jsonl", part)
     spec = tiny_spec(tmp_path).read_text().replace("data:", f"teacher: {{backend: hf, model: {folder}}}\ndata:")
@@ -282,3 +288,47 @@ def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
     assert taught and all(r["output"] != g["ja"] for r, g in zip(taught, rows[:60]))  # the teacher's words, not gold
     again = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")  # every answer now from the cache
     assert again["teacher_stats"]["api_calls"] == 0 and again["teacher_stats"]["cached"] > 0
+
+
+def test_pretrained_base_with_lora_and_logit_distillation_from_an_hf_teacher(tmp_path):
+    """Student from a local HF base (same tokenizer as the hf teacher): LoRA adapters, then
+    merged; token-level generalised JSD from the teacher's logits; exported and run as usual."""
+    from nanoforge.pipeline import train
+    from nanoforge.runtime import load
+    from nanoforge.task import load_task
+
+    rows = [json.loads(x) for x in (ENJA / "train.jsonl").read_text().splitlines()][:60]
+    texts = [r["en"] for r in rows] + [r["ja"] for r in rows]
+    teacher = tiny_hf_lm(tmp_path / "teacher-lm", texts, seed=0)
+    base = tiny_hf_lm(tmp_path / "student-base", texts, seed=1)
+    for name, part in (("train", rows[:40]), ("valid", rows[40:50]), ("test", rows[50:60])):
+        write_jsonl(tmp_path / f"{name}.jsonl", part)
+    spec = tiny_spec(tmp_path).read_text()
+    spec = spec.replace("data:", f"teacher: {{backend: hf, model: {teacher}}}\ndata:")
+    spec = spec.replace("student: {scratch: {hidden_size: 32, layers: 2, heads: 2, kv_heads: 1, vocab_size: 1500}, ",
+                        f"student: {{base: {base}, lora: {{r: 4, alpha: 8}}, kd_alpha: 0.5, kd_beta: 0.5, ")
+    spec = spec.replace("max_new_tokens: 20", "max_new_tokens: 8")
+    (tmp_path / "task.yaml").write_text(spec)
+    before = {k: v.clone() for k, v in CausalLM.from_hf(
+        __import__("transformers").AutoModelForCausalLM.from_pretrained(base)).state_dict().items()}
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    assert result["parity"]["fp32"]["identical_outputs"] == 1.0
+    after, _ = CausalLM.load(tmp_path / "run" / "student")
+    changed = [k for k, v in after.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all("proj" in k for k in changed)  # only the adapted projections moved
+    assert not any("lora" in k for k in after.state_dict())  # merged, nothing peft-specific left
+    assert isinstance(load(tmp_path / "run" / "bundle").predict("I'm in the tennis club.")["output"], str)
+
+
+def test_token_distill_loss():
+    from nanoforge.distill.losses import token_distill_loss
+
+    a = torch.randn(5, 11)
+    assert torch.allclose(token_distill_loss(a, a), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(token_distill_loss(a, a, beta=0.5), torch.zeros(5), atol=1e-6)
+    b = torch.randn(5, 11)
+    kl, jsd = token_distill_loss(a, b), token_distill_loss(a, b, beta=0.5)
+    assert (kl > 0).all() and (jsd > 0).all() and (jsd <= np.log(2) + 1e-6).all()  # JSD is bounded
+    s = a.clone().requires_grad_(True)
+    token_distill_loss(s, b, beta=0.9).sum().backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0

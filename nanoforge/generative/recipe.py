@@ -73,6 +73,39 @@ def json_target(schema, obj: dict) -> str:
     return json.dumps({f.name: obj.get(f.name) for f in schema.fields}, ensure_ascii=False, separators=(",", ":"))
 
 
+def _logit_teacher(spec: TaskSpec, model: CausalLM, log):
+    """The hf teacher's model for logit distillation when it shares the student's vocabulary
+    (a pretrained student base from the same family); None otherwise (sequence-level only)."""
+    if spec.teacher.backend != "hf" or spec.student.base == "scratch":
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(spec.teacher.model).expanduser()
+    t_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    s_tok = AutoTokenizer.from_pretrained(str(resolve_causal_base(spec.student.base)), local_files_only=True)
+    if t_tok.get_vocab() != s_tok.get_vocab():
+        log("teacher and student tokenizers differ: sequence-level distillation only")
+        return None
+    teacher = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    if teacher.config.vocab_size != model.cfg.vocab_size:
+        return None
+    kind = "forward KL" if spec.student.kd_beta == 0 else f"generalised JSD (beta {spec.student.kd_beta})"
+    log(f"logit distillation from {folder}: {kind}, weight {spec.student.kd_alpha}")
+    return teacher
+
+
+def _with_lora(model: CausalLM, lora, base: str, log):
+    if base == "scratch":
+        raise NanoforgeError("student.lora: adapters need a pretrained base (student.base), not scratch")
+    from peft import LoraConfig, get_peft_model
+
+    wrapped = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                               target_modules=lora.targets))
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    log(f"LoRA r={lora.r}: {trainable / 1e6:.2f}M trainable parameters")
+    return wrapped
+
+
 def resolve_causal_base(base: str) -> Path:
     folder = Path(base).expanduser()
     if not (folder / "config.json").is_file():
@@ -91,7 +124,11 @@ def examples(tok, fmt: PromptFormat, pairs: list[tuple[str, str]], max_input: in
     return rows
 
 
-def sft_loss(model: CausalLM, rows, idx, pad_id: int) -> torch.Tensor:
+def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float = 0.5, beta: float = 0.0,
+             temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy on the answer tokens; with `teacher` (a HF causal LM sharing the
+    tokenizer) mixed with token-level distillation on the same positions:
+    (1 - alpha) CE + alpha D(teacher || student), D forward KL or generalised JSD(beta)."""
     width = max(len(rows[i][0]) for i in idx)
     ids = torch.full((len(idx), width), pad_id, dtype=torch.int64)
     labels = torch.full((len(idx), width), -100, dtype=torch.int64)
@@ -102,7 +139,18 @@ def sft_loss(model: CausalLM, rows, idx, pad_id: int) -> torch.Tensor:
         labels[r, :n] = torch.from_numpy(rows[i][1])
         mask[r, :n] = 1
     logits, _, _ = model(ids, mask)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1])
+    target = labels[:, 1:].reshape(-1)
+    ce = F.cross_entropy(flat, target, ignore_index=-100)
+    if teacher is None:
+        return ce
+    from nanoforge.distill.losses import token_distill_loss
+
+    with torch.no_grad():
+        t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1].reshape(-1, logits.shape[-1])
+    keep = target != -100
+    kd = token_distill_loss(flat[keep], t_logits[keep], beta, temperature).mean()
+    return (1 - alpha) * ce + alpha * kd
 
 
 @torch.no_grad()
@@ -196,8 +244,17 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
                       for s in range(0, len(valid_rows), 32)]
             return -float(np.mean(losses))
 
-        training = fit(model, len(rows), cfg, lambda idx: sft_loss(model, rows, idx, fmt.pad_id), evaluate,
-                       "-loss", log)
+        logit_teacher = _logit_teacher(spec, model, log)
+        if cfg.lora is not None:
+            model = _with_lora(model, cfg.lora, cfg.base, log)
+
+        def batch_loss(idx):
+            return sft_loss(model, rows, idx, fmt.pad_id, logit_teacher, cfg.kd_alpha, cfg.kd_beta,
+                            cfg.kd_temperature)
+
+        training = fit(model, len(rows), cfg, batch_loss, evaluate, "-loss", log)
+        if cfg.lora is not None:
+            model = model.merge_and_unload()  # plain weights again: exported like any student
         student_dir.mkdir(parents=True, exist_ok=True)
         tok.save(str(student_dir / "tokenizer.json"))
         model.save(student_dir, {"fingerprint": fingerprint, "training": training, "prompt": fmt.to_dict(),
