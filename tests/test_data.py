@@ -327,9 +327,20 @@ def test_stratified_split_share_per_label():
         assert abs(len(held) / len(recs) - fraction) < 0.02
 
 
-def test_list_output_is_user_error_naming_line():
-    with pytest.raises(NanoforgeError, match="f:1"):
-        parse_record({"input": "a", "output": ["x"]}, "f:1")
+def test_list_output_is_references_or_an_error_naming_line():
+    assert parse_record({"input": "a", "output": ["x", "y"]}, "f:1").output == ["x", "y"]  # multi-reference
+    for bad in ([], [1], ["ok", ""]):
+        with pytest.raises(NanoforgeError, match="f:1"):
+            parse_record({"input": "a", "output": bad}, "f:1")
+    with pytest.raises(NanoforgeError, match="f:2.*label string"):  # a classifier wants one label
+        check_labels([parse_record({"input": "a", "output": ["x"]}, "f:2")], ["x"])
+
+
+def test_custom_field_names():
+    r = parse_record({"en": "hello", "ja": "こんにちは"}, "f:3", "en", "ja")
+    assert (r.input, r.output) == ("hello", "こんにちは")
+    with pytest.raises(NanoforgeError, match="f:3: missing field `en`"):
+        parse_record({"input": "hello"}, "f:3", "en", "ja")
 
 
 # ----------------------------------------------------------------------------- hash
