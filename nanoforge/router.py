@@ -125,6 +125,10 @@ class Router:
         """Load every nano's default version (so a bad bundle fails at start, not mid-traffic)."""
         return [self.get(name).ref for name in self.registry.names() if self.registry.versions(name)]
 
+    def loaded_refs(self) -> list[str]:
+        with self._lock:
+            return [str(r) for r in self._loaded]
+
     def has_router(self) -> bool:
         return self.router_name in self.registry.names()
 

@@ -222,11 +222,10 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
                                              pairs["train"], pairs["valid"]], default=str).encode()).hexdigest()
     student_dir = out / "student"
     model, tok, fmt, base_desc, training = _reuse(student_dir, fingerprint)
-    max_answer = cfg.max_new_tokens
-    max_input = cfg.max_length - max_answer - len(fmt.prefix_ids if fmt else []) - len(fmt.suffix_ids if fmt else [])
     if model is None:
         model, tok, fmt, base_desc = build_causal(spec, [t for p in pairs["train"] for t in p])
-        max_input = cfg.max_length - max_answer - len(fmt.prefix_ids) - len(fmt.suffix_ids)
+    max_answer = cfg.max_new_tokens
+    max_input = cfg.max_length - max_answer - len(fmt.prefix_ids) - len(fmt.suffix_ids)
     if max_input < 8:
         raise NanoforgeError(f"student.max_length {cfg.max_length} leaves no room for the input after "
                              f"max_new_tokens {max_answer}; raise max_length or lower max_new_tokens")

@@ -413,7 +413,7 @@ def create_app(
     async def readyz():
         if not service.ready:
             return error_response(503, "not_ready", "nanos are still loading")
-        return {"status": "ready", "nanos": [str(r) for r in router._loaded]}
+        return {"status": "ready", "nanos": router.loaded_refs()}
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
