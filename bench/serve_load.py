@@ -114,7 +114,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--max-wait-ms", type=float, default=0.0)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serve_load.json")
+    ap.add_argument("--model-only", action="store_true",
+                    help="only measure the model in-process on one thread (no HTTP) and add it to --out")
     args = ap.parse_args()
+    if args.model_only:
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["model_only_queries_per_s_1_thread"] = model_only(args.bundle)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"model alone, 1 thread: {result['model_only_queries_per_s_1_thread']} queries/s; wrote {args.out}")
+        return
 
     from nanoforge.registry import Registry
 
@@ -168,6 +176,20 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out.with_suffix(".png"))
     print(f"mean micro-batch size {batch}; wrote {args.out}")
+
+
+def model_only(bundle: Path, n: int = 2048, batch: int = 64) -> float:
+    """Queries/s of `predict_batch` in-process on one thread, 64 test queries at a time:
+    the ceiling the HTTP layer and the load generator share the cores with."""
+    from nanoforge.runtime import load
+
+    nano = load(bundle, threads=1)
+    texts = [json.loads(line)["input"] for line in INPUTS.read_text().splitlines()][:n]
+    nano.predict_batch(texts[:batch])
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        nano.predict_batch(texts[i : i + batch])
+    return round(len(texts) / (time.perf_counter() - t0), 1)
 
 
 def _mean_batch(metrics: str) -> float | None:

@@ -63,7 +63,9 @@ class ClassifierNano:
         self.gate = load_gate(self.dir, gate_spec)
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids, mask = self.encoder.encode(texts)
+        return self._run(*self.encoder.encode(texts))
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, pooled = self.session.run(["logits", "pooled"], {"input_ids": ids, "attention_mask": mask})
         return logits, pooled
 
@@ -74,8 +76,7 @@ class ClassifierNano:
             check_text(t, f"input {i}")
         out: list[dict[str, Any]] = [{}] * len(texts)
         for idx, ids, mask in self.encoder.length_batches(texts, batch_size):
-            logits, pooled = self.session.run(["logits", "pooled"], {"input_ids": ids, "attention_mask": mask})
-            for i, answer in zip(idx, self.decide(logits, pooled)):
+            for i, answer in zip(idx, self.decide(*self._run(ids, mask))):
                 out[i] = answer
         return out
 
