@@ -99,6 +99,7 @@ class StudentSpec(_Strict):
     # encoder: classifier / span tagger; causal: a decoder LM. Default: causal for
     # translate/summarize, encoder otherwise.
     kind: Literal["encoder", "causal"] | None = None
+    # a packaged base (encoder: minilm-l6; causal: scratch, smollm2-135m) or a local HF folder
     base: str = "minilm-l6"
     max_length: int = Field(64, ge=8, le=4096)
     stride: int = Field(64, ge=0)  # extract: tokens shared by neighbouring windows of a long document
