@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from translate import decode_speed
+from translate import decode_speed, finish_plot
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "dialogsum"
@@ -127,12 +127,7 @@ def plot(result: dict, path: Path) -> None:
     a1.set_xticks(list(x), [n.removeprefix("student_") for n in names])
     a1.set_title(f"DialogSum test ({result['n_test']} dialogues, 3 references)")
     a1.legend()
-    s = result["speed_1_thread"]
-    a2.bar(["HF generate FP32", "nano INT8"], [s["hf_generate_fp32_decode_tokens_per_s_p50"],
-                                              s["runtime_int8_decode_tokens_per_s_p50"]])
-    a2.set_ylabel("decode tokens/s, 1 thread")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_plot(fig, a2, result["speed_1_thread"], path)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,15 @@ def decode_speed(out: Path, n: int) -> dict:
     return r
 
 
+def finish_plot(fig, ax, s: dict, path: Path) -> None:
+    """The decode-speed panel (runtime INT8 vs HF generate), then save the figure."""
+    ax.bar(["HF generate FP32", "nano INT8"], [s["hf_generate_fp32_decode_tokens_per_s_p50"],
+                                              s["runtime_int8_decode_tokens_per_s_p50"]])
+    ax.set_ylabel("decode tokens/s, 1 thread")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -161,12 +170,7 @@ def plot(result: dict, path: Path) -> None:
     a1.bar([n.split("_")[1] for n in names], [q[n]["bleu"] for n in names], label="BLEU", alpha=0.7)
     a1.set_title(f"{result['direction']} test ({result['n_test']} pairs)")
     a1.legend()
-    s = result["speed_1_thread"]
-    a2.bar(["HF generate FP32", "nano INT8"], [s["hf_generate_fp32_decode_tokens_per_s_p50"],
-                                              s["runtime_int8_decode_tokens_per_s_p50"]])
-    a2.set_ylabel("decode tokens/s, 1 thread")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_plot(fig, a2, result["speed_1_thread"], path)
 
 
 if __name__ == "__main__":
