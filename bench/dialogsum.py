@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from translate import decode_speed, finish_plot
+from translate import decode_speed, finish_plot, train_spec
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "dialogsum"
@@ -84,12 +84,7 @@ def main() -> None:
         spec_dir.mkdir(parents=True, exist_ok=True)
         print("splits:", write_splits(spec_dir))
         (spec_dir / "task.yaml").write_text(SPEC.format(epochs=args.epochs, lr=args.lr, max_length=args.max_length))
-        from nanoforge.pipeline import train
-        from nanoforge.task import load_task
-
-        t0 = time.perf_counter()
-        train(load_task(spec_dir / "task.yaml"), out, spec_source=str(spec_dir / "task.yaml"))
-        print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        train_spec(spec_dir / "task.yaml", out)
 
     report = json.loads((out / "report.json").read_text())
     speed = decode_speed(out, args.speed_prompts)

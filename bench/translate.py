@@ -66,12 +66,7 @@ def main() -> None:
         (spec_dir / "test.jsonl").write_text("\n".join(valid[250:]) + "\n")
         (spec_dir / "task.yaml").write_text(SPEC.format(src=src, tgt=tgt, data=DATA, hidden=args.hidden,
                                                         layers=args.layers, vocab=args.vocab, epochs=args.epochs))
-        from nanoforge.pipeline import train
-        from nanoforge.task import load_task
-
-        t0 = time.perf_counter()
-        train(load_task(spec_dir / "task.yaml"), out, spec_source=str(spec_dir / "task.yaml"))
-        print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        train_spec(spec_dir / "task.yaml", out)
 
     report = json.loads((out / "report.json").read_text())
     speed = decode_speed(out, args.speed_prompts)
@@ -90,6 +85,16 @@ def main() -> None:
     print(json.dumps({k: q[k] for k in q}, indent=1))
     print(f"speed: {json.dumps(speed)}")
     print(f"wrote {path}")
+
+
+def train_spec(spec_path: Path, out: Path) -> None:
+    """`nanoforge train` on the written spec, timed."""
+    from nanoforge.pipeline import train
+    from nanoforge.task import load_task
+
+    t0 = time.perf_counter()
+    train(load_task(spec_path), out, spec_source=str(spec_path))
+    print(f"trained in {(time.perf_counter() - t0) / 60:.1f} min")
 
 
 def to_hf(model):
