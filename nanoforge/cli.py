@@ -272,7 +272,7 @@ def serve(registry: Path = REGISTRY_OPT,
           fallback_teacher_model: Optional[str] = typer.Option(None, "--fallback-teacher-model"),
           fallback_teacher_key_env: str = typer.Option("OPENAI_API_KEY", "--fallback-teacher-key-env"),
           threads: int = typer.Option(1, "--threads", help="onnxruntime threads per model call"),
-          max_batch: int = typer.Option(64, "--max-batch", help="most inputs in one micro-batch"),
+          max_batch: int = typer.Option(16, "--max-batch", help="most inputs in one micro-batch"),
           max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="wait this long to fill a micro-batch"),
           batch_workers: Optional[int] = typer.Option(
               None, "--batch-workers", help="micro-batches run at once per nano (default: cores, at most 4)"),

@@ -267,7 +267,7 @@ def test_a_nanoforge_server_can_teach_another_nano(url, registry, name, scope_of
 
 
 def test_concurrent_requests_are_micro_batched(registry, name, scope_of):
-    app = create_app(registry, max_wait_ms=50)
+    app = create_app(registry, max_wait_ms=200)
     texts = list(scope_of)[:24]
 
     async def fire(base: str):

@@ -47,10 +47,37 @@ class TextEncoder:
         rows = self.token_ids(texts)
         order = np.argsort([len(r) for r in rows], kind="stable")
         out = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for start, end in length_groups([len(rows[i]) for i in order], batch_size):
+            idx = order[start:end]
             out.append((idx, *self.pad([rows[i] for i in idx])))
         return out
+
+
+# What one more model call costs, in padded tokens. An encoder's time is close to linear in
+# batch x padded length (3-layer MiniLM, one thread: 52-57 us a token at any batch size from 1
+# to 32), and a call adds ~0.1 ms of its own plus the Python around it.
+CALL_COST_TOKENS = 5.0
+
+
+def length_groups(lengths: list[int], max_size: int, call_cost: float = CALL_COST_TOKENS) -> list[tuple[int, int]]:
+    """Split ascending `lengths` into runs [start, end) of at most `max_size` that minimise
+    padded tokens plus `call_cost` per run (exact, by dynamic programming: each run is padded
+    to its last, longest row). 16 random CLINC150 queries padded together are about twice
+    the tokens of the queries themselves."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        width = lengths[end - 1]
+        for start in range(max(0, end - max_size), end):
+            cost = best[start] + call_cost + (end - start) * width
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    runs, end = [], n
+    while end > 0:
+        runs.append((cut[end], end))
+        end = cut[end]
+    return runs[::-1]
 
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

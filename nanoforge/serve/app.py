@@ -346,7 +346,7 @@ def create_app(
     policy: str | None = None,
     fallback_teacher: TeacherSpec | None = None,
     max_body: int = MAX_BODY_BYTES,
-    max_batch: int = 64,
+    max_batch: int = 16,
     max_wait_ms: float = 0.0,
     workers: int | None = None,
     preload: bool = True,
