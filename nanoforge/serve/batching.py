@@ -8,8 +8,8 @@ alone at once; under heavy load the batches grow by themselves, which is what le
 process serve thousands of requests a second.
 
 `max_batch` defaults to 16: the runtime already splits a batch into runs of similar length,
-and at 64 connections batches of 16 gave the highest throughput and the lowest p99 (3-layer
-CLINC150 nano, bench/serve_load.py: 2,313 req/s, p99 41 ms; 32: p99 51 ms; 64: p99 66 ms).
+and at 64 connections batches of at most 16 gave the highest throughput and the lowest p99
+(3-layer CLINC150 nano, 8 s runs of bench/serve_load.py: p99 41 ms; at most 32: 51 ms; 64: 66 ms).
 """
 
 from __future__ import annotations
