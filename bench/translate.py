@@ -1,7 +1,7 @@
 """English <-> Japanese translation nanos trained from scratch on small_parallel_enja.
 
-    python bench/translate.py --direction en-ja --out runs/bench-en-ja     # train + evaluate
-    python bench/translate.py --direction ja-en --out runs/bench-ja-en
+    python bench/translate.py --direction en-ja --out runs/bench-en-ja --epochs 10   # train + evaluate
+    python bench/translate.py --direction ja-en --out runs/bench-ja-en --epochs 5
     python bench/translate.py --direction en-ja --out runs/bench-en-ja --eval-only
 
 Reads ../shared/data/tatoeba-enja in place: all 50,000 training pairs; its 500 validation
