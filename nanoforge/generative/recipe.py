@@ -367,7 +367,8 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
             return text_metrics(spec.kind, preds, refs, spec.target_lang)
     models = {}
     for name, path in (("fp32", fp32), ("int8", int8), ("int4", int4)):
-        variant = GenerativeNano(bundle_dir) if path == chosen else _variant(bundle_dir, path)
+        # the bundle's tokenizer and prompt, with this export of the same model
+        variant = GenerativeNano(bundle_dir, model_file=None if path == chosen else str(path.resolve()))
         preds = [p["output"] for p in _batched(variant, texts)]
         timing = [variant.timing(t) for t in texts[: min(20, len(texts))]]
         models[f"student_{name}"] = {
@@ -401,14 +402,6 @@ def train_generative(spec: TaskSpec, out: Path, spec_source: str | None = None) 
                           "reference": r} for t, p, r in list(zip(texts, bundle_preds, shown))[:10]]}
 
 
-def _variant(bundle_dir: Path, model_path: Path):
-    """The bundle's tokenizer and prompt with another export of the same model."""
-    from nanoforge.runtime.classifier import make_session
-    from nanoforge.runtime.generator import GenerativeNano
-
-    nano = GenerativeNano(bundle_dir, verify=False)
-    nano.decoder.session = make_session(model_path)
-    return nano
 
 
 def _batched(nano, texts: list[str], batch_size: int = 16) -> list[dict]:

@@ -39,20 +39,18 @@ def __getattr__(name: str):
 def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True
          ) -> ClassifierNano | ExtractorNano | GenerativeNano:
     """Load a bundle (checksums verified) into the runtime class for its task kind."""
-    kind = read_manifest(bundle_dir, verify=False).get("kind")
+    manifest = read_manifest(bundle_dir, verify=False)
+    kind = manifest.get("kind")
+    decoder = (manifest.get("model") or {}).get("architecture") == "llama"
     if kind == "classify":
         from nanoforge.runtime.classifier import ClassifierNano
 
         return ClassifierNano(bundle_dir, threads=threads, verify=verify)
-    if kind == "extract" and (read_manifest(bundle_dir, verify=False).get("model") or {}).get("architecture") == "llama":
-        from nanoforge.runtime.generator import GenerativeNano
-
-        return GenerativeNano(bundle_dir, threads=threads, verify=verify)
-    if kind == "extract":
+    if kind == "extract" and not decoder:
         from nanoforge.runtime.extractor import ExtractorNano
 
         return ExtractorNano(bundle_dir, threads=threads, verify=verify)
-    if kind in ("translate", "summarize"):
+    if kind in ("translate", "summarize", "extract"):
         from nanoforge.runtime.generator import GenerativeNano
 
         return GenerativeNano(bundle_dir, threads=threads, verify=verify)

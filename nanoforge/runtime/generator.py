@@ -22,6 +22,9 @@ from nanoforge.runtime.generate import Decoder, Sampling
 
 
 class GenerativeNano:
+    """`model_file` (absolute, or relative to the bundle) runs another export of the same
+    model in place of the bundle's, e.g. to score FP32/INT8/INT4 side by side."""
+
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
                  model_file: str | None = None):
         from tokenizers import Tokenizer

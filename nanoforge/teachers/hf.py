@@ -12,6 +12,7 @@ resumed run asks nothing twice.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from nanoforge.data import Record
@@ -67,16 +68,17 @@ class HFTeacher:
         params = {"max_new_tokens": self.spec.student.max_new_tokens, "greedy": True}
         out: dict[str, Answer] = {}
         todo = []
-        for text in dict.fromkeys(r.input for r in records):
+        counts = Counter(r.input for r in records)  # a repeated input is asked once
+        for text in counts:
             key = AnswerCache.make_key(str(self.folder), [{"user": text}], params)
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:  # greedy: an empty answer would come back empty, so it is cached too
                 out[text] = Answer(rejected=True) if hit.get("rejected") else Answer(output=hit["output"])
-                self.stats.cached += sum(r.input == text for r in records)
+                self.stats.cached += counts[text]
             else:
                 todo.append(text)
-        if progress and len(out):
-            progress(sum(r.input in out for r in records))
+        if progress and out:
+            progress(sum(counts[t] for t in out))
         model, tok = self._load() if todo else (None, None)
         for s in range(0, len(todo), BATCH):
             chunk = todo[s : s + BATCH]
@@ -96,7 +98,7 @@ class HFTeacher:
                     self.cache.put(AnswerCache.make_key(str(self.folder), [{"user": text}], params),
                                    {"output": answer} if answer else {"rejected": True})
             if progress:
-                progress(sum(r.input in chunk for r in records))
+                progress(sum(counts[t] for t in chunk))
         self.stats.requests += len(records)
         self.stats.seconds += time.perf_counter() - start
         return [out[r.input] for r in records]
