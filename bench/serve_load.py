@@ -5,7 +5,8 @@
 Starts the server in its own process (one uvicorn worker, the registry holding the bundle),
 then for each concurrency level opens that many keep-alive connections from a second
 process and sends `POST /v1/nanos/NAME/predict` with CLINC150 test inputs for a fixed
-duration. Reports requests/s, p50/p95/p99 latency and errors per level; writes
+duration. Reports requests/s, p50/p95/p99 latency, errors, and the CPU time per request of the
+server's event loop, its model threads and the load generator per level; writes
 bench/results/serve_load.json and serve_load.png.
 
 The load generator is a minimal asyncio HTTP/1.1 client (no HTTP library in the measured
@@ -97,8 +98,29 @@ def run_level(port: int, path: str, bodies: list[bytes], concurrency: int, secon
         uvloop.install()
     except ImportError:
         pass
+    cpu0 = time.process_time()
     lat, errors, wall = asyncio.run(main())
-    queue.put((lat, errors, wall))
+    queue.put((lat, errors, wall, time.process_time() - cpu0))
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process (Linux /proc)."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_split(pid: int, before: dict[int, float], after: dict[int, float], requests: int) -> dict[str, float]:
+    """Server CPU per request: the event loop (the main thread) and every other thread (the
+    model calls of the micro-batch workers), in microseconds."""
+    delta = {t: c - before.get(t, 0.0) for t, c in after.items()}
+    loop = delta.pop(pid, 0.0)
+    return {"event_loop_us": round(1e6 * loop / requests, 1), "model_threads_us": round(1e6 * sum(delta.values()) / requests, 1)}
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -146,8 +168,10 @@ def main() -> None:
             for seconds, keep in ((args.warmup, False), (args.seconds, True)):
                 q = ctx.Queue()
                 p = ctx.Process(target=run_level, args=(port, path, bodies, c, seconds, q))
+                cpu_before = thread_cpu(server.pid)
                 p.start()
-                lat, errors, wall = q.get()
+                lat, errors, wall, client_cpu = q.get()
+                cpu = cpu_split(server.pid, cpu_before, thread_cpu(server.pid), max(len(lat), 1))
                 p.join()
                 if not keep:
                     continue
@@ -156,10 +180,12 @@ def main() -> None:
                          "p50_ms": round(1000 * percentile(lat, 0.50), 2),
                          "p95_ms": round(1000 * percentile(lat, 0.95), 2),
                          "p99_ms": round(1000 * percentile(lat, 0.99), 2),
-                         "errors": len(errors), "error_examples": errors[:3]}
+                         "errors": len(errors), "error_examples": errors[:3],
+                         "cpu_per_request": {**cpu, "load_generator_us": round(1e6 * client_cpu / max(len(lat), 1), 1)}}
                 levels.append(level)
                 print(f"concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, p50 {level['p50_ms']:.2f} ms, "
-                      f"p99 {level['p99_ms']:.2f} ms, errors {level['errors']}", flush=True)
+                      f"p99 {level['p99_ms']:.2f} ms, errors {level['errors']}, CPU per request "
+                      f"{level['cpu_per_request']}", flush=True)
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:

@@ -15,9 +15,9 @@ from nanoforge.runtime.text import TextEncoder
 
 
 # Graph fusions left out. SkipLayerNormFusion (residual Add + LayerNormalization into one
-# node) makes the CPU kernel ~8x slower here than the two ops it replaces: 2.2 ms of an
-# 11 ms call (3-layer MiniLM, 16 x 12 tokens, one thread); without it classifier calls are
-# ~20% faster and the SROIE tagger 17.7 -> 14.8 ms a receipt. Decoders: no change.
+# node): its CPU kernel takes ~22% of a 3-layer MiniLM call, the unfused LayerNormalization
+# ~3%; without it a call is ~18% faster and the SROIE tagger 16.8 -> 14.6 ms a receipt
+# (bench/runtime_choices.py). Decoders: no change.
 DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 
 
@@ -41,9 +41,9 @@ def make_session(model_path: str | Path, threads: int | None = None):
 
 def limit_blas_threads(n: int) -> None:
     """Cap numpy's BLAS thread pool. The runtime's numpy products are small (the gate's
-    batch x 384 x 384 at most), where extra BLAS threads only spin against onnxruntime's
-    and the server's: with the default pool the Mahalanobis gate cost more CPU than the
-    3-layer model it follows (772 vs 6 us a query while another process used the cores)."""
+    batch x 384 x 384 at most), where extra BLAS threads only contend with onnxruntime's
+    and the server's: with every core busy the gate's cost per query is 1.5-8x that of one
+    capped thread (bench/runtime_choices.py)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n, user_api="blas")

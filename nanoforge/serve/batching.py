@@ -9,7 +9,7 @@ process serve thousands of requests a second.
 
 `max_batch` defaults to 16: the runtime already splits a batch into runs of similar length,
 and at 64 connections batches of at most 16 gave the highest throughput and the lowest p99
-(3-layer CLINC150 nano, 8 s runs of bench/serve_load.py: p99 41 ms; at most 32: 51 ms; 64: 66 ms).
+(3-layer CLINC150 nano, one-off 8 s load runs: p99 41 ms; at most 32: 51 ms; 64: 66 ms).
 """
 
 from __future__ import annotations
