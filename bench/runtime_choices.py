@@ -93,7 +93,7 @@ def length_runs(nano, texts: list[str]) -> dict[str, float]:
 
 
 def skip_layer_norm(bundle: Path, nano, texts: list[str]) -> dict[str, float]:
-    from nanoforge.runtime.classifier import DISABLED_FUSIONS
+    from nanoforge.runtime.session import DISABLED_FUSIONS
 
     ids, mask = nano.encoder.encode(texts[:16])
     out = {"batch": list(ids.shape)}
@@ -120,7 +120,7 @@ def skip_layer_norm(bundle: Path, nano, texts: list[str]) -> dict[str, float]:
 
 def tagger_p50(bundle: Path) -> dict[str, float]:
     from nanoforge.runtime import load
-    from nanoforge.runtime.classifier import DISABLED_FUSIONS
+    from nanoforge.runtime.session import DISABLED_FUSIONS
 
     nano = load(bundle, threads=1)
     texts = [json.loads(line)["input"] for line in (bundle.parent / "data" / "valid.jsonl").read_text().splitlines()][:30]

@@ -82,7 +82,7 @@ def main() -> None:
         if args.decoder:
             spec = spec[: spec.index("student:")] + DECODER_STUDENT.replace("EPOCHS", str(args.epochs))
         (data_dir / "task.yaml").write_text(spec)
-        from nanoforge.pipeline import train
+        from nanoforge.recipes import train
         from nanoforge.task import load_task
 
         train(load_task(data_dir / "task.yaml"), args.out, spec_source=str(data_dir / "task.yaml"))
@@ -151,7 +151,7 @@ def span_oracle(schema, records) -> float:
     aligned span, read as its type. Where OCR text and gold differ (gold is typed from the
     image), no span extractor can be right; this is the ceiling."""
     from nanoforge.extract.align import align_record
-    from nanoforge.extract.metrics import extraction_metrics
+    from nanoforge.metrics.fields import extraction_metrics
     from nanoforge.extract.schema import coerce_output, normalise_value
 
     preds, golds = [], []

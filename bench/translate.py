@@ -89,7 +89,7 @@ def main() -> None:
 
 def train_spec(spec_path: Path, out: Path) -> None:
     """`nanoforge train` on the written spec, timed."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     t0 = time.perf_counter()

@@ -48,12 +48,12 @@ def user_errors(fn):
 
 
 def _run_training(task: Path, out: Path) -> None:
-    from nanoforge.pipeline import train as run_train
+    from nanoforge.recipes import train as run_train
     from nanoforge.task import load_task
 
     spec = load_task(task)
     result = run_train(spec, out, spec_source=str(task))
-    print_summary(result, out)
+    print_summary(result.summary, out)
 
 
 def print_summary(result: dict, out: Path) -> None:
@@ -108,7 +108,7 @@ def eval_(bundle: Path = typer.Argument(..., help="bundle folder"),
     from nanoforge.data import read_records
     from nanoforge.evaluate import evaluate_bundle, fmt
 
-    task_data = (read_manifest(bundle, verify=False).get("task") or {}).get("data") or {}
+    task_data = read_manifest(bundle, verify=False).task.get("data") or {}
     fields = (input_field or task_data.get("input_field") or "input",
               output_field or task_data.get("output_field") or "output")
     result = evaluate_bundle(bundle, read_records(data, *fields), threads=threads)
@@ -245,8 +245,8 @@ def router_build(registry: Path = REGISTRY_OPT,
                  per_nano: int = typer.Option(2000, "--per-nano", help="most rows per nano and split"),
                  epochs: int = typer.Option(3, "--epochs")) -> None:
     """Train a router nano over the registered nanos' inputs and register it as `router` (prod)."""
+    from nanoforge.recipes.router import build_router
     from nanoforge.registry import Registry
-    from nanoforge.router import build_router
 
     overrides = {}
     for item in data:

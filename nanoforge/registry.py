@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanoforge.bundle import read_manifest
-from nanoforge.errors import BundleError, NanoforgeError
+from nanoforge.bundle import Manifest, read_manifest
+from nanoforge.errors import NanoforgeError
 
 DEFAULT_ALIAS = "prod"
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -112,7 +112,7 @@ class Registry:
     def path(self, ref: Ref) -> Path:
         return self.root / ref.name / ref.version
 
-    def manifest(self, ref: Ref, verify: bool = False) -> dict[str, Any]:
+    def manifest(self, ref: Ref, verify: bool = False) -> Manifest:
         return read_manifest(self.path(ref), verify=verify)
 
     def entries(self) -> list[dict[str, Any]]:
@@ -126,9 +126,9 @@ class Registry:
             default = self.resolve(name).version
             for v in versions:
                 m = self.manifest(Ref(name, v))
-                rows.append({"name": name, "version": v, "kind": m.get("kind"),
+                rows.append({"name": name, "version": v, "kind": m.kind,
                              "aliases": sorted(a for a, av in aliases.items() if av == v), "default": v == default,
-                             "description": (m.get("task") or {}).get("description")})
+                             "description": m.task.get("description")})
         return rows
 
     # -- changing ----------------------------------------------------------------------
@@ -138,23 +138,17 @@ class Registry:
         no-op; a different bundle under an existing name and version is refused."""
         bundle_dir = Path(bundle_dir)
         m = read_manifest(bundle_dir, verify=True)
-        try:
-            ref = Ref(str(m["name"]), str(m["version"]))
-        except KeyError as e:
-            raise BundleError(f"{bundle_dir / 'manifest.json'}: corrupted manifest (missing {e})") from None
-        if not _NAME.match(ref.name):
-            raise BundleError(f"{bundle_dir / 'manifest.json'}: name {ref.name!r} is not a valid nano name")
-        semver_key(ref.version)
+        ref = Ref(m.name, m.version)  # both checked by the manifest's schema
         dest = self.path(ref)
         if dest.exists():
-            if read_manifest(dest, verify=False).get("files") == m.get("files"):
+            if read_manifest(dest, verify=False).files == m.files:
                 return ref
             raise RegistryError(f"{ref} is already in {self.root} with different files; bump the version "
                                 "in the task spec (version:) and train again")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{ref.version}.", dir=dest.parent))
         try:
-            for name in ["manifest.json", *m.get("files", {})]:
+            for name in ["manifest.json", *m.files]:
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(bundle_dir / name, target)

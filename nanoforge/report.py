@@ -1,4 +1,7 @@
-"""Run reports: report.json (everything measured), report.md (for people), report.png."""
+"""Run reports: report.json (everything measured), report.md (for people), report.png.
+
+One writer per recipe family (the recipes' dispatch table names it); each takes the
+recipe's RunResult: `summary` is report.json, `plot_data` what the plots need beyond it."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nanoforge.evaluate import fmt, retention_curve
+from nanoforge.metrics.text import HEADLINE
 
 MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
                 "teacher": "teacher"}
@@ -44,8 +48,8 @@ def generative_rows(result: dict[str, Any]) -> list[list[str]]:
             title + (f" [{m['runtime']}]" if key == "teacher" else ""),
             *(f"{scale * (m['metrics'][k] or 0):.1f}" for k in keys),
             f"{lat['p50']:.1f} ms" if lat else "-",
-            f"{m['ttft_ms_p50']:.1f} ms" if m.get("ttft_ms_p50") is not None else "-",
-            f"{m['decode_tokens_per_s']:.0f}" if m.get("decode_tokens_per_s") else "-",
+            f"{m['ttft_ms']['p50']:.1f} ms" if m.get("ttft_ms") else "-",
+            f"{m['tokens_per_s']:.0f}" if m.get("tokens_per_s") else "-",
             f"{m['size_mb']:.1f} MB" if m.get("size_mb") is not None else "-",
             f"${m['cost_per_1k_usd']:.4f}" if key == "teacher" else "$0 (on device)",
         ])
@@ -97,7 +101,8 @@ def plot(out_png: Path, plot_data: dict[str, Any]) -> None:
     gate = plot_data["gate"]
     curves = {m: s for m, s in plot_data["curves"].items() if len(s["oos"]) and len(s["in"])}
     if not curves:
-        ax1.text(0.5, 0.5, "no out-of-scope rows in test", ha="center", va="center", transform=ax1.transAxes)
+        why = "no out-of-scope gate (closed label set)" if gate is None else "no out-of-scope rows in test"
+        ax1.text(0.5, 0.5, why, ha="center", va="center", transform=ax1.transAxes)
     for method, s in curves.items():
         pts = retention_curve(np.asarray(s["in"]), np.asarray(s["oos"]))
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], label=method, lw=2 if method == gate.method else 1)
@@ -132,14 +137,24 @@ def write_json_and_plot(out: Path, result: dict[str, Any], draw, alt: str) -> st
     return f"![{alt}](report.png)\n"
 
 
-def write_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any]) -> None:
+def write_classify_report(out: Path, run) -> None:
     out = Path(out)
+    result, plot_data = run.summary, run.plot_data
     plot_line = write_json_and_plot(out, result, lambda png: plot(png, plot_data), "gate and errors")
     table = markdown_table(result)
     g = result["gate"]
-    cand = "\n".join(
-        f"| {m} | {c['threshold']:.4g} | {fmt(c['valid_retention'])} | {fmt(c['valid_oos_recall'])} |"
-        for m, c in g["candidates"].items())
+    if g["method"] is None:
+        gate_md = f"None: {g['reason']}. Every input gets one of the labels."
+    else:
+        cand = "\n".join(
+            f"| {m} | {c['threshold']:.4g} | {fmt(c['valid_retention'])} | {fmt(c['valid_oos_recall'])} |"
+            for m, c in g["candidates"].items())
+        gate_md = f"""Chosen: **{g['method']}** (threshold {g['threshold']:.4g}), {g['why']}. Target retention \
+{g['target_retention']:.0%}. A gate, because {g['reason']}.
+
+| method | threshold | valid retention | valid OOS recall |
+|---|---|---|---|
+{cand}"""
     p = result["parity"]
     t = result["teacher_stats"]
     hist = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_score'])} |"
@@ -158,11 +173,7 @@ Latency is single-query p50 in one process on this machine.
 {plot_line}
 ## Out-of-scope gate
 
-Chosen: **{g['method']}** (threshold {g['threshold']:.4g}), {g['why']}. Target retention {g['target_retention']:.0%}.
-
-| method | threshold | valid retention | valid OOS recall |
-|---|---|---|---|
-{cand}
+{gate_md}
 
 ## Export parity (valid split, against the torch model)
 
@@ -194,10 +205,12 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
     (out / "report.md").write_text(md)
 
 
-def write_extract_report(out: Path, result: dict[str, Any], plot_data: dict[str, Any], schema) -> None:
-    from nanoforge.extract.metrics import per_field_errors
+def write_extract_report(out: Path, run) -> None:
+    from nanoforge.metrics.fields import per_field_errors
 
     out = Path(out)
+    result, plot_data = run.summary, run.plot_data
+    schema = plot_data["schema"]
     plot_line = write_json_and_plot(out, result, lambda png: plot_fields(png, result), "per-field F1")
     per_field = "\n".join(
         f"| {name} | " + " | ".join(fmt(result["models"][k]["metrics"]["per_field"][name]["f1"])
@@ -286,8 +299,9 @@ def plot_fields(out_png: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def write_generative_report(out: Path, result: dict[str, Any]) -> None:
+def write_generative_report(out: Path, run) -> None:
     """report.json, report.md (table, parity, examples) and report.png (quality and size per export)."""
+    result = run.summary
 
     def draw(path: Path) -> None:
         import matplotlib
@@ -295,7 +309,7 @@ def write_generative_report(out: Path, result: dict[str, Any]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        key = {"translate": "chrf", "summarize": "rougeL", "extract": "field_f1"}[result["kind"]]
+        key = HEADLINE[result["kind"]]
         names = [k for k in ("student_fp32", "student_int8", "student_int4") if k in result["models"]]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         a1.bar([n.split("_")[1] for n in names], [result["models"][n]["metrics"][key] for n in names])

@@ -8,7 +8,7 @@ A spec is YAML validated with pydantic. Errors name the file and the key:
     data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}
     teacher: {backend: reference}        # or openai: {model, base_url, api_key_env, ...}
     student: {base: minilm-l6}           # or a local Hugging Face model folder
-    out_of_scope: {target_retention: 0.95}
+    out_of_scope: {target_retention: 0.95}  # the gate; without it and without out-of-scope rows: none
 
 Paths are relative to the YAML file.
 """
@@ -169,7 +169,9 @@ class TaskSpec(_Strict):
     data: DataSpec
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
-    out_of_scope: OutOfScopeSpec = OutOfScopeSpec()
+    # classify: the out-of-scope gate. Left out, a gate is still fitted (with these defaults)
+    # when the data has out-of-scope rows; otherwise the label set is closed: no gate.
+    out_of_scope: OutOfScopeSpec | None = None
     export: ExportSpec = ExportSpec()
     fallback: FallbackSpec = FallbackSpec()
     seed: int = 0

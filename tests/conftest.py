@@ -94,9 +94,9 @@ def tiny_task(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tiny_task, tmp_path_factory) -> dict:
     """Train the tiny task once through the real pipeline; tests share the run folder."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     out = tmp_path_factory.mktemp("run")
-    result = train(load_task(tiny_task), out, spec_source=str(tiny_task))
+    result = train(load_task(tiny_task), out, spec_source=str(tiny_task)).summary
     return {"out": out, "bundle": out / "bundle", "result": result, "task": tiny_task}

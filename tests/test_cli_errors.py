@@ -279,13 +279,13 @@ def test_predict_one_text(trained_run):
     assert len(lines) == 1
     obj = json.loads(lines[0])
     assert isinstance(obj, dict)
-    assert {"label", "out_of_scope", "score"} <= set(obj)
+    assert {"output", "confidence", "out_of_scope", "score"} <= set(obj)
     assert isinstance(obj["out_of_scope"], bool) and isinstance(obj["score"], float)
-    labels = json.loads((trained_run["bundle"] / "manifest.json").read_text())["labels"]
+    labels = json.loads((trained_run["bundle"] / "manifest.json").read_text())["model"]["labels"]
     if obj["out_of_scope"]:
-        assert obj["label"] is None
+        assert obj["output"] is None
     else:
-        assert obj["label"] in labels and 0 < obj["confidence"] <= 1
+        assert obj["output"] in labels and 0 < obj["confidence"] <= 1
     assert "Traceback" not in text(proc.stderr)
 
 
@@ -298,12 +298,12 @@ def test_predict_stdin_jsonl(trained_run):
     assert len(lines) == 3
     for line in lines:
         obj = json.loads(line)
-        assert {"label", "out_of_scope", "score"} <= set(obj)
+        assert {"output", "confidence", "out_of_scope", "score"} <= set(obj)
     # the same answer as the single-text form (up to INT8 dynamic quantisation, whose activation
     # scale depends on the whole padded batch: scores agree to ~0.1%, not bit for bit)
     single = json.loads(text(cli("predict", trained_run["bundle"], "what is my balance").stdout))
     first = json.loads(lines[0])
-    assert first["label"] == single["label"]
+    assert first["output"] == single["output"]
     assert first["score"] == pytest.approx(single["score"], rel=1e-2, abs=1e-3)
 
 

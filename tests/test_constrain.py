@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from nanoforge.generative.constrain import (
+from nanoforge.runtime.constrain import (
     COMPLETE,
     INCOMPLETE,
     INVALID,

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 from nanoforge.data import read_records
 from nanoforge.extract.align import align
-from nanoforge.extract.schema import coerce_output, validate, values_equal
+from nanoforge.extract.schema import validate
+from nanoforge.extract.values import coerce_output, values_equal
 from nanoforge.task import load_task
 
 INVOICES = ROOT / "examples" / "invoices"

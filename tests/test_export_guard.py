@@ -1,22 +1,22 @@
-"""The pipeline refuses to write a bundle whose INT8 model disagrees with torch."""
+"""The classification recipe refuses to write a bundle whose INT8 model disagrees with torch."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
 from nanoforge.errors import NanoforgeError
 
 
-def test_low_int8_agreement_is_refused(tmp_path, tiny_task):
-    from nanoforge.pipeline import export_with_parity
-    from nanoforge.runtime.text import TextEncoder
-    from nanoforge.students.encoder import build_student
+def test_low_int8_agreement_is_refused(tmp_path, trained_run):
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
-    spec = load_task(tiny_task)
+    shutil.copytree(trained_run["out"] / "student", tmp_path / "student")  # reused: same fingerprint
+    spec = load_task(trained_run["task"])
     spec.export.min_int8_agreement = 1.01  # unreachable: any export is below it
-    model, base = build_student(spec.student.base, 5)
-    enc = TextEncoder.from_file(base / "tokenizer.json", 16)
     with pytest.raises(NanoforgeError, match="no bundle written"):
-        export_with_parity(spec, model.eval(), enc, ["what is my balance", "pay my bill"], tmp_path)
+        train(spec, tmp_path)
     assert not (tmp_path / "bundle").exists()
+    assert (tmp_path / "student" / "model.safetensors").is_file()  # the student is kept

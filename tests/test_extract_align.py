@@ -10,7 +10,8 @@ import pytest
 
 from nanoforge.errors import NanoforgeError
 from nanoforge.extract.align import Span, align, align_record
-from nanoforge.extract.schema import Field, Schema, normalise_text, normalise_value
+from nanoforge.extract.schema import Field, Schema
+from nanoforge.extract.values import normalise_text, normalise_value
 
 SROIE = Path("/work/shared/data/sroie/train.jsonl")
 RECEIPT = Schema.from_json_schema({

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.extract.metrics import extraction_metrics, per_field_errors
+from nanoforge.metrics.fields import extraction_metrics, per_field_errors
 from nanoforge.extract.schema import Schema
 
 SCHEMA = Schema.from_json_schema({

@@ -17,7 +17,7 @@ INVOICES = ROOT / "examples" / "invoices"
 
 @pytest.fixture(scope="module")
 def extract_run(tmp_path_factory) -> dict:
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     root = tmp_path_factory.mktemp("extract")
@@ -33,7 +33,7 @@ def extract_run(tmp_path_factory) -> dict:
         "export: {max_int8_f1_drop: 1.0}")
     assert "tiny-bert" in spec
     (root / "task.yaml").write_text(spec)
-    result = train(load_task(root / "task.yaml"), root / "run")
+    result = train(load_task(root / "task.yaml"), root / "run").summary
     return {"root": root, "out": root / "run", "bundle": root / "run" / "bundle", "result": result}
 
 
@@ -42,11 +42,15 @@ def test_run_outputs(extract_run):
     for name in ("bundle/manifest.json", "bundle/model.onnx", "report.md", "report.json", "report.png",
                  "student/model.safetensors", "data/train.jsonl"):
         assert (out / name).is_file(), name
+    from nanoforge.manifest import schema_errors
+
+    assert schema_errors(json.loads((extract_run["bundle"] / "manifest.json").read_text())) == []
     m = read_manifest(extract_run["bundle"])
-    assert m["kind"] == "extract" and m["tags"][0] == "O" and len(m["tags"]) == 9
-    assert m["model"]["stride"] == 16 and m["model"]["max_length"] == 64
-    assert m["parity"]["fp32"]["agreement"] == 1.0
-    al = m["alignment"]["total"]
+    assert m.kind == "extract" and m.model.runtime == "encoder-tagger"
+    assert m.model.tags[0] == "O" and len(m.model.tags) == 9
+    assert m.model.stride == 16 and m.model.max_length == 64
+    assert m.metrics["parity"]["fp32"]["agreement"] == 1.0
+    al = m.lineage["alignment"]["total"]
     assert al["unaligned"] == 0 and al["exact"] + al["normalised"] + al["fuzzy"] > 100
 
 
@@ -70,24 +74,22 @@ def test_runtime_output_is_always_schema_valid(extract_run):
 def test_runtime_matches_torch_student(extract_run):
     """FP32 ONNX decodes exactly what the torch student decodes."""
     from nanoforge.export.onnx import export_student
-    from nanoforge.extract.recipe import session_runner, torch_runner
-    from nanoforge.extract.tagging import DocumentEncoder, extract
-    from nanoforge.runtime.classifier import make_session
+    from nanoforge.runtime.session import make_session
+    from nanoforge.runtime.tagging import DocumentEncoder, read_fields
     from nanoforge.runtime.text import TextEncoder
     from nanoforge.students.encoder import EncoderStudent
+    from nanoforge.students.runner import TorchRunner
 
     out = extract_run["out"]
     model, meta = EncoderStudent.load(out / "student")
     te = TextEncoder.from_file(out / "student" / "tokenizer.json", meta["max_length"])
     enc = DocumentEncoder(te.tok, meta["max_length"], meta["stride"], te.pad_id)
-    schema = read_manifest(extract_run["bundle"])["schema"]
     from nanoforge.extract.schema import Schema
 
-    schema = Schema.from_json_schema(schema)
+    schema = Schema.from_json_schema(read_manifest(extract_run["bundle"]).model.schema_)
     texts = [json.loads(x)["input"] for x in (extract_run["root"] / "valid.jsonl").read_text().splitlines()]
     fp32 = export_student(model, out / "parity.onnx")
-    assert extract(torch_runner(model), enc, schema, texts) == extract(session_runner(make_session(fp32)), enc,
-                                                                        schema, texts)
+    assert read_fields(TorchRunner(model), enc, schema, texts) == read_fields(make_session(fp32), enc, schema, texts)
 
 
 def test_cli_eval_and_predict(extract_run):
@@ -110,7 +112,7 @@ def test_cli_eval_and_predict(extract_run):
 
 def test_bad_gold_json_names_the_line(tmp_path, extract_run):
     from nanoforge.errors import NanoforgeError
-    from nanoforge.extract.recipe import gold_outputs
+    from nanoforge.recipes.extract import gold_outputs
     from nanoforge.data import read_records
     from nanoforge.task import load_task
 
@@ -143,12 +145,12 @@ def test_extract_runtime_without_torch(extract_run):
 def test_rerun_reuses_the_trained_tagger(extract_run):
     """Training again with the same spec and data reuses the student: nothing is lost
     or redone, and the bundle comes out the same."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     weights = extract_run["out"] / "student" / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
-    again = train(load_task(extract_run["root"] / "task.yaml"), extract_run["out"])
+    again = train(load_task(extract_run["root"] / "task.yaml"), extract_run["out"]).summary
     assert weights.stat().st_mtime_ns == mtime
     assert again["training"] == extract_run["result"]["training"]
     assert again["models"]["student_int8"]["metrics"] == extract_run["result"]["models"]["student_int8"]["metrics"]
@@ -157,7 +159,7 @@ def test_rerun_reuses_the_trained_tagger(extract_run):
 def test_distil_from_a_trained_tagger_into_fewer_layers(extract_run):
     """student.distil_from: the trained tagger, pruned to 1 layer, learns from its token
     probabilities; the bundle carries the calibrated null thresholds."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.students.encoder import EncoderStudent
     from nanoforge.task import load_task
 
@@ -165,19 +167,19 @@ def test_distil_from_a_trained_tagger_into_fewer_layers(extract_run):
     spec = (root / "task.yaml").read_text().replace("threads: 1}", "threads: 1, layers: 1, distil_from: run/student}")
     assert "distil_from" in spec
     (root / "task-kd.yaml").write_text(spec)
-    result = train(load_task(root / "task-kd.yaml"), root / "run-kd")
+    result = train(load_task(root / "task-kd.yaml"), root / "run-kd").summary
     model, meta = EncoderStudent.load(root / "run-kd" / "student")
     assert len(model.encoder.encoder.layer) == 1
     teacher, _ = EncoderStudent.load(extract_run["out"] / "student")
     assert len(teacher.encoder.encoder.layer) == 2
     m = read_manifest(root / "run-kd" / "bundle")
-    assert set(m["model"]["thresholds"]) <= set(m["schema"]["properties"])
+    assert set(m.model.thresholds) <= set(m.model.schema_["properties"])
     assert result["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
 
 
 def test_distil_from_must_be_a_matching_tagger(extract_run, tmp_path, trained_run):
     from nanoforge.errors import NanoforgeError
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task, parse_task
 
     root = extract_run["root"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.extract.schema import (
-    Field,
-    Schema,
+from nanoforge.extract.schema import Field, Schema, validate
+from nanoforge.extract.values import (
     coerce_output,
     normalise_value,
     parse_date,
     parse_number,
     parse_or_error,
-    validate,
     values_equal,
 )
 

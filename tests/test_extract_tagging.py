@@ -8,13 +8,13 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from nanoforge.extract.align import Span, align_record
 from nanoforge.extract.schema import Schema
-from nanoforge.extract.tagging import (
+from nanoforge.runtime.tagging import (
     IGNORE,
     DocumentEncoder,
     calibrate_thresholds,
     decode,
     document_probs,
-    extract,
+    read_fields,
     tag_names,
     token_tags,
 )
@@ -136,15 +136,17 @@ def test_document_probs_prefers_central_window(enc):
         assert chosen[t] == best % (n_tags - 1)
 
 
-def test_extract_with_a_model_function(enc):
-    """`extract` batches windows through any (ids, mask) -> logits function."""
+def test_read_fields_through_any_runner(enc):
+    """`read_fields` batches windows through any runner of the tagger graph."""
     seen = []
 
-    def run(ids, mask):
-        seen.append(ids.shape)
-        return np.zeros(ids.shape + (len(tag_names(SCHEMA)),), np.float32)
+    class Runner:
+        def run(self, names, feeds):
+            assert names == ["logits"] and set(feeds) == {"input_ids", "attention_mask"}
+            seen.append(feeds["input_ids"].shape)
+            return [np.zeros(feeds["input_ids"].shape + (len(tag_names(SCHEMA)),), np.float32)]
 
-    results = extract(run, enc, SCHEMA, [TEXT, "TOTAL 5.00"], batch_size=2)
+    results = read_fields(Runner(), enc, SCHEMA, [TEXT, "TOTAL 5.00"], batch_size=2)
     assert len(results) == 2 and sum(s[0] for s in seen) == len(enc.document(TEXT).windows) + 1
     for out, _ in results:
         assert set(out) == {"vendor", "date", "total"}

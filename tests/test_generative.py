@@ -65,14 +65,14 @@ def tiny_spec(root, kind="translate", extra=""):
 
 @pytest.fixture(scope="module")
 def translate_run(tmp_path_factory):
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     root = tmp_path_factory.mktemp("gen")
     for name, n in (("train", 400), ("valid", 16), ("test", 16)):
         rows = [json.loads(x) for x in (ENJA / f"{name}.jsonl").read_text().splitlines()][:n]
         write_jsonl(root / f"{name}.jsonl", rows)
-    result = train(load_task(tiny_spec(root)), root / "run")
+    result = train(load_task(tiny_spec(root)), root / "run").summary
     return {"root": root, "bundle": root / "run" / "bundle", "result": result}
 
 
@@ -84,10 +84,13 @@ def test_translate_pipeline_outputs_and_parity(translate_run):
                  "export/model.fp32.onnx", "export/model.int8.onnx", "export/model.int4.onnx",
                  "student/model.safetensors"):
         assert (out / name).is_file(), name
+    from nanoforge.manifest import schema_errors
+
+    assert schema_errors(json.loads((translate_run["bundle"] / "manifest.json").read_text())) == []
     m = read_manifest(translate_run["bundle"])
-    assert m["kind"] == "translate" and m["model"]["precision"] == "int8"
-    assert m["parity"]["fp32"]["identical_outputs"] == 1.0  # greedy tokens equal to torch's
-    sizes = {k: m["parity"][k]["size_mb"] for k in ("fp32", "int8", "int4")}
+    assert m.kind == "translate" and m.model.runtime == "decoder" and m.model.precision == "int8"
+    assert m.metrics["parity"]["fp32"]["identical_outputs"] == 1.0  # greedy tokens equal to torch's
+    sizes = {k: m.metrics["parity"][k]["size_mb"] for k in ("fp32", "int8", "int4")}
     assert sizes["int4"] < 0.5 * sizes["fp32"] and sizes["int8"] < sizes["fp32"]
     models = translate_run["result"]["models"]
     assert set(models) >= {"student_fp32", "student_int8", "student_int4", "student_torch_fp32"}
@@ -101,10 +104,14 @@ def test_runtime_streams_samples_and_stops(translate_run):
     nano = load(translate_run["bundle"])
     text = "I'm in the tennis club."
     one = nano.predict(text)
-    assert set(one) == {"output", "tokens", "finish", "truncated"} and one["finish"] in ("eos", "length")
+    assert set(one) == {"output", "confidence", "tokens", "finish", "truncated"} and one["finish"] in ("eos", "length")
+    assert 0 < one["confidence"] <= 1  # the generated tokens' geometric mean probability
     assert "".join(nano.stream(text)) == one["output"]
     batch = nano.predict_batch([text, "Many animals have been destroyed by men.", text])
-    assert batch[0] == batch[2] == one  # left padding changes nothing
+    # left padding changes nothing (but the last digits of the probabilities)
+    for a in (batch[0], batch[2]):
+        assert {**a, "confidence": 0} == {**one, "confidence": 0}
+        assert a["confidence"] == pytest.approx(one["confidence"], rel=1e-2)
     a = nano.predict(text, temperature=1.0, top_p=0.9, seed=3)
     assert a == nano.predict(text, temperature=1.0, top_p=0.9, seed=3)
     limited = nano.predict(text, max_new_tokens=2)
@@ -137,7 +144,7 @@ def test_eval_json_shape(translate_run):
 
 
 def test_summarize_spec_trains_unchanged(tmp_path):
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     rng = np.random.default_rng(0)
@@ -152,7 +159,7 @@ def test_summarize_spec_trains_unchanged(tmp_path):
 
     for name, n in (("train", 120), ("valid", 8), ("test", 8)):
         write_jsonl(tmp_path / f"{name}.jsonl", [row() for _ in range(n)])
-    result = train(load_task(tiny_spec(tmp_path, "summarize")), tmp_path / "run")
+    result = train(load_task(tiny_spec(tmp_path, "summarize")), tmp_path / "run").summary
     met = result["models"]["student_int8"]["metrics"]
     assert set(met) >= {"rouge1", "rouge2", "rougeL"} and met["references"] == 2
 
@@ -177,7 +184,7 @@ def test_either_direction_parses_with_a_causal_scratch_default():
 
 
 def test_tokenizer_too_small_for_the_script_is_a_clear_error(tmp_path):
-    from nanoforge.generative.prompt import train_tokenizer
+    from nanoforge.students.tokenizer import train_tokenizer
 
     with pytest.raises(NanoforgeError, match="vocab_size: 300 is below"):
         train_tokenizer(["誰が一番に着くか私には分かりません。" * 3, "多くの動物が人間によって滅ぼされた。"] * 20 +
@@ -204,7 +211,7 @@ def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path
     """A tiny random decoder barely trained: its JSON is still 100% valid (the mask, not luck)."""
     from nanoforge.evaluate import evaluate_bundle
     from nanoforge.extract.schema import validate
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.runtime import load
     from nanoforge.task import load_task
 
@@ -219,9 +226,10 @@ def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path
                            "max_length: 384, max_new_tokens: 48, epochs: 1, batch_size: 8, lr: 3.0e-3, threads: 1}") \
         + spec[end:]
     (tmp_path / "task.yaml").write_text(spec)
-    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
     assert result["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
     nano = load(tmp_path / "run" / "bundle")
+    assert nano.manifest.model.runtime == "decoder" and nano.manifest.model.schema_ is not None
     texts = [json.loads(x)["input"] for x in (tmp_path / "test.jsonl").read_text().splitlines()]
     for p in nano.predict_batch(texts + ["nothing here", "x" * 5000]):
         assert validate(nano.schema, p["output"]) == [] and p["valid"]
@@ -270,7 +278,7 @@ def tiny_hf_lm(folder, texts, seed=0):
 
 def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
     """teacher.backend hf: a local causal LM folder (tiny and random here) writes the targets."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     rows = [json.loads(x) for x in (ENJA / "train.jsonl").read_text().splitlines()][:80]
@@ -280,20 +288,20 @@ def test_a_local_hf_model_teaches_a_translation_nano(tmp_path):
     spec = tiny_spec(tmp_path).read_text().replace("data:", f"teacher: {{backend: hf, model: {folder}}}\ndata:")
     spec = spec.replace("max_new_tokens: 20", "max_new_tokens: 8")
     (tmp_path / "task.yaml").write_text(spec)
-    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
     stats = result["teacher_stats"]
     assert stats["backend"] == "hf" and stats["api_calls"] > 0
     assert result["models"]["teacher"]["runtime"].startswith("hf:")
     taught = [json.loads(x) for x in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
     assert taught and all(r["output"] != g["ja"] for r, g in zip(taught, rows[:60]))  # the teacher's words, not gold
-    again = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")  # every answer now from the cache
+    again = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary  # every answer now from the cache
     assert again["teacher_stats"]["api_calls"] == 0 and again["teacher_stats"]["cached"] > 0
 
 
 def test_pretrained_base_with_lora_and_logit_distillation_from_an_hf_teacher(tmp_path):
     """Student from a local HF base (same tokenizer as the hf teacher): LoRA adapters, then
     merged; token-level generalised JSD from the teacher's logits; exported and run as usual."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.runtime import load
     from nanoforge.task import load_task
 
@@ -311,7 +319,7 @@ def test_pretrained_base_with_lora_and_logit_distillation_from_an_hf_teacher(tmp
     (tmp_path / "task.yaml").write_text(spec)
     before = {k: v.clone() for k, v in CausalLM.from_hf(
         __import__("transformers").AutoModelForCausalLM.from_pretrained(base)).state_dict().items()}
-    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
     assert result["parity"]["fp32"]["identical_outputs"] == 1.0
     after, _ = CausalLM.load(tmp_path / "run" / "student")
     changed = [k for k, v in after.state_dict().items() if not torch.equal(v, before[k])]
@@ -339,7 +347,7 @@ def test_answer_only_loss_equals_the_loss_over_full_logits():
     cross-entropy over the full logits with the prompt masked out."""
     import torch.nn.functional as F
 
-    from nanoforge.generative.recipe import sft_loss
+    from nanoforge.distill.sft import sft_loss
 
     torch.manual_seed(0)
     model = CausalLM(CausalConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_layers=2,
@@ -370,7 +378,7 @@ def test_length_grouped_batches_cover_every_example_once():
 def test_packaged_decoder_base_without_its_package_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
-    from nanoforge.generative.recipe import resolve_causal_base
+    from nanoforge.students.causal_base import resolve_causal_base
 
     monkeypatch.setenv("NANOFORGE_HOME", str(tmp_path))
     real = importlib.util.find_spec

@@ -10,7 +10,7 @@ import math
 from conftest import TINY_LABELS, clinc_rows, write_jsonl
 from wire_server import WireServer, user_text
 
-from nanoforge.pipeline import train
+from nanoforge.recipes import train
 from nanoforge.task import load_task
 
 
@@ -43,7 +43,7 @@ def test_llm_teacher_pipeline(tmp_path, tiny_task):
         )
         (tmp_path / "task.yaml").write_text(spec_text)
         spec = load_task(tmp_path / "task.yaml")
-        result = train(spec, tmp_path / "run")
+        result = train(spec, tmp_path / "run").summary
         n_inputs = len(rows["train"]) + len(rows["valid"]) + len(rows["test"])
         assert srv.count == n_inputs  # one call per input, no re-asks needed
 
@@ -60,7 +60,7 @@ def test_llm_teacher_pipeline(tmp_path, tiny_task):
         # the student trained on the same labels is reused, not trained again.
         weights = tmp_path / "run" / "student" / "model.safetensors"
         mtime = weights.stat().st_mtime_ns
-        result2 = train(spec, tmp_path / "run")
+        result2 = train(spec, tmp_path / "run").summary
         assert srv.count == n_inputs
         assert result2["teacher_stats"]["cached"] == n_inputs
         assert weights.stat().st_mtime_ns == mtime

@@ -17,7 +17,7 @@ TRAVEL = ["book_flight", "book_hotel", "car_rental", "travel_alert", "exchange_r
 @pytest.fixture(scope="module")
 def travel_bundle(tmp_path_factory):
     """A second classification nano on other CLINC150 intents (travel), no out-of-scope rows."""
-    from nanoforge.pipeline import train
+    from nanoforge.recipes import train
     from nanoforge.task import load_task
 
     root = tmp_path_factory.mktemp("travel")
@@ -75,7 +75,7 @@ def test_routing_without_a_router_nano_is_a_clear_error(two_nanos):
 
 
 def test_router_nano_picks_the_task(two_nanos, tmp_path, trained_run):
-    from nanoforge.router import build_router
+    from nanoforge.recipes.router import build_router
 
     base = make_tiny_bert(tmp_path / "router-bert", [
         json.loads(line)["input"] for f in ("train.jsonl",) for d in (trained_run["task"].parent,)
@@ -83,7 +83,7 @@ def test_router_nano_picks_the_task(two_nanos, tmp_path, trained_run):
     ref = build_router(two_nanos, tmp_path / "router-run", base=str(base), epochs=4, lr=3e-3, threads=1)
     assert ref.name == "router" and two_nanos.resolve("router") == ref
     manifest = two_nanos.manifest(ref)
-    assert sorted(manifest["labels"]) == ["tiny-intents", "travel-intents"]
+    assert sorted(manifest.model.labels) == ["tiny-intents", "travel-intents"]
 
     banking = [r["input"] for r in clinc_rows("test", ["balance", "transfer", "pay_bill"], 6, 0)]
     travel = [r["input"] for r in clinc_rows("test", TRAVEL, 4, 0)]

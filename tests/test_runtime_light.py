@@ -44,7 +44,7 @@ def test_runtime_predicts_without_torch(trained_run):
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)
     assert len(results) == 3
-    assert all(set(x) >= {"label", "out_of_scope", "score"} for x in results)
+    assert all(set(x) >= {"output", "confidence", "out_of_scope", "score"} for x in results)
 
 
 def test_cli_eval_and_predict_without_torch(trained_run):

@@ -257,7 +257,7 @@ def test_a_nanoforge_server_can_teach_another_nano(url, registry, name, scope_of
     spec = parse_task({"name": "student-of-nano", "data": {"train": "unused.jsonl"},
                        "teacher": {"backend": "openai", "model": name, "base_url": f"{url}/v1",
                                    "api_key_env": "NO_SUCH_KEY"}})
-    labels = registry.manifest(registry.resolve(name))["labels"]
+    labels = registry.manifest(registry.resolve(name)).model.labels
     texts = [t for t, ok in scope_of.items() if ok][:5] + [t for t, ok in scope_of.items() if not ok][:3]
     served = [httpx.post(f"{url}/v1/nanos/{name}/predict", json={"input": t}).json()["output"] for t in texts]
     teacher = make_teacher(spec, labels, cache_path=tmp_path / "cache.sqlite")

@@ -41,7 +41,7 @@ def test_minimal_spec_loads_with_defaults(tmp_path):
     assert spec.teacher.backend == "reference"
     assert spec.student.base == "minilm-l6"  # no such folder beside the spec: left as a preset name
     assert spec.student.epochs == 6
-    assert spec.out_of_scope.target_retention == 0.95
+    assert spec.out_of_scope is None  # no gate unless asked for or the data has out-of-scope rows
     assert spec.data.valid is None and spec.data.test is None
 
 

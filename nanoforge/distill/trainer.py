@@ -22,6 +22,7 @@ from nanoforge.distill.losses import kd_loss, outlier_exposure_loss
 from nanoforge.progress import progress_bar
 from nanoforge.runtime.text import TextEncoder
 from nanoforge.students.encoder import EncoderClassifier, EncoderTagger
+from nanoforge.students.runner import TorchRunner, classifier_outputs
 from nanoforge.task import StudentSpec
 
 OE_WEIGHT = 0.5
@@ -40,32 +41,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@torch.no_grad()
-def predict_arrays(
-    model: EncoderClassifier, enc: TextEncoder, texts: list[str], batch_size: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, pooled) for `texts`, batched by length for speed, in the input order."""
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    logits = np.zeros((len(texts), model.num_labels), dtype=np.float32)
-    pooled = None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = enc.encode([texts[i] for i in idx])
-        lg, pl = model(torch.from_numpy(ids), torch.from_numpy(mask))
-        if pooled is None:
-            pooled = np.zeros((len(texts), pl.shape[1]), dtype=np.float32)
-        logits[idx] = lg.numpy()
-        pooled[idx] = pl.numpy()
-    return logits, pooled
-
-
 def accuracy(model: EncoderClassifier, enc: TextEncoder, split: Split) -> float:
     keep = split.labels >= 0
     if not keep.any():
         return float("nan")
     texts = [t for t, k in zip(split.texts, keep) if k]
-    logits, _ = predict_arrays(model, enc, texts)
+    logits, _ = classifier_outputs(TorchRunner(model), enc, texts)
     return float((logits.argmax(1) == split.labels[keep]).mean())
 
 

@@ -1,4 +1,5 @@
-"""ONNX export of encoder students (torch.onnx, dynamo exporter)."""
+"""ONNX export of students. The graph's input/output names and dynamic axes come from the
+student's declaration in nanoforge/manifest.py (`model.graph`), the same one the runtime reads."""
 
 from __future__ import annotations
 
@@ -8,31 +9,32 @@ from pathlib import Path
 
 import torch
 
+from nanoforge.manifest import DYNAMIC_AXES
 from nanoforge.students.encoder import EncoderStudent
 
 OPSET = 18
-OUTPUTS = {"classify": ["logits", "pooled"], "tag": ["logits"]}
 
 
 def export_student(model: EncoderStudent, path: str | Path) -> Path:
-    """Write an encoder student as ONNX with inputs input_ids/attention_mask (batch x seq,
-    int64). Outputs: a classifier's logits (batch x labels) and pooled (batch x hidden);
-    a tagger's logits (batch x seq x tags)."""
+    """Write an encoder student (torch.onnx, dynamo exporter) as its graph declares: a
+    classifier's (input_ids, attention_mask) -> (logits, pooled), a tagger's -> logits."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    graph = model.graph
     ids = torch.ones((2, 8), dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    dims = {name: torch.export.Dim(name) for name in DYNAMIC_AXES}
+    dynamic = tuple({i: dims[s] for i, s in enumerate(t.shape) if s in dims} for t in graph.inputs)
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,
             (ids, mask),
             dynamo=True,
-            input_names=["input_ids", "attention_mask"],
-            output_names=OUTPUTS[model.head_kind],
-            dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+            input_names=graph.input_names,
+            output_names=graph.output_names,
+            dynamic_shapes=dynamic,
             opset_version=OPSET,
             optimize=True,
             verbose=False,
@@ -56,9 +58,9 @@ class _quiet:
 
 
 def export_causal(model, path: str | Path) -> Path:
-    """Export a `students.causal.CausalLM` with its KV cache as graph inputs and outputs:
-    (input_ids, attention_mask, position_ids, past_k, past_v) -> (logits, present_k,
-    present_v), every length dynamic (the empty cache of a prefill is past length 0)."""
+    """Export a `students.causal.CausalLM` with its KV cache as graph inputs and outputs
+    (`DECODER_GRAPH`: input_ids, attention_mask, position_ids, past_k, past_v -> logits,
+    present_k, present_v), every length dynamic (the empty cache of a prefill is past length 0)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     c = model.cfg
@@ -67,17 +69,14 @@ def export_causal(model, path: str | Path) -> Path:
     mask = torch.ones(b, p + s, dtype=torch.int64)
     pos = torch.arange(p, p + s).unsqueeze(0).expand(b, s)
     past = torch.zeros(c.num_layers, b, c.num_kv_heads, p, c.head_dim)
-    dynamic = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-               "position_ids": {0: "batch", 1: "seq"}, "past_k": {1: "batch", 3: "past"},
-               "past_v": {1: "batch", 3: "past"}, "logits": {0: "batch", 1: "seq"},
-               "present_k": {1: "batch", 3: "total"}, "present_v": {1: "batch", 3: "total"}}
+    graph = model.graph
     model.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: the module is plain tensor code, and it keeps the
         # dynamic cache axes exactly as declared.
         torch.onnx.export(model, (ids, mask, pos, past, past.clone()), str(path),
-                          input_names=["input_ids", "attention_mask", "position_ids", "past_k", "past_v"],
-                          output_names=["logits", "present_k", "present_v"], dynamic_axes=dynamic,
+                          input_names=graph.input_names, output_names=graph.output_names,
+                          dynamic_axes=graph.dynamic_axes(),
                           opset_version=18, do_constant_folding=True, dynamo=False)
     return path

@@ -1,38 +1,5 @@
-"""Extraction tasks: a flat JSON Schema of fields, filled by a span tagger over the input text.
+"""Extraction's contract: a flat JSON Schema of fields (schema.py), reading written values
+into typed ones (values.py) and aligning a teacher's values to spans of the text (align.py).
 
-Pure Python (no torch): shared by training (labels from `align`) and the runtime (decoding
-through `normalise_value`).
+Pure Python (no torch): task specs, teachers, the runtime and training all use it.
 """
-
-from nanoforge.extract.align import METHODS, Span, align, align_record
-from nanoforge.extract.schema import (
-    FIELD_TYPES,
-    Field,
-    Schema,
-    coerce_output,
-    normalise_text,
-    normalise_value,
-    parse_date,
-    parse_number,
-    parse_or_error,
-    validate,
-    values_equal,
-)
-
-__all__ = [
-    "FIELD_TYPES",
-    "METHODS",
-    "Field",
-    "Schema",
-    "Span",
-    "align",
-    "align_record",
-    "coerce_output",
-    "normalise_text",
-    "normalise_value",
-    "parse_date",
-    "parse_number",
-    "parse_or_error",
-    "validate",
-    "values_equal",
-]

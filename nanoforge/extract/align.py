@@ -34,15 +34,8 @@ from difflib import SequenceMatcher
 from typing import Any, Callable
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.extract.schema import (
-    DATE_PATTERNS,
-    Field,
-    Schema,
-    date_from_match,
-    normalise_value,
-    parse_date,
-    parse_number,
-)
+from nanoforge.extract.schema import Field, Schema
+from nanoforge.extract.values import DATE_PATTERNS, date_from_match, normalise_value, parse_date, parse_number
 
 METHODS = ("exact", "normalised", "fuzzy")
 CONTEXT_CHARS = 30

@@ -3,55 +3,63 @@
     from nanoforge.runtime import load
     nano = load("runs/demo/bundle")
     nano.predict("what's my checking balance")
-    # {"label": "balance", "confidence": 0.98, "out_of_scope": False, "score": ...}
+    # {"output": "balance", "confidence": 0.98, "out_of_scope": False, "score": ...}
+
+`load` reads the manifest once (checksums verified) and picks the runtime class its model
+section names (`model.runtime`): `encoder-classifier`, `encoder-tagger` or `decoder`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from nanoforge.bundle import read_manifest
 from nanoforge.errors import BundleError
 
 if TYPE_CHECKING:
+    from nanoforge.runtime.base import Nano
     from nanoforge.runtime.classifier import ClassifierNano
-    from nanoforge.runtime.extractor import ExtractorNano
-    from nanoforge.runtime.generator import GenerativeNano
+    from nanoforge.runtime.decoder import DecoderNano
+    from nanoforge.runtime.tagger import TaggerNano
 
-__all__ = ["ClassifierNano", "ExtractorNano", "GenerativeNano", "load"]
+__all__ = ["ClassifierNano", "DecoderNano", "TaggerNano", "load"]
+
+
+# Runtime classes load on first use, so importing one family never pulls in another's needs.
+def _classifier() -> type[Nano]:
+    from nanoforge.runtime.classifier import ClassifierNano
+
+    return ClassifierNano
+
+
+def _tagger() -> type[Nano]:
+    from nanoforge.runtime.tagger import TaggerNano
+
+    return TaggerNano
+
+
+def _decoder() -> type[Nano]:
+    from nanoforge.runtime.decoder import DecoderNano
+
+    return DecoderNano
+
+
+RUNTIMES: dict[str, Callable[[], type[Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
+                                                 "decoder": _decoder}
+_NAMES = {"ClassifierNano": _classifier, "TaggerNano": _tagger, "DecoderNano": _decoder}
 
 
 def __getattr__(name: str):
-    # Runtime classes load on first use, so importing one kind never pulls in another's needs.
-    if name == "ClassifierNano":
-        from nanoforge.runtime.classifier import ClassifierNano
-
-        return ClassifierNano
-    if name == "ExtractorNano":
-        from nanoforge.runtime.extractor import ExtractorNano
-
-        return ExtractorNano
+    if name in _NAMES:
+        return _NAMES[name]()
     raise AttributeError(name)
 
 
-def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True
-         ) -> ClassifierNano | ExtractorNano | GenerativeNano:
-    """Load a bundle (checksums verified) into the runtime class for its task kind."""
-    manifest = read_manifest(bundle_dir, verify=False)
-    kind = manifest.get("kind")
-    decoder = (manifest.get("model") or {}).get("architecture") == "llama"
-    if kind == "classify":
-        from nanoforge.runtime.classifier import ClassifierNano
-
-        return ClassifierNano(bundle_dir, threads=threads, verify=verify)
-    if kind == "extract" and not decoder:
-        from nanoforge.runtime.extractor import ExtractorNano
-
-        return ExtractorNano(bundle_dir, threads=threads, verify=verify)
-    if kind in ("translate", "summarize", "extract"):
-        from nanoforge.runtime.generator import GenerativeNano
-
-        return GenerativeNano(bundle_dir, threads=threads, verify=verify)
-    raise BundleError(f"{bundle_dir}: no runtime for bundle kind {kind!r}")
+def load(bundle_dir: str | Path, threads: int | None = None, verify: bool = True) -> Nano:
+    """Load a bundle (checksums verified) into the runtime class its manifest names."""
+    manifest = read_manifest(bundle_dir, verify=verify)
+    runtime = RUNTIMES.get(manifest.model.runtime)
+    if runtime is None:  # unreachable: the schema lists the runtimes
+        raise BundleError(f"{bundle_dir}: no runtime {manifest.model.runtime!r}")
+    return runtime()(bundle_dir, threads=threads, manifest=manifest)

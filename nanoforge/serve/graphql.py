@@ -8,15 +8,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import strawberry
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
 from nanoforge.data import check_text
-
-Answer = Callable[[list[str], "str | None"], Awaitable[list[dict[str, Any]]]]
+from nanoforge.errors import NanoforgeError
+from nanoforge.serve.errors import APIError
+from nanoforge.serve.rest import Answer
 
 
 @strawberry.type
@@ -32,9 +33,6 @@ class NanoVersion:
 async def _answer_or_error(answer: Answer, text: str, task: str | None) -> dict[str, Any]:
     """User errors come back as data (`{"error": {"code", "message"}}`), the same codes as
     REST; GraphQL `errors` are left for malformed queries."""
-    from nanoforge.errors import NanoforgeError
-    from nanoforge.serve.app import APIError
-
     try:
         check_text(text, "input")
         return (await answer([text], task))[0]

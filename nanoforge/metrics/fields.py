@@ -25,7 +25,7 @@ predicted values, recall with no gold values, F1 when there are neither (no TP, 
 and `exact_match` / `valid_json` with no documents. F1 is 2·TP / (2·TP + FP + FN), so it
 is 0.0, not None, when values were predicted or expected but none was right.
 
-Pure Python (no torch), like `nanoforge.evaluate`.
+Pure Python (no torch).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.extract.schema import Field, Schema, coerce_output, validate, values_equal
+from nanoforge.extract.schema import Field, Schema, validate
+from nanoforge.extract.values import coerce_output, values_equal
 
 # The outcome of one (document, field) pair.
 TP, WRONG, SPURIOUS, MISSED, BOTH_NULL = "tp", "wrong", "spurious", "missed", "null"

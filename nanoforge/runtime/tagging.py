@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from nanoforge.extract.schema import Field, Schema, normalise_value
+from nanoforge.extract.schema import Field, Schema
+from nanoforge.extract.values import normalise_value
+from nanoforge.manifest import TAGGER_GRAPH
 from nanoforge.runtime.gate import softmax
+from nanoforge.runtime.session import Runner, bind
 from nanoforge.runtime.text import pad_rows
 
 IGNORE = -100  # label of special and padding tokens
@@ -136,7 +139,7 @@ def document_probs(doc: Document, window_logits: list[np.ndarray], prefix_len: i
     return probs
 
 
-def decode(doc: Document, probs: np.ndarray, schema: Schema, thresholds: dict[str, float] | None = None
+def decode(doc: Document, probs: np.ndarray, schema: Schema, thresholds: dict[str, float | None] | None = None
            ) -> tuple[dict[str, Any], dict[str, float]]:
     """(output, confidence): every schema field, typed, or null.
 
@@ -218,33 +221,36 @@ def _read(doc: Document, start: int, end: int, field: Field) -> Any:
 _NUMBER_CHARS = frozenset("0123456789.,")
 
 
-def window_logits(run, enc: DocumentEncoder, docs: list[Document], batch_size: int = 16) -> list[list[np.ndarray]]:
-    """Logits of every window of every document, grouped per document.
-    `run(input_ids, attention_mask) -> (windows, tokens, tags)` is the model (torch or ONNX)."""
+def window_logits(runner: Runner, enc: DocumentEncoder, docs: list[Document], batch_size: int = 16
+                  ) -> list[list[np.ndarray]]:
+    """Logits of every window of every document, grouped per document. `runner` is the
+    tagger (its ONNX session, or the torch model through the same runner interface)."""
+    call = bind(runner, TAGGER_GRAPH)
     ids, mask, index = enc.window_arrays(docs)
     per_doc: list[list[np.ndarray]] = [[] for _ in docs]
     order = np.argsort(mask.sum(1), kind="stable")  # similar lengths together: less padding
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = int(mask[rows].sum(1).max())
-        logits = run(ids[rows, :width], mask[rows, :width])
+        logits = call(ids[rows, :width], mask[rows, :width])[0]
         for r, lg in zip(rows, logits):
             per_doc[index[r][0]].append((index[r][1], lg))
     return [[lg for _, lg in sorted(ws, key=lambda w: w[0])] for ws in per_doc]
 
 
-def extract(run, enc: DocumentEncoder, schema: Schema, texts: list[str], batch_size: int = 16,
-            thresholds: dict[str, float] | None = None) -> list[tuple[dict[str, Any], dict[str, float]]]:
-    """(output, confidence) per text with model `run` (see window_logits)."""
-    return [decode(doc, probs, schema, thresholds) for doc, probs in tag_probs(run, enc, texts, batch_size)]
+def read_fields(runner: Runner, enc: DocumentEncoder, schema: Schema, texts: list[str], batch_size: int = 16,
+                thresholds: dict[str, float | None] | None = None) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    """(output, confidence) per text with the tagger `runner` (see window_logits)."""
+    return [decode(doc, probs, schema, thresholds) for doc, probs in tag_probs(runner, enc, texts, batch_size)]
 
 
-def tag_probs(run, enc: DocumentEncoder, texts: list[str], batch_size: int = 16) -> list[tuple[Document, np.ndarray]]:
+def tag_probs(runner: Runner, enc: DocumentEncoder, texts: list[str], batch_size: int = 16
+              ) -> list[tuple[Document, np.ndarray]]:
     """(document, per-token tag probabilities) per text."""
     if not texts:
         return []
     docs = [enc.document(t) for t in texts]
-    logits = window_logits(run, enc, docs, batch_size)
+    logits = window_logits(runner, enc, docs, batch_size)
     return [(doc, document_probs(doc, lg, len(enc.prefix))) for doc, lg in zip(docs, logits)]
 
 
@@ -256,7 +262,7 @@ def calibrate_thresholds(schema: Schema, tagged: list[tuple[Document, np.ndarray
     """Per nullable field, the P(B) threshold above which a document without a tagged run
     still answers (see `decode`), chosen for the best field F1 on `gold` (valid); ties go
     to the more cautious threshold, and None (never force) wins unless forcing gains."""
-    from nanoforge.extract.metrics import extraction_metrics
+    from nanoforge.metrics.fields import extraction_metrics
 
     def field_f1(name: str, th: float | None) -> float:
         preds = [decode(doc, p, schema, {name: th} if th is not None else None)[0] for doc, p in tagged]

@@ -1,1 +1,0 @@
-"""Generative nanos: translate, summarize (and extract with a decoder) on causal students."""

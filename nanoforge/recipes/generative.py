@@ -1,0 +1,222 @@
+"""The generative recipe (translate, summarize, extract with a decoder): teacher outputs ->
+decoder student (sequence-level distillation: fine-tuning on the teacher's outputs, loss on
+the answer tokens only; token-level KD from a local teacher sharing the tokenizer) ->
+ONNX with KV cache (FP32, INT8, INT4) -> greedy parity -> bundle -> test scores of each
+export, the torch student and the teacher."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanoforge.data import data_hash
+from nanoforge.errors import NanoforgeError
+from nanoforge.evaluate import evaluate, size_mb
+from nanoforge.extract.values import coerce_output
+from nanoforge.manifest import DECODER_GRAPH, Decoder, KVCache, Manifest, PromptLayout
+from nanoforge.metrics.text import HEADLINE, references
+from nanoforge.recipes.steps import (
+    RunResult,
+    bundle_and_score,
+    export_and_check,
+    fingerprint,
+    lineage,
+    load_splits,
+    log,
+    model_row,
+    n_parameters,
+    require_held_out,
+    reuse_or_train,
+    teach,
+    write_dataset,
+)
+from nanoforge.runtime.decoder import DecoderNano, decode_text, encode_prompt
+from nanoforge.runtime.generation import Generator
+from nanoforge.runtime.session import Runner
+from nanoforge.students.causal import CausalLM
+from nanoforge.task import TaskSpec
+
+
+LATENCY_CALLS = 20  # timed single-input generations per export (each is a whole answer)
+
+
+def json_target(schema, obj: dict) -> str:
+    """The answer a decoder learns for an extraction: compact JSON, keys in schema order."""
+    return json.dumps({f.name: obj.get(f.name) for f in schema.fields}, ensure_ascii=False, separators=(",", ":"))
+
+
+def greedy(runner: Runner, cache: KVCache, layout: PromptLayout, prompts: list[list[int]], max_new: int,
+           batch_size: int = 16) -> list[list[int]]:
+    """Greedy token ids of a decoder runner (torch or ONNX: the same loop) for each prompt."""
+    gen = Generator(runner, layout.eos_ids, layout.pad_id, cache.layers, cache.kv_heads, cache.head_dim)
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s : s + batch_size]
+        ids: list[list[int]] = [[] for _ in chunk]
+        for step in gen.generate(chunk, max_new):
+            for r, t in enumerate(step):
+                if t is not None:
+                    ids[r].append(t)
+        out += ids
+    return out
+
+
+def max_input_tokens(spec: TaskSpec, layout: PromptLayout) -> int:
+    cfg = spec.student
+    n = cfg.max_length - cfg.max_new_tokens - len(layout.prefix_ids) - len(layout.suffix_ids)
+    if n < 8:
+        raise NanoforgeError(f"student.max_length {cfg.max_length} leaves no room for the input after "
+                             f"max_new_tokens {cfg.max_new_tokens}; raise max_length or lower max_new_tokens")
+    return n
+
+
+def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]]):
+    def train(folder: Path):
+        from nanoforge.distill.sft import examples, logit_teacher, sft_loss
+        from nanoforge.distill.trainer import fit
+        from nanoforge.students.causal_base import build_causal, with_lora
+
+        cfg = spec.student
+        model, tok, layout, base_desc = build_causal(spec, [t for p in pairs["train"] for t in p])
+        max_input = max_input_tokens(spec, layout)
+        rows = examples(tok, layout, pairs["train"], max_input, cfg.max_new_tokens)
+        valid_rows = examples(tok, layout, pairs["valid"], max_input, cfg.max_new_tokens)
+        log(f"student: causal LM from {base_desc}, {n_parameters(model) / 1e6:.1f}M parameters, vocabulary "
+            f"{model.cfg.vocab_size}; {len(rows)} training pairs, up to {cfg.max_length} tokens")
+
+        @torch.no_grad()
+        def valid_score() -> float:
+            model.eval()
+            losses = [sft_loss(model, valid_rows, np.arange(s, min(s + 32, len(valid_rows))), layout.pad_id).item()
+                      for s in range(0, len(valid_rows), 32)]
+            return -float(np.mean(losses))
+
+        teacher = logit_teacher(spec, model, log)
+        trained = with_lora(model, cfg.lora, cfg.base, log) if cfg.lora is not None else model
+
+        def batch_loss(idx):
+            return sft_loss(trained, rows, idx, layout.pad_id, teacher, cfg.kd_alpha, cfg.kd_beta, cfg.kd_temperature)
+
+        training = fit(trained, len(rows), cfg, batch_loss, valid_score, "-loss", log,
+                       lengths=[len(r[0]) for r in rows])
+        if cfg.lora is not None:
+            model = trained.merge_and_unload()  # plain weights again: exported like any student
+        tok.save(str(folder / "tokenizer.json"))
+        model.save(folder, {"training": training, "prompt": layout.to_dict(), "base": base_desc})
+        return model, tok, layout, training
+
+    return train
+
+
+def _load_student(folder: Path):
+    from tokenizers import Tokenizer
+
+    model, meta = CausalLM.load(folder)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return model, tok, PromptLayout.from_dict(meta["prompt"]), meta["training"]
+
+
+def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.export.quantize import quantize_int4, quantize_int8_matmul
+    from nanoforge.students.runner import TorchRunner
+
+    t_start = time.perf_counter()
+    cfg = spec.student
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    splits = load_splits(spec)
+    require_held_out(spec, splits)
+    schema = spec.extraction_schema() if spec.kind == "extract" else None
+    for recs in splits.values():
+        for r in recs:
+            if r.labelled and schema is None and isinstance(r.output, dict):
+                raise NanoforgeError(f"{r.where}: `output` must be text (or a list of reference texts) for {spec.kind}")
+    log(f"task {spec.name} ({spec.kind}, decoder student): train {len(splits['train'])}, "
+        f"valid {len(splits['valid'])}, test {len(splits['test'])}")
+    teacher, answers = teach(spec, [], splits, out)
+
+    def target(r, a) -> str:
+        if schema is None:
+            return references(a.output)[0]
+        return json_target(schema, coerce_output(schema, a.output or {}, where=r.where))
+
+    pairs = {name: [(r.input, target(r, a)) for r, a in zip(splits[name], answers[name])
+                    if not a.rejected and a.output] for name in answers}
+    write_dataset(out, {name: ({"input": i, "output": o} for i, o in ps) for name, ps in pairs.items()})
+
+    print_ = fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
+                         data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
+    student_dir = out / "student"
+    model, tok, layout, training = reuse_or_train(student_dir, print_, _load_student, _train_student(spec, pairs))
+    model.eval()
+    max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
+    c = model.cfg
+    cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
+
+    # -- export: FP32 (parity: greedy tokens identical to torch), INT8, INT4
+    valid_prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in pairs["valid"][:32]]
+    paths, parity, _ = export_and_check(
+        model, export_causal, {"int8": quantize_int8_matmul, "int4": quantize_int4},
+        outputs=lambda runner: greedy(runner, cache, layout, valid_prompts, max_answer),
+        compare=lambda ref, got: {"identical_outputs": sum(a == b for a, b in zip(ref, got)) / max(len(ref), 1),
+                                  "n": len(ref)}, out=out)
+    log(f"parity on {len(valid_prompts)} valid prompts (greedy): " + ", ".join(
+        f"{name.upper()} identical to torch {p['identical_outputs']:.0%} ({p['size_mb']} MB)" for name, p in parity.items()))
+    if parity["fp32"]["identical_outputs"] < 1.0:
+        raise NanoforgeError("FP32 ONNX export does not decode exactly like the torch model on valid; "
+                             f"no bundle written (student kept in {student_dir})")
+
+    precision = spec.export.precision
+    files = {"model.onnx": paths[precision], "tokenizer.json": student_dir / "tokenizer.json"}
+    section = Decoder(runtime="decoder", file="model.onnx", tokenizer="tokenizer.json", precision=precision,
+                      parameters=n_parameters(model),
+                      graph=DECODER_GRAPH.bind(vocab=c.vocab_size, layers=c.num_layers, kv_heads=c.num_kv_heads,
+                                               head_dim=c.head_dim),
+                      architecture="llama", config=c.__dict__, prompt=layout, max_input_tokens=max_input,
+                      max_new_tokens=max_answer, cache=cache, schema=spec.public_dict()["schema"])
+    train_summary = {k: v for k, v in training.items() if k != "history"}
+    manifest = Manifest(name=spec.name, version=spec.version, kind=spec.kind, task=spec.public_dict(), model=section,
+                        metrics={"parity": parity},
+                        lineage=lineage(spec, teacher, splits, spec_source, training=train_summary))
+
+    # -- test: the bundle (through `nanoforge eval`'s function), each other export, the torch student
+    test = [r for r in splits["test"] if r.labelled and r.output]
+    if not test:
+        raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (references) for scoring")
+    bundle_dir, nano, scores = bundle_and_score(out, manifest, files, test, latency_n=LATENCY_CALLS)
+    texts = [r.input for r in test]
+    golds = [nano.gold(r) for r in test]
+    models = {}
+    for name, path in paths.items():
+        # the bundle's tokenizer and prompt, with this export of the same model
+        variant = nano if name == precision else DecoderNano(bundle_dir, model_file=str(path.resolve()))
+        row = scores if name == precision else evaluate(variant, test, latency_n=LATENCY_CALLS)
+        models[f"student_{name}"] = model_row(row, "onnxruntime", size_mb=round(path.stat().st_size / 1e6, 3))
+    if schema is None:  # (a decoder's unconstrained JSON would not be comparable)
+        prompts = [encode_prompt(tok, layout, t, max_input)[0] for t in texts]
+        torch_preds = [decode_text(tok, ids) for ids in greedy(TorchRunner(model), cache, layout, prompts, max_answer)]
+        models["student_torch_fp32"] = {"metrics": nano.score(torch_preds, golds),
+                                        "size_mb": round(size_mb(student_dir), 3),
+                                        "runtime": "torch"}
+    tstats = teacher.stats.to_dict()
+    if "test" in answers:
+        t_preds = [(a.output if schema is not None else references(a.output)[0]) if not a.rejected and a.output
+                   else ({} if schema is not None else "") for a in answers["test"]]
+        models["teacher"] = {"metrics": nano.score(t_preds, golds), "cost_per_1k_usd": tstats["cost_per_1k_usd"],
+                             "runtime": f"{teacher.name}:{spec.teacher.model}"}
+    key = HEADLINE[spec.kind]
+    log(f"test {key}: " + ", ".join(f"{k} {v['metrics'][key]}" for k, v in models.items()))
+    shown = [json_target(schema, g) for g in golds] if schema is not None else [g[0] for g in golds]
+    examples = [{"input": t, "output": p if isinstance(p, str) else json.dumps(p, ensure_ascii=False), "reference": r}
+                for t, p, r in list(zip(texts, scores["outputs"], shown))[:10]]
+    summary = {"task": spec.name, "kind": spec.kind, "decoder": True, "models": models, "teacher_stats": tstats,
+               "parity": parity, "training": training, "lineage": manifest.lineage,
+               "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
+               "data": {k: len(v) for k, v in splits.items()}, "examples": examples}
+    return RunResult(summary)
+

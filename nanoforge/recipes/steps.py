@@ -1,0 +1,211 @@
+"""The steps every recipe shares, in the order they run:
+
+    splits -> teacher answers -> student (reused when its fingerprint matches) ->
+    ONNX export and parity against the torch model -> bundle -> test scores
+
+Each recipe (classify.py, extract.py, generative.py) calls these and adds what its kind
+needs; the run folder is the same for all:
+
+    OUT/data/          the labelled dataset the student learnt from (JSONL)
+    OUT/student/       the torch student (safetensors) and its fingerprint
+    OUT/export/        the ONNX variants
+    OUT/bundle/        the deployable bundle
+    OUT/report.md|json|png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import nanoforge
+from nanoforge.bundle import Manifest, update_metrics, write_bundle
+from nanoforge.data import Record, data_hash, decontaminate, dedup, read_records, stratified_split, write_jsonl
+from nanoforge.errors import NanoforgeError
+from nanoforge.evaluate import evaluate
+from nanoforge.progress import console, progress_bar
+from nanoforge.runtime.session import Runner, make_session
+from nanoforge.task import TaskSpec
+from nanoforge.teachers import Answer, Teacher, make_teacher
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunResult:
+    """What a recipe hands back: `summary` becomes report.json (the numbers of the run);
+    `plot_data` is what the report's plots need beyond it."""
+
+    summary: dict[str, Any]
+    plot_data: dict[str, Any] = field(default_factory=dict)
+
+
+def log(msg: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------- data and teacher
+
+
+def load_splits(spec: TaskSpec) -> dict[str, list[Record]]:
+    """train / valid / test records; missing held-out files are seeded stratified splits of
+    train, and training rows repeated or also held out are dropped (and counted)."""
+    d = spec.data
+    fields = (d.input_field, d.output_field)
+    train = read_records(d.train, *fields)
+    if d.max_train_rows:
+        train = train[: d.max_train_rows]
+    valid = read_records(d.valid, *fields) if d.valid else None
+    test = read_records(d.test, *fields) if d.test else None
+    if test is None:
+        train, test = stratified_split(train, d.test_fraction, spec.seed)
+        log(f"no test file: held out a seeded stratified {d.test_fraction:.0%} of train as test ({len(test)} rows)")
+    if valid is None:
+        train, valid = stratified_split(train, d.valid_fraction, spec.seed + 1)
+        log(f"no valid file: held out a seeded stratified {d.valid_fraction:.0%} of train as valid ({len(valid)} rows)")
+    train, n_dup = dedup(train)
+    train, n_cont = decontaminate(train, valid, test)
+    if n_dup or n_cont:
+        log(f"train: dropped {n_dup} duplicate and {n_cont} contaminated row(s) (also in valid/test)")
+    return {"train": train, "valid": valid, "test": test}
+
+
+def require_held_out(spec: TaskSpec, splits: dict[str, list[Record]]) -> None:
+    """Valid and test must have rows (checked after the rows themselves were checked)."""
+    for name in ("valid", "test"):
+        if not splits[name]:
+            raise NanoforgeError(f"{spec.data.train}: too few rows ({len(splits['train'])}) to hold out a {name} "
+                                 f"split; add rows or give data.{name}")
+
+
+def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], out: Path
+          ) -> tuple[Teacher, dict[str, list[Answer]]]:
+    """Have the teacher answer train and valid (and test, for an LLM teacher's own score)."""
+    teacher = make_teacher(spec, labels, cache_path=out / "teacher_cache.sqlite")
+    names = ["train", "valid"] + (["test"] if teacher.name != "reference" else [])
+    answers: dict[str, list[Answer]] = {}
+    try:
+        for name in names:
+            with progress_bar(f"teacher: {name}", total=len(splits[name])) as advance:
+                answers[name] = teacher.label(splits[name], progress=advance)
+    finally:
+        teacher.close()
+    stats = teacher.stats
+    log(f"teacher {teacher.name}: {stats.requests} answers, {stats.api_calls} calls, "
+        f"{stats.cached} cached, {stats.rejected} rejected, ${stats.cost_usd:.4f}")
+    return teacher, answers
+
+
+def write_dataset(out: Path, rows: dict[str, Iterable[dict[str, Any]]]) -> None:
+    """OUT/data/{split}.jsonl: what the student learnt from, as the teacher gave it."""
+    for name, split_rows in rows.items():
+        write_jsonl(out / "data" / f"{name}.jsonl", split_rows)
+
+
+def lineage(spec: TaskSpec, teacher: Teacher, splits: dict[str, list[Record]], spec_source: str | None,
+            **extra: Any) -> dict[str, Any]:
+    """Where the nano came from (the bundle's `lineage`)."""
+    import torch
+
+    return {
+        "teacher": {"backend": teacher.name, "model": spec.teacher.model, "base_url": spec.teacher.base_url},
+        "data_sha256": data_hash(splits["train"], splits["valid"], splits["test"]),
+        "base_model": spec.student.base,
+        "nanoforge_version": nanoforge.__version__,
+        "torch_version": torch.__version__,
+        "spec_file": spec_source,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.platform(),
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- the student
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 of what a trained student depends on (its spec, the task contract, the data and
+    the teacher's answers): the same fingerprint means the same student."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False).encode()).hexdigest()
+
+
+def reuse_or_train(folder: Path, print_: str, load: Callable[[Path], T], train: Callable[[Path], T]) -> T:
+    """The student saved in `folder` when its fingerprint file says `print_`, else a new one:
+    `train(folder)` trains and saves it, then the fingerprint is written (last, so an
+    interrupted training is never reused). Nothing trained is lost on a rerun."""
+    stamp = folder / "fingerprint"
+    if stamp.is_file() and stamp.read_text().strip() == print_:
+        try:
+            student = load(folder)
+        except (OSError, KeyError, ValueError) as e:
+            log(f"student: the one in {folder} does not load ({type(e).__name__}); training again")
+        else:
+            log(f"student: reusing the one trained earlier in {folder} (same spec, labels and data)")
+            return student
+    stamp.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    student = train(folder)
+    stamp.write_text(print_ + "\n")
+    return student
+
+
+# ----------------------------------------------------------------------------- export and check
+
+
+def export_and_check(model, export: Callable[[Any, Path], Path], quantizers: dict[str, Callable[[Path, Path], Path]],
+                     outputs: Callable[[Runner], T], compare: Callable[[T, T], dict[str, Any]], out: Path
+                     ) -> tuple[dict[str, Path], dict[str, dict[str, Any]], dict[str, T]]:
+    """ONNX FP32 of the student, then each of `quantizers` (name -> fn(fp32, dst)). The torch
+    model and every variant run through one runner interface: `outputs(runner)` on valid,
+    then `compare(torch's, the variant's)` is the variant's parity record (with its size).
+    Returns (paths, parity, outputs by name: "torch", "fp32", ...)."""
+    from nanoforge.students.runner import TorchRunner
+
+    model.eval()
+    paths: dict[str, Path] = {}
+    with progress_bar("export", total=2 + len(quantizers)) as advance:
+        paths["fp32"] = export(model, out / "export" / "model.fp32.onnx")
+        advance(1, "fp32")
+        for name, quantize in quantizers.items():
+            paths[name] = quantize(paths["fp32"], out / "export" / f"model.{name}.onnx")
+            advance(1, name)
+        results = {"torch": outputs(TorchRunner(model))}
+        parity = {}
+        for name, path in paths.items():
+            results[name] = outputs(make_session(path))
+            parity[name] = {**compare(results["torch"], results[name]), "size_mb": round(path.stat().st_size / 1e6, 3)}
+        advance(1, "parity")
+    return paths, parity, results
+
+
+def n_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- bundle and test
+
+
+def bundle_and_score(out: Path, manifest: Manifest, files: dict[str, Path], test: list[Record],
+                     latency_n: int = 200) -> tuple[Path, Any, dict[str, Any]]:
+    """Write the bundle, score it on `test` with `nanoforge eval`'s own function and add
+    those numbers to its manifest (a manifest-only update). Returns (bundle, nano, scores);
+    `scores["outputs"]` holds the nano's answers."""
+    from nanoforge.runtime import load
+
+    bundle_dir = write_bundle(out / "bundle", manifest, files)
+    nano = load(bundle_dir)
+    scores = evaluate(nano, test, latency_n)
+    update_metrics(bundle_dir, {"test": {k: v for k, v in scores.items() if k != "outputs"}})
+    return bundle_dir, nano, scores
+
+
+def model_row(scores: dict[str, Any], runtime: str, cost_per_1k: float = 0.0, **extra: Any) -> dict[str, Any]:
+    """One row of the report's comparison table."""
+    return {**{k: v for k, v in scores.items() if k not in ("outputs", "n")}, "cost_per_1k_usd": cost_per_1k,
+            "runtime": runtime, **extra}
