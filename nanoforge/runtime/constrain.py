@@ -17,6 +17,7 @@ first character and only the groups whose first character can come next are pars
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -110,8 +111,6 @@ class _Parser:
     def obj(self, i: int, schema: dict) -> int:
         i = self.lit(i, "{")
         for k, (name, sub) in enumerate((schema.get("properties") or {}).items()):
-            import json
-
             i = self.lit(i, ("," if k else "") + json.dumps(name, ensure_ascii=False) + ":")
             i = self.value(i, sub)
         return self.lit(i, "}")
@@ -177,8 +176,6 @@ class _Parser:
         return self.lit(i + 10, '"')
 
     def enum(self, i: int, options: list) -> int:
-        import json
-
         words = [json.dumps(o, ensure_ascii=False) for o in options]
         rest = self.s[i:]
         for w in sorted(words, key=len, reverse=True):
@@ -343,8 +340,6 @@ class _Completer(_Parser):
 
     def value(self, i: int, schema: dict) -> int:
         if i >= self.n:
-            import json
-
             self._extend(json.dumps(default_value(schema), ensure_ascii=False, separators=(",", ":")))
         return super().value(i, schema)
 
@@ -370,8 +365,6 @@ class _Completer(_Parser):
             return super().date(i)
 
     def enum(self, i: int, options: list) -> int:
-        import json
-
         try:
             return super().enum(i, options)
         except _Incomplete:
@@ -407,8 +400,6 @@ class _Completer(_Parser):
 
 def complete(schema: dict, text: str) -> str:
     """`text` closed into a valid document (the answer when the token budget ran out)."""
-    import json
-
     if prefix_state(schema, text) == COMPLETE:
         return text
     if prefix_state(schema, text) == INCOMPLETE:
@@ -420,23 +411,6 @@ def complete(schema: dict, text: str) -> str:
         except (_Incomplete, _Invalid, StopIteration):
             pass
     return json.dumps(default_value(schema), ensure_ascii=False, separators=(",", ":"))
-
-
-def token_pieces(tok) -> tuple[list[str], bool]:
-    """(text of each token id, whether the first piece of an answer loses one leading space).
-    Special tokens get "" so the constraint never allows them."""
-    import json
-
-    decoder = (json.loads(tok.to_str()).get("decoder") or {}).get("type")
-    special = set(tok.get_added_tokens_decoder())
-    size = tok.get_vocab_size()
-    if decoder == "Metaspace":
-        pieces = [(tok.id_to_token(i) or "").replace("\u2581", " ") for i in range(size)]
-        strip_first = True
-    else:
-        pieces = [tok.decode([i], skip_special_tokens=False) for i in range(size)]
-        strip_first = False
-    return [("" if i in special else p) for i, p in enumerate(pieces)], strip_first
 
 
 class ConstrainedText:

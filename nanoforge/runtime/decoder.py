@@ -40,6 +40,21 @@ def decode_text(tok, ids: list[int]) -> str:
     return tok.decode(ids, skip_special_tokens=True).strip()
 
 
+def token_pieces(tok) -> tuple[list[str], bool]:
+    """(text of each token id, whether the first piece of an answer loses one leading space).
+    Special tokens get "" so the constraint never allows them."""
+    decoder = (json.loads(tok.to_str()).get("decoder") or {}).get("type")
+    special = set(tok.get_added_tokens_decoder())
+    size = tok.get_vocab_size()
+    if decoder == "Metaspace":
+        pieces = [(tok.id_to_token(i) or "").replace("\u2581", " ") for i in range(size)]
+        strip_first = True
+    else:
+        pieces = [tok.decode([i], skip_special_tokens=False) for i in range(size)]
+        strip_first = False
+    return [("" if i in special else p) for i, p in enumerate(pieces)], strip_first
+
+
 class DecoderNano(Nano):
     """A `decoder` bundle. `model_file` (absolute, or relative to the bundle) runs another
     export of the same model in place of the bundle's, e.g. to score FP32/INT8/INT4 side by side."""
@@ -62,7 +77,7 @@ class DecoderNano(Nano):
         self.schema = self.constraint = None
         if s.schema_ is not None:  # JSON under the schema, by construction
             from nanoforge.extract.schema import Schema
-            from nanoforge.runtime.constrain import JsonConstraint, token_pieces
+            from nanoforge.runtime.constrain import JsonConstraint
 
             self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: model.schema")
             pieces, self.strip_first = token_pieces(self.tok)
