@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from nanoforge.data import read_records
-from nanoforge.evaluate import classify_metrics, latency_ms, size_mb
+from nanoforge.evaluate import latency_ms, size_mb
 from nanoforge.runtime import load
 from nanoforge.runtime.text import TextEncoder
 from nanoforge.students.encoder import EncoderClassifier
+from nanoforge.students.runner import classifier_outputs
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,8 +45,8 @@ def main() -> None:
     enc = TextEncoder.from_file(args.run / "student" / "tokenizer.json", meta["max_length"])
 
     nano = load(args.run / "bundle")
-    preds = [p["label"] for p in nano.predict_batch(texts)]
-    quality = classify_metrics(preds, gold)
+    preds = [p["output"] for p in nano.predict_batch(texts)]
+    quality = nano.score(preds, gold)
     sweep, raw_accuracy = gate_sweep(args.run, nano, enc, records, args.data.parent / "valid.jsonl")
 
     @torch.no_grad()
@@ -67,7 +68,7 @@ def main() -> None:
 
     result = {
         "dataset": _rel(args.data), "n": len(records), "bundle": str(args.run / "bundle"),
-        "gate": nano.gate.method, "quality_int8": quality, "raw_accuracy_int8_no_gate": raw_accuracy,
+        "gate": nano.gate.method if nano.gate else None, "quality_int8": quality, "raw_accuracy_int8_no_gate": raw_accuracy,
         "gate_sweep": sweep,
         "size_mb": {"bundle_int8": round(size_mb(args.run / "bundle"), 2),
                     "torch_fp32_student": round(size_mb(args.run / "student"), 2)},
@@ -86,18 +87,17 @@ def main() -> None:
 def gate_sweep(run: Path, nano, enc, test_records, valid_path: Path, targets=(0.95, 0.97, 0.98, 0.99)):
     """Test accuracy / OOS recall of the INT8 model for each gate method and target
     retention, thresholds calibrated on valid exactly as training does."""
-    from nanoforge.pipeline import onnx_arrays
     from nanoforge.runtime.gate import METHODS, calibrate, fit_mahalanobis, gate_scores
 
     valid = read_records(valid_path)
     index = {lab: i for i, lab in enumerate(nano.labels)}
     yv = np.array([index[r.output] if r.output is not None else -1 for r in valid])
     yt = np.array([index[r.output] if r.output is not None else -1 for r in test_records])
-    lv, pv = onnx_arrays(nano.session, enc, [r.input for r in valid])
-    lt, pt = onnx_arrays(nano.session, enc, [r.input for r in test_records])
+    lv, pv = classifier_outputs(nano.session, enc, [r.input for r in valid])
+    lt, pt = classifier_outputs(nano.session, enc, [r.input for r in test_records])
     train = read_records(valid_path.parent / "train.jsonl")
     ytr = np.array([index[r.output] if r.output is not None else -1 for r in train])
-    _, ptr = onnx_arrays(nano.session, enc, [r.input for r in train])
+    _, ptr = classifier_outputs(nano.session, enc, [r.input for r in train])
     maha = fit_mahalanobis(ptr[ytr >= 0], ytr[ytr >= 0], len(nano.labels))
     ins = yt >= 0
     rows = []

@@ -74,6 +74,7 @@ def length_runs(nano, texts: list[str]) -> dict[str, float]:
 
     rows = nano.encoder.token_ids(texts)
     sess = nano.session
+    names = nano.manifest.model.graph.input_names
     out = {}
     for name, cost in (("one_call_per_16", float("inf")), ("length_groups", None)):
         calls = []
@@ -81,11 +82,11 @@ def length_runs(nano, texts: list[str]) -> dict[str, float]:
             chunk = sorted(rows[s : s + 16], key=len)
             runs = length_groups([len(r) for r in chunk], 16, *(() if cost is None else (cost,)))
             calls += [pad_rows(chunk[a:b], nano.encoder.pad_id) for a, b in runs]
-        for ids, mask in calls[:5]:
-            sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        for arrays in calls[:5]:
+            sess.run(None, dict(zip(names, arrays)))
         t0 = time.perf_counter()
-        for ids, mask in calls:
-            sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        for arrays in calls:
+            sess.run(None, dict(zip(names, arrays)))
         out[f"{name}_queries_per_s"] = round(len(rows) / (time.perf_counter() - t0), 1)
         out[f"{name}_padded_tokens_per_query"] = round(sum(i.size for i, _ in calls) / len(rows), 2)
     out["real_tokens_per_query"] = round(float(np.mean([len(r) for r in rows])), 2)
@@ -96,14 +97,15 @@ def skip_layer_norm(bundle: Path, nano, texts: list[str]) -> dict[str, float]:
     from nanoforge.runtime.session import DISABLED_FUSIONS
 
     ids, mask = nano.encoder.encode(texts[:16])
+    feeds = dict(zip(nano.manifest.model.graph.input_names, (ids, mask)))
     out = {"batch": list(ids.shape)}
     for name, disabled in (("fused", []), ("left_out", DISABLED_FUSIONS)):
         sess = session(bundle / "model.onnx", disabled, profile=True)
         for _ in range(10):
-            sess.run(None, {"input_ids": ids, "attention_mask": mask})
+            sess.run(None, feeds)
         t0, n = time.perf_counter(), 100
         for _ in range(n):
-            sess.run(None, {"input_ids": ids, "attention_mask": mask})
+            sess.run(None, feeds)
         out[f"{name}_ms_per_call"] = round(1000 * (time.perf_counter() - t0) / n, 3)
         trace = Path(sess.end_profiling())
         events = json.loads(trace.read_text())
@@ -126,7 +128,7 @@ def tagger_p50(bundle: Path) -> dict[str, float]:
     texts = [json.loads(line)["input"] for line in (bundle.parent / "data" / "valid.jsonl").read_text().splitlines()][:30]
     out = {}
     for name, disabled in (("fused", []), ("left_out", DISABLED_FUSIONS)):
-        nano.session = session(nano.dir / nano.manifest["model"]["file"], disabled)
+        nano.session = session(nano.dir / nano.manifest.model.file, disabled)
         for t in texts[:3]:
             nano.predict(t)
         times = []

@@ -91,11 +91,11 @@ def main() -> None:
 
     from nanoforge.data import read_records
     from nanoforge.evaluate import evaluate_bundle, latency_ms, size_mb
-    from nanoforge.extract.recipe import torch_runner
-    from nanoforge.extract.tagging import DocumentEncoder, extract
     from nanoforge.runtime import load
+    from nanoforge.runtime.tagging import DocumentEncoder, read_fields
     from nanoforge.runtime.text import TextEncoder
     from nanoforge.students.encoder import EncoderStudent
+    from nanoforge.students.runner import TorchRunner
 
     records = read_records(data_dir / "test.jsonl")
     quality = evaluate_bundle(args.out / "bundle", records, threads=1, latency_n=args.queries)
@@ -118,9 +118,10 @@ def main() -> None:
     text_enc = TextEncoder.from_file(args.out / "student" / "tokenizer.json", meta["max_length"])
     enc = DocumentEncoder(text_enc.tok, meta["max_length"], meta["stride"], text_enc.pad_id)
     nano = load(args.out / "bundle", threads=1)
-    run = torch_runner(model)
+    run = TorchRunner(model)
     rt = latency_ms(nano.predict, texts, n=args.queries)
-    th = latency_ms(lambda t: extract(run, enc, nano.schema, [t], thresholds=nano.thresholds), texts, n=args.queries)
+    th = latency_ms(lambda t: read_fields(run, enc, nano.schema, [t], thresholds=nano.thresholds), texts,
+                    n=args.queries)
     oracle = span_oracle(nano.schema, records)
     result = {
         "span_oracle_field_f1": oracle,
@@ -151,8 +152,8 @@ def span_oracle(schema, records) -> float:
     aligned span, read as its type. Where OCR text and gold differ (gold is typed from the
     image), no span extractor can be right; this is the ceiling."""
     from nanoforge.extract.align import align_record
+    from nanoforge.extract.values import coerce_output, normalise_value
     from nanoforge.metrics.fields import extraction_metrics
-    from nanoforge.extract.schema import coerce_output, normalise_value
 
     preds, golds = [], []
     for r in records:

@@ -139,9 +139,9 @@ def decode_speed(out: Path, n: int) -> dict:
         ids = torch.tensor([prompt])
         with torch.no_grad():
             t0 = time.perf_counter()
-            hf.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False, pad_token_id=nano.format.pad_id)
+            hf.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False, pad_token_id=nano.layout.pad_id)
             t1 = time.perf_counter()
-            hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=nano.format.pad_id)
+            hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=nano.layout.pad_id)
             t2 = time.perf_counter()
         hf_ttft.append(1000 * (t1 - t0))
         hf_tps.append((new - 1) / max((t2 - t1) - (t1 - t0), 1e-9))
