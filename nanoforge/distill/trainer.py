@@ -29,7 +29,9 @@ OE_WEIGHT = 0.5
 
 
 @dataclass
-class Split:
+class LabelledTexts:
+    """Texts with label indices for a classifier (-1: out of scope), and soft labels if any."""
+
     texts: list[str]
     labels: np.ndarray  # int64, -1 = out of scope
     soft: np.ndarray | None = None  # (n, C) teacher probabilities; zero rows = none
@@ -41,7 +43,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def accuracy(model: EncoderClassifier, enc: TextEncoder, split: Split) -> float:
+def accuracy(model: EncoderClassifier, enc: TextEncoder, split: LabelledTexts) -> float:
     keep = split.labels >= 0
     if not keep.any():
         return float("nan")
@@ -129,7 +131,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
 
 
 def train_classifier(
-    model: EncoderClassifier, enc: TextEncoder, train: Split, valid: Split, cfg: StudentSpec, log=print
+    model: EncoderClassifier, enc: TextEncoder, train: LabelledTexts, valid: LabelledTexts, cfg: StudentSpec, log=print
 ) -> dict:
     """In-scope rows: `kd_loss`; out-of-scope rows (label -1): outlier exposure."""
     labels = torch.from_numpy(train.labels)

@@ -46,8 +46,8 @@ def task_labels(spec: TaskSpec, splits: dict[str, list[Record]]) -> list[str]:
     return labels
 
 
-def to_split(records: list[Record], answers: list[Answer], labels: list[str]):
-    from nanoforge.distill.trainer import Split
+def labelled_texts(records: list[Record], answers: list[Answer], labels: list[str]):
+    from nanoforge.distill.trainer import LabelledTexts
 
     index = {lab: i for i, lab in enumerate(labels)}
     kept = [(r, a) for r, a in zip(records, answers) if not a.rejected]
@@ -59,7 +59,7 @@ def to_split(records: list[Record], answers: list[Answer], labels: list[str]):
         for i, (_, a) in enumerate(kept):
             for lab, p in (a.probs or {}).items():
                 soft[i, index[lab]] = p
-    return Split(texts, y, soft)
+    return LabelledTexts(texts, y, soft)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -108,7 +108,7 @@ def choose_gate(oos: OutOfScopeSpec, train_out, valid_out, train_y, valid_y, num
 # ----------------------------------------------------------------------------- the student
 
 
-def _train_student(spec, labels, train_split, valid_split):
+def _train_student(spec, labels, train_set, valid_set):
     def train(folder: Path):
         from nanoforge.distill.trainer import train_classifier
         from nanoforge.students.encoder import base_tokenizer, build_student
@@ -117,8 +117,8 @@ def _train_student(spec, labels, train_split, valid_split):
         model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed, layers=cfg.layers)
         enc = base_tokenizer(base_dir, cfg.max_length)
         log(f"student: {cfg.base} ({n_parameters(model) / 1e6:.1f}M parameters), "
-            f"soft labels: {train_split.soft is not None}")
-        training = train_classifier(model, enc, train_split, valid_split, cfg, log=log)
+            f"soft labels: {train_set.soft is not None}")
+        training = train_classifier(model, enc, train_set, valid_set, cfg, log=log)
         enc.save(folder / "tokenizer.json")
         model.save(folder, {"labels": labels, "max_length": cfg.max_length, "base": cfg.base, "training": training})
         return model, enc, training
@@ -157,9 +157,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     write_dataset(out, {name: ({"input": r.input, "output": a.output, **({"probs": a.probs} if a.probs else {}),
                                 **({"rejected": True} if a.rejected else {})}
                                for r, a in zip(splits[name], answers[name])) for name in answers})
-    train_split = to_split(splits["train"], answers["train"], labels)
-    valid_split = to_split(splits["valid"], answers["valid"], labels)
-    if (train_split.labels >= 0).sum() == 0:
+    train_set = labelled_texts(splits["train"], answers["train"], labels)
+    valid_set = labelled_texts(splits["valid"], answers["valid"], labels)
+    if (train_set.labels >= 0).sum() == 0:
         raise NanoforgeError(f"{spec.data.train}: no in-scope training rows after labelling")
     oos, gate_why = gate_spec(spec, answers)
 
@@ -169,12 +169,12 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     print_ = fingerprint(cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
                          [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
     model, enc, training = reuse_or_train(out / "student", print_, _load_student,
-                                          _train_student(spec, labels, train_split, valid_split))
+                                          _train_student(spec, labels, train_set, valid_set))
 
-    in_scope = valid_split.labels >= 0
+    in_scope = valid_set.labels >= 0
     paths, parity, valid_out = export_and_check(
         model, export_student, {"int8": quantize_int8},
-        outputs=lambda runner: classifier_outputs(runner, enc, valid_split.texts),
+        outputs=lambda runner: classifier_outputs(runner, enc, valid_set.texts),
         compare=lambda ref, got: classifier_parity(ref[0], got[0], in_scope), out=out)
     log(parity_line(parity, "label"))
     require_int8_agreement(parity, spec.export.min_int8_agreement, "in-scope valid labels", out / "student")
@@ -184,9 +184,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     gate = gate_section = None
     if oos is not None:
         needs_train = oos.method in ("auto", "mahalanobis")  # class means come from train
-        train_int8 = (classifier_outputs(make_session(paths["int8"]), enc, train_split.texts) if needs_train
+        train_int8 = (classifier_outputs(make_session(paths["int8"]), enc, train_set.texts) if needs_train
                       else (None, None))
-        gate, info = choose_gate(oos, train_int8, valid_out["int8"], train_split.labels, valid_split.labels,
+        gate, info = choose_gate(oos, train_int8, valid_out["int8"], train_set.labels, valid_set.labels,
                                  len(labels))
         log(f"gate: {gate.method} (threshold {gate.threshold:.4g}), because {gate_why}; " + ", ".join(
             f"{m} oos recall {c['valid_oos_recall']}" for m, c in info["candidates"].items()))
@@ -215,7 +215,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
     test, gold = labelled_test(spec, splits["test"], answers)
     bundle_dir, nano, scores = bundle_and_score(out, manifest, files, test)
-    torch_preds = _torch_predictions(model, enc, labels, gate, oos, train_split, valid_split, valid_out["torch"],
+    torch_preds = _torch_predictions(model, enc, labels, gate, oos, train_set, valid_set, valid_out["torch"],
                                      [r.input for r in test])
 
     @torch.no_grad()
@@ -260,7 +260,7 @@ def labelled_test(spec: TaskSpec, test: list[Record], answers: dict[str, list[An
     return [Record(input=r.input, output=g, where=r.where) for r, g in zip(test, gold)], gold
 
 
-def _torch_predictions(model, enc, labels, gate, oos, train_split, valid_split, valid_torch, texts) -> list:
+def _torch_predictions(model, enc, labels, gate, oos, train_set, valid_set, valid_torch, texts) -> list:
     """The torch model's test labels, with the same gate method calibrated on its own outputs."""
     from nanoforge.students.runner import TorchRunner, classifier_outputs
 
@@ -271,11 +271,11 @@ def _torch_predictions(model, enc, labels, gate, oos, train_split, valid_split, 
         return top
     params = {}
     if gate.method == "mahalanobis":
-        tr = classifier_outputs(runner, enc, train_split.texts)
-        keep = train_split.labels >= 0
-        params = fit_mahalanobis(tr[1][keep], train_split.labels[keep], len(labels))
+        tr = classifier_outputs(runner, enc, train_set.texts)
+        keep = train_set.labels >= 0
+        params = fit_mahalanobis(tr[1][keep], train_set.labels[keep], len(labels))
     valid_scores = gate_scores(gate.method, valid_torch[0], valid_torch[1], params)
-    thr = calibrate(valid_scores[valid_split.labels >= 0], oos.target_retention)
+    thr = calibrate(valid_scores[valid_set.labels >= 0], oos.target_retention)
     keep = gate_scores(gate.method, te[0], te[1], params) >= thr
     return [lab if k else None for lab, k in zip(top, keep)]
 
