@@ -17,21 +17,8 @@ from nanoforge.data import Record, check_labels, data_hash, labels_from
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import latency_ms, size_mb
 from nanoforge.manifest import CLASSIFIER_GRAPH, EncoderClassifier, Gate as GateSection, Manifest
-from nanoforge.recipes.steps import (
-    RunResult,
-    bundle_and_score,
-    export_and_check,
-    fingerprint,
-    lineage,
-    load_splits,
-    log,
-    model_row,
-    n_parameters,
-    require_held_out,
-    reuse_or_train,
-    teach,
-    write_dataset,
-)
+from nanoforge.recipes import steps
+from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import METHODS, Gate, calibrate, fit_mahalanobis, gate_scores
 from nanoforge.task import OutOfScopeSpec, TaskSpec
 from nanoforge.teachers import Answer
@@ -116,7 +103,7 @@ def _train_student(spec, labels, train_set, valid_set):
         cfg = spec.student
         model, base_dir = build_student(cfg.base, len(labels), seed=cfg.seed, layers=cfg.layers)
         enc = base_tokenizer(base_dir, cfg.max_length)
-        log(f"student: {cfg.base} ({n_parameters(model) / 1e6:.1f}M parameters), "
+        log(f"student: {cfg.base} ({steps.n_parameters(model) / 1e6:.1f}M parameters), "
             f"soft labels: {train_set.soft is not None}")
         training = train_classifier(model, enc, train_set, valid_set, cfg, log=log)
         enc.save(folder / "tokenizer.json")
@@ -124,14 +111,6 @@ def _train_student(spec, labels, train_set, valid_set):
         return model, enc, training
 
     return train
-
-
-def _load_student(folder: Path):
-    from nanoforge.runtime.text import TextEncoder
-    from nanoforge.students.encoder import EncoderStudent
-
-    model, meta = EncoderStudent.load(folder)
-    return model, TextEncoder.from_file(folder / "tokenizer.json", meta["max_length"]), meta["training"]
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -144,17 +123,18 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     from nanoforge.export.parity import classifier_parity, parity_line, require_int8_agreement
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.runtime.session import make_session
+    from nanoforge.students.encoder import load_trained
     from nanoforge.students.runner import TorchRunner, classifier_outputs
 
     t_start = time.perf_counter()
-    splits = load_splits(spec)
+    splits = steps.load_splits(spec)
     labels = task_labels(spec, splits)
-    require_held_out(spec, splits)
+    steps.require_held_out(spec, splits)
     log(f"task {spec.name}: {len(labels)} labels; train {len(splits['train'])}, valid {len(splits['valid'])}, "
         f"test {len(splits['test'])}")
 
-    teacher, answers = teach(spec, labels, splits, out)
-    write_dataset(out, {name: ({"input": r.input, "output": a.output, **({"probs": a.probs} if a.probs else {}),
+    teacher, answers = steps.teach(spec, labels, splits, out)
+    steps.write_dataset(out, {name: ({"input": r.input, "output": a.output, **({"probs": a.probs} if a.probs else {}),
                                 **({"rejected": True} if a.rejected else {})}
                                for r, a in zip(splits[name], answers[name])) for name in answers})
     train_set = labelled_texts(splits["train"], answers["train"], labels)
@@ -166,13 +146,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print_ = fingerprint(cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
+    print_ = steps.fingerprint(cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
                          [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
-    model, enc, training = reuse_or_train(out / "student", print_, _load_student,
+    model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
                                           _train_student(spec, labels, train_set, valid_set))
 
     in_scope = valid_set.labels >= 0
-    paths, parity, valid_out = export_and_check(
+    paths, parity, valid_out = steps.export_and_check(
         model, export_student, {"int8": quantize_int8},
         outputs=lambda runner: classifier_outputs(runner, enc, valid_set.texts),
         compare=lambda ref, got: classifier_parity(ref[0], got[0], in_scope), out=out)
@@ -203,18 +183,18 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     section = EncoderClassifier(
         runtime="encoder-classifier", file="model.onnx", tokenizer="tokenizer.json", precision="int8",
-        parameters=n_parameters(model), graph=CLASSIFIER_GRAPH.bind(labels=len(labels),
+        parameters=steps.n_parameters(model), graph=CLASSIFIER_GRAPH.bind(labels=len(labels),
                                                                     hidden=valid_out["int8"][1].shape[1]),
         max_length=cfg.max_length, pad_id=enc.pad_id, labels=labels, gate=gate_section)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="classify", task=spec.public_dict(),
                         model=section, metrics={"parity": parity},
-                        lineage=lineage(spec, teacher, splits, spec_source, training=train_summary,
+                        lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
                                         gate_reason=gate_why))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
     test, gold = labelled_test(spec, splits["test"], answers)
-    bundle_dir, nano, scores = bundle_and_score(out, manifest, files, test)
+    bundle_dir, nano, scores = steps.bundle_and_score(out, manifest, files, test)
     torch_preds = _torch_predictions(model, enc, labels, gate, oos, train_set, valid_set, valid_out["torch"],
                                      [r.input for r in test])
 
@@ -224,7 +204,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     texts = [r.input for r in test]
     models = {
-        "student_int8": model_row(scores, "onnxruntime"),
+        "student_int8": steps.model_row(scores, "onnxruntime"),
         "student_torch_fp32": {"metrics": nano.score(torch_preds, gold), "latency_ms": latency_ms(torch_one, texts),
                                "size_mb": round(size_mb(out / "student"), 3), "cost_per_1k_usd": 0.0,
                                "runtime": "torch"},

@@ -18,21 +18,8 @@ from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import TAGGER_GRAPH, EncoderTagger, Manifest
 from nanoforge.metrics.fields import extraction_metrics
 from nanoforge.progress import progress_bar
-from nanoforge.recipes.steps import (
-    RunResult,
-    bundle_and_score,
-    export_and_check,
-    fingerprint,
-    lineage,
-    load_splits,
-    log,
-    model_row,
-    n_parameters,
-    require_held_out,
-    reuse_or_train,
-    teach,
-    write_dataset,
-)
+from nanoforge.recipes import steps
+from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import softmax
 from nanoforge.runtime.session import Runner, bind
 from nanoforge.runtime.tagging import (
@@ -160,14 +147,6 @@ def _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, va
     return train
 
 
-def _load_student(folder: Path):
-    from nanoforge.runtime.text import TextEncoder
-    from nanoforge.students.encoder import EncoderStudent
-
-    model, meta = EncoderStudent.load(folder)
-    return model, TextEncoder.from_file(folder / "tokenizer.json", meta["max_length"]), meta["training"]
-
-
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
     import torch
 
@@ -175,20 +154,21 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     from nanoforge.export.parity import parity_line
     from nanoforge.export.quantize import quantize_int8
     from nanoforge.runtime.session import make_session
+    from nanoforge.students.encoder import load_trained
     from nanoforge.students.runner import TorchRunner
 
     t_start = time.perf_counter()
     schema = spec.extraction_schema()
     tags = tag_names(schema)
-    splits = load_splits(spec)
+    splits = steps.load_splits(spec)
     gold = {name: gold_outputs(schema, recs) for name, recs in splits.items()}
-    require_held_out(spec, splits)
+    steps.require_held_out(spec, splits)
     log(f"task {spec.name}: {len(schema.fields)} fields; train {len(splits['train'])}, "
         f"valid {len(splits['valid'])}, test {len(splits['test'])}")
 
-    teacher, answers = teach(spec, [], splits, out)
+    teacher, answers = steps.teach(spec, [], splits, out)
     typed = {name: typed_answers(schema, splits[name], answers[name]) for name in answers}
-    write_dataset(out, {name: ({"input": r.input, "output": o, **({"rejected": True} if o is None else {})}
+    steps.write_dataset(out, {name: ({"input": r.input, "output": o, **({"rejected": True} if o is None else {})}
                                for r, o in zip(splits[name], typed[name])) for name in typed})
 
     train_texts = [r.input for r, o in zip(splits["train"], typed["train"]) if o is not None]
@@ -203,11 +183,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print_ = fingerprint(cfg.model_dump(mode="json"), spec.public_dict()["schema"],
+    print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.public_dict()["schema"],
                          data_hash(splits["train"], splits["valid"]), train_out, valid_out)
     student_dir = out / "student"
-    model, text_enc, training = reuse_or_train(
-        student_dir, print_, _load_student,
+    model, text_enc, training = steps.reuse_or_train(
+        student_dir, print_, load_trained,
         _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, valid_out))
     enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
 
@@ -224,12 +204,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         return {"agreement": field_agreement(schema, ref[0], got[0]), "max_abs_logit_diff": diff,
                 "field_f1": f1, "field_f1_delta": f1 - ref_f1, "n": len(valid_texts)}
 
-    paths, parity, _ = export_and_check(model, export_student, {"int8": quantize_int8}, outputs, compare, out)
+    paths, parity, _ = steps.export_and_check(model, export_student, {"int8": quantize_int8}, outputs, compare, out)
     ref_f1 = parity["int8"]["field_f1"] - parity["int8"]["field_f1_delta"]
     log(parity_line(parity, "field") + f"; valid field F1 torch {ref_f1:.4f}, int8 {parity['int8']['field_f1']:.4f}")
     if parity["int8"]["field_f1_delta"] < -spec.export.max_int8_f1_drop:
         raise NanoforgeError(
-            f"INT8 export's valid field F1 is {parity['int8']['field_f1']:.4f}, {-parity['int8']['field_f1_delta']:.4f} "
+            f"INT8 export's valid field F1 is {parity['int8']['field_f1']:.4f}, "
+            f"{-parity['int8']['field_f1_delta']:.4f} "
             f"below the torch model's, more than export.max_int8_f1_drop={spec.export.max_int8_f1_drop}; "
             f"no bundle written (student kept in {student_dir})")
 
@@ -239,13 +220,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     files = {"model.onnx": paths["int8"], "tokenizer.json": student_dir / "tokenizer.json"}
     section = EncoderTagger(runtime="encoder-tagger", file="model.onnx", tokenizer="tokenizer.json", precision="int8",
-                            parameters=n_parameters(model), graph=TAGGER_GRAPH.bind(tags=len(tags)),
+                            parameters=steps.n_parameters(model), graph=TAGGER_GRAPH.bind(tags=len(tags)),
                             max_length=cfg.max_length, stride=enc.stride, pad_id=enc.pad_id,
                             schema=spec.public_dict()["schema"], tags=tags, thresholds=thresholds)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="extract", task=spec.public_dict(), model=section,
                         metrics={"parity": parity},
-                        lineage=lineage(spec, teacher, splits, spec_source, training=train_summary,
+                        lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
                                         alignment=align_stats))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
@@ -253,13 +234,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if test_gold is None or any(g is None for g in test_gold):
         raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (gold) for scoring")
     test = [Record(input=r.input, output=g, where=r.where) for r, g in zip(splits["test"], test_gold)]
-    bundle_dir, nano, scores = bundle_and_score(out, manifest, files, test)
+    bundle_dir, nano, scores = steps.bundle_and_score(out, manifest, files, test)
     test_texts = [r.input for r in test]
     torch_runner = TorchRunner(model)
     torch_preds = [o for o, _ in read_fields(torch_runner, enc, schema, test_texts, thresholds=thresholds)]
     n = min(200, 5 * len(test_texts))
     models = {
-        "student_int8": model_row(scores, "onnxruntime"),
+        "student_int8": steps.model_row(scores, "onnxruntime"),
         "student_torch_fp32": {
             "metrics": nano.score(torch_preds, test_gold),
             "latency_ms": latency_ms(lambda t: read_fields(torch_runner, enc, schema, [t], thresholds=thresholds),

@@ -19,21 +19,8 @@ from nanoforge.evaluate import evaluate, size_mb
 from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import DECODER_GRAPH, Decoder, KVCache, Manifest, PromptLayout
 from nanoforge.metrics.text import HEADLINE, references
-from nanoforge.recipes.steps import (
-    RunResult,
-    bundle_and_score,
-    export_and_check,
-    fingerprint,
-    lineage,
-    load_splits,
-    log,
-    model_row,
-    n_parameters,
-    require_held_out,
-    reuse_or_train,
-    teach,
-    write_dataset,
-)
+from nanoforge.recipes import steps
+from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.decoder import DecoderNano, decode_text, encode_prompt
 from nanoforge.runtime.generation import Generator
 from nanoforge.runtime.session import Runner
@@ -85,7 +72,7 @@ def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]]):
         max_input = max_input_tokens(spec, layout)
         rows = examples(tok, layout, pairs["train"], max_input, cfg.max_new_tokens)
         valid_rows = examples(tok, layout, pairs["valid"], max_input, cfg.max_new_tokens)
-        log(f"student: causal LM from {base_desc}, {n_parameters(model) / 1e6:.1f}M parameters, vocabulary "
+        log(f"student: causal LM from {base_desc}, {steps.n_parameters(model) / 1e6:.1f}M parameters, vocabulary "
             f"{model.cfg.vocab_size}; {len(rows)} training pairs, up to {cfg.max_length} tokens")
 
         @torch.no_grad()
@@ -129,8 +116,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    splits = load_splits(spec)
-    require_held_out(spec, splits)
+    splits = steps.load_splits(spec)
+    steps.require_held_out(spec, splits)
     schema = spec.extraction_schema() if spec.kind == "extract" else None
     for recs in splits.values():
         for r in recs:
@@ -138,7 +125,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                 raise NanoforgeError(f"{r.where}: `output` must be text (or a list of reference texts) for {spec.kind}")
     log(f"task {spec.name} ({spec.kind}, decoder student): train {len(splits['train'])}, "
         f"valid {len(splits['valid'])}, test {len(splits['test'])}")
-    teacher, answers = teach(spec, [], splits, out)
+    teacher, answers = steps.teach(spec, [], splits, out)
 
     def target(r, a) -> str:
         if schema is None:
@@ -147,12 +134,12 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     pairs = {name: [(r.input, target(r, a)) for r, a in zip(splits[name], answers[name])
                     if not a.rejected and a.output] for name in answers}
-    write_dataset(out, {name: ({"input": i, "output": o} for i, o in ps) for name, ps in pairs.items()})
+    steps.write_dataset(out, {name: ({"input": i, "output": o} for i, o in ps) for name, ps in pairs.items()})
 
-    print_ = fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
+    print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
                          data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
     student_dir = out / "student"
-    model, tok, layout, training = reuse_or_train(student_dir, print_, _load_student, _train_student(spec, pairs))
+    model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student, _train_student(spec, pairs))
     model.eval()
     max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
     c = model.cfg
@@ -160,13 +147,14 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     # -- export: FP32 (parity: greedy tokens identical to torch), INT8, INT4
     valid_prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in pairs["valid"][:32]]
-    paths, parity, _ = export_and_check(
+    paths, parity, _ = steps.export_and_check(
         model, export_causal, {"int8": quantize_int8_matmul, "int4": quantize_int4},
         outputs=lambda runner: greedy(runner, cache, layout, valid_prompts, max_answer),
         compare=lambda ref, got: {"identical_outputs": sum(a == b for a, b in zip(ref, got)) / max(len(ref), 1),
                                   "n": len(ref)}, out=out)
     log(f"parity on {len(valid_prompts)} valid prompts (greedy): " + ", ".join(
-        f"{name.upper()} identical to torch {p['identical_outputs']:.0%} ({p['size_mb']} MB)" for name, p in parity.items()))
+        f"{name.upper()} identical to torch {p['identical_outputs']:.0%} ({p['size_mb']} MB)"
+        for name, p in parity.items()))
     if parity["fp32"]["identical_outputs"] < 1.0:
         raise NanoforgeError("FP32 ONNX export does not decode exactly like the torch model on valid; "
                              f"no bundle written (student kept in {student_dir})")
@@ -174,7 +162,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     precision = spec.export.precision
     files = {"model.onnx": paths[precision], "tokenizer.json": student_dir / "tokenizer.json"}
     section = Decoder(runtime="decoder", file="model.onnx", tokenizer="tokenizer.json", precision=precision,
-                      parameters=n_parameters(model),
+                      parameters=steps.n_parameters(model),
                       graph=DECODER_GRAPH.bind(vocab=c.vocab_size, layers=c.num_layers, kv_heads=c.num_kv_heads,
                                                head_dim=c.head_dim),
                       architecture="llama", config=c.__dict__, prompt=layout, max_input_tokens=max_input,
@@ -182,13 +170,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind=spec.kind, task=spec.public_dict(), model=section,
                         metrics={"parity": parity},
-                        lineage=lineage(spec, teacher, splits, spec_source, training=train_summary))
+                        lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary))
 
     # -- test: the bundle (through `nanoforge eval`'s function), each other export, the torch student
     test = [r for r in splits["test"] if r.labelled and r.output]
     if not test:
         raise NanoforgeError(f"{spec.data.test or spec.data.train}: test rows need `output` (references) for scoring")
-    bundle_dir, nano, scores = bundle_and_score(out, manifest, files, test, latency_n=LATENCY_CALLS)
+    bundle_dir, nano, scores = steps.bundle_and_score(out, manifest, files, test, latency_n=LATENCY_CALLS)
     texts = [r.input for r in test]
     golds = [nano.gold(r) for r in test]
     models = {}
@@ -196,7 +184,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         # the bundle's tokenizer and prompt, with this export of the same model
         variant = nano if name == precision else DecoderNano(bundle_dir, model_file=str(path.resolve()))
         row = scores if name == precision else evaluate(variant, test, latency_n=LATENCY_CALLS)
-        models[f"student_{name}"] = model_row(row, "onnxruntime", size_mb=round(path.stat().st_size / 1e6, 3))
+        models[f"student_{name}"] = steps.model_row(row, "onnxruntime", size_mb=round(path.stat().st_size / 1e6, 3))
     if schema is None:  # (a decoder's unconstrained JSON would not be comparable)
         prompts = [encode_prompt(tok, layout, t, max_input)[0] for t in texts]
         torch_preds = [decode_text(tok, ids) for ids in greedy(TorchRunner(model), cache, layout, prompts, max_answer)]

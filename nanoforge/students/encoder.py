@@ -124,6 +124,12 @@ class EncoderTagger(EncoderStudent):
         return self.head(self.dropout(hidden))
 
 
+def load_trained(folder: str | Path) -> tuple[EncoderStudent, TextEncoder, dict]:
+    """A student a recipe trained and saved: (model, its tokenizer, its training record)."""
+    model, meta = EncoderStudent.load(folder)
+    return model, TextEncoder.from_file(Path(folder) / "tokenizer.json", meta["max_length"]), meta["training"]
+
+
 def build_student(base: str, num_labels: int, seed: int = 0, cls: type[EncoderStudent] | None = None,
                   layers: int | None = None) -> tuple[EncoderStudent, Path]:
     """Load the base encoder's weights (local files only), keep `layers` of its layers
