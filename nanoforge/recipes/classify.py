@@ -135,8 +135,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     teacher, answers = steps.teach(spec, labels, splits, out)
     steps.write_dataset(out, {name: ({"input": r.input, "output": a.output, **({"probs": a.probs} if a.probs else {}),
-                                **({"rejected": True} if a.rejected else {})}
-                               for r, a in zip(splits[name], answers[name])) for name in answers})
+                                      **({"rejected": True} if a.rejected else {})}
+                                     for r, a in zip(splits[name], answers[name])) for name in answers})
     train_set = labelled_texts(splits["train"], answers["train"], labels)
     valid_set = labelled_texts(splits["valid"], answers["valid"], labels)
     if (train_set.labels >= 0).sum() == 0:
@@ -147,9 +147,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print_ = steps.fingerprint(cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
-                         [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
+                               [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
     model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
-                                          _train_student(spec, labels, train_set, valid_set))
+                                                _train_student(spec, labels, train_set, valid_set))
 
     in_scope = valid_set.labels >= 0
     paths, parity, valid_out = steps.export_and_check(
@@ -183,14 +183,14 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     section = EncoderClassifier(
         runtime="encoder-classifier", file="model.onnx", tokenizer="tokenizer.json", precision="int8",
-        parameters=steps.n_parameters(model), graph=CLASSIFIER_GRAPH.bind(labels=len(labels),
-                                                                    hidden=valid_out["int8"][1].shape[1]),
+        parameters=steps.n_parameters(model),
+        graph=CLASSIFIER_GRAPH.bind(labels=len(labels), hidden=valid_out["int8"][1].shape[1]),
         max_length=cfg.max_length, pad_id=enc.pad_id, labels=labels, gate=gate_section)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="classify", task=spec.public_dict(),
                         model=section, metrics={"parity": parity},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
-                                        gate_reason=gate_why))
+                                              gate_reason=gate_why))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
     test, gold = labelled_test(spec, splits["test"], answers)
@@ -198,7 +198,6 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     torch_preds = _torch_predictions(model, enc, labels, gate, oos, train_set, valid_set, valid_out["torch"],
                                      [r.input for r in test])
 
-    @torch.no_grad()
     def torch_one(text: str):
         return TorchRunner(model).run(None, dict(zip(CLASSIFIER_GRAPH.input_names, enc.encode([text]))))
 

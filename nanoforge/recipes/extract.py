@@ -169,7 +169,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     teacher, answers = steps.teach(spec, [], splits, out)
     typed = {name: typed_answers(schema, splits[name], answers[name]) for name in answers}
     steps.write_dataset(out, {name: ({"input": r.input, "output": o, **({"rejected": True} if o is None else {})}
-                               for r, o in zip(splits[name], typed[name])) for name in typed})
+                                     for r, o in zip(splits[name], typed[name])) for name in typed})
 
     train_texts = [r.input for r, o in zip(splits["train"], typed["train"]) if o is not None]
     train_out = [o for o in typed["train"] if o is not None]
@@ -184,7 +184,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.public_dict()["schema"],
-                         data_hash(splits["train"], splits["valid"]), train_out, valid_out)
+                               data_hash(splits["train"], splits["valid"]), train_out, valid_out)
     student_dir = out / "student"
     model, text_enc, training = steps.reuse_or_train(
         student_dir, print_, load_trained,
@@ -227,7 +227,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     manifest = Manifest(name=spec.name, version=spec.version, kind="extract", task=spec.public_dict(), model=section,
                         metrics={"parity": parity},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
-                                        alignment=align_stats))
+                                              alignment=align_stats))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
     test_gold = gold["test"] if all(g is not None for g in gold["test"]) else typed.get("test")

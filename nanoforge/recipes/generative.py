@@ -137,7 +137,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     steps.write_dataset(out, {name: ({"input": i, "output": o} for i, o in ps) for name, ps in pairs.items()})
 
     print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
-                         data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
+                               data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
     student_dir = out / "student"
     model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student, _train_student(spec, pairs))
     model.eval()
