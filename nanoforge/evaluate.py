@@ -34,7 +34,7 @@ def size_mb(path: str | Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def evaluate(nano, records: Sequence[Record], latency_n: int = 200, batch_size: int = 16) -> dict[str, Any]:
+def evaluate(nano, records: Sequence[Record], latency_n: int = 200) -> dict[str, Any]:
     """The `nanoforge eval --json` object: the nano's answers on `records` scored against
     their gold outputs by the nano's own kind (`gold`, `score`), single-input latency, and
     whatever else its kind measures (`speed`: a decoder's tokens/s). Training reports its
@@ -48,10 +48,11 @@ def evaluate(nano, records: Sequence[Record], latency_n: int = 200, batch_size: 
     golds = [nano.gold(r) for r in records]
     texts = [r.input for r in records]
     outputs: list[Any] = []
+    step = nano.eval_batch or max(len(texts), 1)
     with progress_bar(f"eval {nano.name}", total=len(texts)) as advance:
-        for s in range(0, len(texts), batch_size):
-            outputs += [a["output"] for a in nano.predict_batch(texts[s : s + batch_size])]
-            advance(min(batch_size, len(texts) - s))
+        for s in range(0, len(texts), step):
+            outputs += [a["output"] for a in nano.predict_batch(texts[s : s + step])]
+            advance(min(step, len(texts) - s))
     calls = nano.latency_calls(len(texts), latency_n)
     return {
         "n": len(records),

@@ -28,6 +28,9 @@ REASONS = {
 class Nano:
     runtime: ClassVar[str]
     labels: list[str] | None = None  # the label set, for a classifier (its fallback teacher needs it)
+    # `nanoforge eval` hands predict_batch this many inputs at a time (None: all at once, as
+    # an encoder batches by length itself; a decoder's batch is one generation loop).
+    eval_batch: ClassVar[int | None] = None
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
                  manifest: Manifest | None = None):

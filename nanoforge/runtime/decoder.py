@@ -60,6 +60,7 @@ class DecoderNano(Nano):
     export of the same model in place of the bundle's, e.g. to score FP32/INT8/INT4 side by side."""
 
     runtime = "decoder"
+    eval_batch = 16
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
                  manifest: Manifest | None = None, model_file: str | None = None):
