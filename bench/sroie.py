@@ -140,8 +140,9 @@ def main() -> None:
     m = quality["metrics"]
     print(f"test receipts {len(records)}: field F1 {m['field_f1']:.4f}, exact match {m['exact_match']:.4f}, "
           f"valid JSON {m['valid_json']:.4f}")
-    for name, f in m["per_field"].items():
-        print(f"  {name:8s} P {f['precision']:.4f} R {f['recall']:.4f} F1 {f['f1']:.4f} (n={f['support']})")
+    for name, f in m["per_field"].items():  # None: nothing predicted (or expected) for the field
+        p, r, f1 = (f"{x:.4f}" if x is not None else "-" for x in (f["precision"], f["recall"], f["f1"]))
+        print(f"  {name:8s} P {p} R {r} F1 {f1} (n={f['support']})")
     print(f"span oracle (ceiling of any span extractor on this text): field F1 {oracle:.4f}")
     print(f"p50 per receipt, 1 thread: runtime INT8 {rt['p50']:.2f} ms, torch FP32 {th['p50']:.2f} ms")
     print(f"wrote {out}")
