@@ -44,7 +44,7 @@ student:
   warmup_ratio: 0.05
   patience: 1
   threads: 2
-export: {{precision: int8}}
+export: {{require: int8}}
 """
 
 

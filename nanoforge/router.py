@@ -73,7 +73,9 @@ class Loaded:
                 from nanoforge.task import parse_task
                 from nanoforge.teachers.openai import OpenAITeacher
 
-                spec = parse_task({**self.task, "teacher": self.teacher_spec().model_dump(mode="json")},
+                # (export settings are training's, and older bundles spell them differently)
+                task = {k: v for k, v in self.task.items() if k != "export"}
+                spec = parse_task({**task, "teacher": self.teacher_spec().model_dump(mode="json")},
                                   source=f"{self.ref} manifest")
                 self._teacher = OpenAITeacher(spec, self.nano.labels or [])
             return self._teacher

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nanoforge.errors import NanoforgeError
 
@@ -132,14 +132,30 @@ class OutOfScopeSpec(_Strict):
     method: Literal["auto", "msp", "energy", "mahalanobis"] = "auto"
 
 
+_RENAMED_EXPORT_KEYS = {
+    "min_int8_agreement": "export.min_agreement (the ladder tries every variant against it)",
+    "max_int8_f1_drop": "export.max_metric_drop, in points of the metric (0.02 is now 2.0)",
+    "precision": "export.require (a precision the bundle must have)",
+}
+
+
 class ExportSpec(_Strict):
-    # classify: refuse a bundle whose INT8 labels agree with torch on less of valid than this
-    min_int8_agreement: float = Field(0.99, ge=0, le=1)
-    # extract: refuse a bundle whose INT8 valid field F1 is more than this below torch's
-    # (field agreement is recorded too: a span off by one token is a different string)
-    max_int8_f1_drop: float = Field(0.02, ge=0, le=1)
-    # translate / summarize: which export goes in the bundle (all three are measured)
-    precision: Literal["fp32", "int8", "int4"] = "int8"
+    """The quantisation ladder's tolerance (nanoforge/export/ladder.py): the bundle ships the
+    smallest variant whose valid metric is at most `max_metric_drop` points (0-100 scale) under
+    the trained model's and whose answers agree with it on at least `min_agreement` of valid
+    (labels; fields; decoders: greedy outputs). `require` makes a precision mandatory."""
+
+    max_metric_drop: float = Field(0.5, ge=0, le=100)
+    min_agreement: float = Field(0.99, ge=0, le=1)
+    require: Literal["fp32", "fp16", "int8", "int4"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw):
+        for old, new in _RENAMED_EXPORT_KEYS.items():
+            if isinstance(raw, dict) and old in raw:
+                raise ValueError(f"`{old}` was replaced by {new}")
+        return raw
 
 
 class FallbackSpec(_Strict):
@@ -214,7 +230,7 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     except ValidationError as e:
         err = e.errors()[0]
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise NanoforgeError(f"{source}: {_loc(err['loc'])}: {msg}{more}") from None

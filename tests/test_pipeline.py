@@ -30,7 +30,8 @@ def test_manifest_contract(trained_run):
     assert s.gate.method in ("msp", "energy", "mahalanobis")
     assert set(s.gate.candidates) == {"msp", "energy", "mahalanobis"}
     assert s.graph.output_names == ["logits", "pooled"] and s.graph.outputs[0].shape == ["batch", 5]
-    assert m.metrics["parity"]["int8"]["agreement"] >= 0.95
+    shipped = m.metrics["export"]["shipped"]
+    assert m.metrics["parity"][shipped]["agreement"] >= 0.95 and m.model.precision == m.metrics["export"]["precision"]
     assert m.metrics["parity"]["fp32"]["max_abs_logit_diff"] < 1e-3
     lin = m.lineage
     assert lin["teacher"]["backend"] == "reference" and len(lin["data_sha256"]) == 64
@@ -114,7 +115,7 @@ def test_train_only_file_without_out_of_scope_rows(tmp_path, tiny_task):
     (tmp_path / "task.yaml").write_text(
         "name: home-commands\nkind: classify\ndata: {train: all.jsonl}\n"
         f"student: {{base: '{tiny_task.parent / 'tiny-bert'}', max_length: 24, epochs: 2, batch_size: 16,"
-        " lr: 3.0e-3, threads: 1}\nexport: {min_int8_agreement: 0.9}\n")
+        " lr: 3.0e-3, threads: 1}\nexport: {min_agreement: 0.9, max_metric_drop: 10}\n")
     result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
     assert result["data"] == {"train": 96, "valid": 12, "test": 12}
     m = read_manifest(tmp_path / "run" / "bundle")
@@ -161,7 +162,7 @@ def test_a_closed_set_moderation_task_answers_every_input(tmp_path, tiny_task):
         "name: moderation\nkind: classify\nlabels: [allow, review]\n"
         "data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}\n"
         f"student: {{base: '{tiny_task.parent / 'tiny-bert'}', max_length: 24, epochs: 2, batch_size: 16,"
-        " lr: 3.0e-3, threads: 1}\nexport: {min_int8_agreement: 0.8}\n")
+        " lr: 3.0e-3, threads: 1}\nexport: {min_agreement: 0.8, max_metric_drop: 20}\n")
     result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
     assert result["gate"]["method"] is None and "closed label set" in result["gate"]["reason"]
     assert result["models"]["student_int8"]["metrics"]["in_scope_retention"] == 1.0

@@ -39,7 +39,7 @@ def test_llm_teacher_pipeline(tmp_path, tiny_task):
             f"teacher: {{backend: openai, model: test-model, base_url: '{srv.base_url}', api_key_env: NF_TEST_KEY,"
             " price_per_1m_in: 1.0, price_per_1m_out: 2.0, concurrency: 4, logprobs: true, max_retries: 1}\n"
             f"student: {{base: '{base}', max_length: 32, epochs: 2, batch_size: 16, lr: 3.0e-3, threads: 1}}\n"
-            "export: {min_int8_agreement: 0.9}\n"
+            "export: {min_agreement: 0.9, max_metric_drop: 10}\n"
         )
         (tmp_path / "task.yaml").write_text(spec_text)
         spec = load_task(tmp_path / "task.yaml")

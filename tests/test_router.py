@@ -29,7 +29,7 @@ def travel_bundle(tmp_path_factory):
         "name: travel-intents\nversion: 1.0.0\nkind: classify\n"
         "data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}\n"
         "student: {base: tiny-bert, max_length: 32, epochs: 4, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
-        "out_of_scope: {target_retention: 0.9}\nexport: {min_int8_agreement: 0.9}\n")
+        "out_of_scope: {target_retention: 0.9}\nexport: {min_agreement: 0.9, max_metric_drop: 10}\n")
     train(load_task(root / "task.yaml"), root / "run")
     return root / "run" / "bundle"
 

@@ -42,7 +42,7 @@ def quantize_int4(src: str | Path, dst: str | Path, block_size: int = 32) -> Pat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     dst = Path(dst)
-    with _quiet():
+    with quiet():
         quant = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=True,
                                      op_types_to_quantize=("MatMul", "Gather"),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)))
@@ -52,7 +52,7 @@ def quantize_int4(src: str | Path, dst: str | Path, block_size: int = 32) -> Pat
 
 
 @contextmanager
-def _quiet():
+def quiet():
     """onnxruntime.quantization logs every skipped node and a pre-processing hint; keep errors only."""
     root = logging.getLogger()
     level = root.level
@@ -68,7 +68,7 @@ def quantize_int8_matmul(src: str | Path, dst: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
-    with _quiet():
+    with quiet():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          op_types_to_quantize=["MatMul", "Gather"])
     return dst

@@ -119,9 +119,9 @@ def _train_student(spec, labels, train_set, valid_set):
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
     import torch
 
+    from nanoforge.export.ladder import ENCODER_LADDER, calibration_feeds
     from nanoforge.export.onnx import export_student
-    from nanoforge.export.parity import classifier_parity, parity_line, require_int8_agreement
-    from nanoforge.export.quantize import quantize_int8
+    from nanoforge.export.parity import classifier_parity
     from nanoforge.runtime.session import make_session
     from nanoforge.students.encoder import load_trained
     from nanoforge.students.runner import TorchRunner, classifier_outputs
@@ -151,22 +151,34 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
                                                 _train_student(spec, labels, train_set, valid_set))
 
+    # -- export: the quantisation ladder, scored on in-scope valid labels
     in_scope = valid_set.labels >= 0
-    paths, parity, valid_out = steps.export_and_check(
-        model, export_student, {"int8": quantize_int8},
-        outputs=lambda runner: classifier_outputs(runner, enc, valid_set.texts),
-        compare=lambda ref, got: classifier_parity(ref[0], got[0], in_scope), out=out)
-    log(parity_line(parity, "label"))
-    require_int8_agreement(parity, spec.export.min_int8_agreement, "in-scope valid labels", out / "student")
+    torch_valid = classifier_outputs(TorchRunner(model), enc, valid_set.texts)
+    torch_labels = torch_valid[0].argmax(1)
 
-    # -- gate, calibrated on the deployed (INT8) model's own outputs
-    files = {"model.onnx": paths["int8"], "tokenizer.json": out / "student" / "tokenizer.json"}
+    def score(runner):
+        labels_ = classifier_outputs(runner, enc, valid_set.texts)[0].argmax(1)
+        return (100 * float((labels_ == valid_set.labels)[in_scope].mean()),
+                float((labels_ == torch_labels)[in_scope].mean()))
+
+    reference = 100 * float((torch_labels == valid_set.labels)[in_scope].mean())
+    outcome = steps.export_ladder(
+        spec, model, export_student, ENCODER_LADDER, score, reference,
+        calibration_feeds(enc, train_set.texts), lambda runner: steps.p50_ms(
+            lambda t: classifier_outputs(runner, enc, [t]), valid_set.texts), out, spec_source)
+    shipped = make_session(outcome.path)
+    valid_out = {"torch": torch_valid, "shipped": classifier_outputs(shipped, enc, valid_set.texts)}
+    parity = {"fp32": classifier_parity(torch_valid[0], classifier_outputs(
+        make_session(out / "export" / "model.fp32.onnx"), enc, valid_set.texts)[0], in_scope),
+        outcome.shipped.name: classifier_parity(torch_valid[0], valid_out["shipped"][0], in_scope)}
+
+    # -- gate, calibrated on the deployed model's own outputs
+    files = {"model.onnx": outcome.path, "tokenizer.json": out / "student" / "tokenizer.json"}
     gate = gate_section = None
     if oos is not None:
         needs_train = oos.method in ("auto", "mahalanobis")  # class means come from train
-        train_int8 = (classifier_outputs(make_session(paths["int8"]), enc, train_set.texts) if needs_train
-                      else (None, None))
-        gate, info = choose_gate(oos, train_int8, valid_out["int8"], train_set.labels, valid_set.labels,
+        train_out = classifier_outputs(shipped, enc, train_set.texts) if needs_train else (None, None)
+        gate, info = choose_gate(oos, train_out, valid_out["shipped"], train_set.labels, valid_set.labels,
                                  len(labels))
         log(f"gate: {gate.method} (threshold {gate.threshold:.4g}), because {gate_why}; " + ", ".join(
             f"{m} oos recall {c['valid_oos_recall']}" for m, c in info["candidates"].items()))
@@ -182,13 +194,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         log(f"gate: none ({gate_why}): every input gets a label")
 
     section = EncoderClassifier(
-        runtime="encoder-classifier", file="model.onnx", tokenizer="tokenizer.json", precision="int8",
-        parameters=steps.n_parameters(model),
-        graph=CLASSIFIER_GRAPH.bind(labels=len(labels), hidden=valid_out["int8"][1].shape[1]),
+        runtime="encoder-classifier", file="model.onnx", tokenizer="tokenizer.json",
+        precision=outcome.shipped.precision, parameters=steps.n_parameters(model),
+        graph=CLASSIFIER_GRAPH.bind(labels=len(labels), hidden=valid_out["shipped"][1].shape[1]),
         max_length=cfg.max_length, pad_id=enc.pad_id, labels=labels, gate=gate_section)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="classify", task=spec.public_dict(),
-                        model=section, metrics={"parity": parity},
+                        model=section, metrics={"parity": parity, "export": outcome.to_dict()},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
                                               gate_reason=gate_why))
 
@@ -221,7 +233,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     summary = {"task": spec.name, "kind": "classify", "labels": len(labels), "models": models,
                "teacher_stats": teacher.stats.to_dict(),
                "gate": {**(gate_section.to_dict() if gate_section else {"method": None}), "reason": gate_why},
-               "parity": parity, "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     return RunResult(summary, {"curves": curves, "gold": gold, "pred": scores["outputs"], "gate": nano.gate})

@@ -93,6 +93,17 @@ def _window_rows(runner: Runner, rows: list[np.ndarray], pad_id: int, batch_size
     return out
 
 
+def calibration_feeds_windows(enc: DocumentEncoder, texts: list[str], n: int = 64, batch: int = 8, seed: int = 0):
+    """Tagger inputs for static quantisation: windows of a seeded sample of documents, in
+    batches padded to one width."""
+    from nanoforge.export.ladder import padded_batches
+
+    rng = np.random.default_rng(seed)
+    docs = [enc.document(texts[i]) for i in rng.permutation(len(texts))[:n]]
+    ids, mask, _ = enc.window_arrays(docs)
+    return padded_batches(ids, mask, batch)
+
+
 def _student(spec: TaskSpec, tags: list[str]):
     """(model, tokenizer, the tagger to distil from or None) for a new student."""
     from nanoforge.students.encoder import EncoderTagger as Tagger, base_tokenizer, build_student, student_from
@@ -150,9 +161,8 @@ def _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, va
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
     import torch
 
+    from nanoforge.export.ladder import ENCODER_LADDER
     from nanoforge.export.onnx import export_student
-    from nanoforge.export.parity import parity_line
-    from nanoforge.export.quantize import quantize_int8
     from nanoforge.runtime.session import make_session
     from nanoforge.students.encoder import load_trained
     from nanoforge.students.runner import TorchRunner
@@ -204,28 +214,36 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         return {"agreement": field_agreement(schema, ref[0], got[0]), "max_abs_logit_diff": diff,
                 "field_f1": f1, "field_f1_delta": f1 - ref_f1, "n": len(valid_texts)}
 
-    paths, parity, _ = steps.export_and_check(model, export_student, {"int8": quantize_int8}, outputs, compare, out)
-    ref_f1 = parity["int8"]["field_f1"] - parity["int8"]["field_f1_delta"]
-    log(parity_line(parity, "field") + f"; valid field F1 torch {ref_f1:.4f}, int8 {parity['int8']['field_f1']:.4f}")
-    if parity["int8"]["field_f1_delta"] < -spec.export.max_int8_f1_drop:
-        raise NanoforgeError(
-            f"INT8 export's valid field F1 is {parity['int8']['field_f1']:.4f}, "
-            f"{-parity['int8']['field_f1_delta']:.4f} "
-            f"below the torch model's, more than export.max_int8_f1_drop={spec.export.max_int8_f1_drop}; "
-            f"no bundle written (student kept in {student_dir})")
+    # -- export: the quantisation ladder, scored by valid field F1 and field agreement with torch
+    torch_out = outputs(TorchRunner(model))
+
+    def score(runner):
+        got = [o for o, _ in read_fields(runner, enc, schema, valid_texts)]
+        return (100 * (extraction_metrics(schema, got, valid_out)["field_f1"] or 0.0),
+                field_agreement(schema, torch_out[0], got))
+
+    reference = 100 * (extraction_metrics(schema, torch_out[0], valid_out)["field_f1"] or 0.0)
+    outcome = steps.export_ladder(
+        spec, model, export_student, ENCODER_LADDER, score, reference,
+        calibration_feeds_windows(enc, train_texts), lambda runner: steps.p50_ms(
+            lambda t: read_fields(runner, enc, schema, [t]), valid_texts, n=10), out, spec_source)
+    shipped = make_session(outcome.path)
+    parity = {name: compare(torch_out, outputs(make_session(path)))
+              for name, path in (("fp32", out / "export" / "model.fp32.onnx"), (outcome.shipped.name, outcome.path))}
 
     # fields left null without a tagged run: answer anyway above a threshold calibrated on valid
-    thresholds = calibrate_thresholds(schema, tag_probs(make_session(paths["int8"]), enc, valid_texts), valid_out)
+    thresholds = calibrate_thresholds(schema, tag_probs(shipped, enc, valid_texts), valid_out)
     log("null thresholds (calibrated on valid): " + ", ".join(f"{k} {v}" for k, v in thresholds.items()))
 
-    files = {"model.onnx": paths["int8"], "tokenizer.json": student_dir / "tokenizer.json"}
-    section = EncoderTagger(runtime="encoder-tagger", file="model.onnx", tokenizer="tokenizer.json", precision="int8",
+    files = {"model.onnx": outcome.path, "tokenizer.json": student_dir / "tokenizer.json"}
+    section = EncoderTagger(runtime="encoder-tagger", file="model.onnx", tokenizer="tokenizer.json",
+                            precision=outcome.shipped.precision,
                             parameters=steps.n_parameters(model), graph=TAGGER_GRAPH.bind(tags=len(tags)),
                             max_length=cfg.max_length, stride=enc.stride, pad_id=enc.pad_id,
                             schema=spec.public_dict()["schema"], tags=tags, thresholds=thresholds)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="extract", task=spec.public_dict(), model=section,
-                        metrics={"parity": parity},
+                        metrics={"parity": parity, "export": outcome.to_dict()},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
                                               alignment=align_stats))
 
@@ -257,7 +275,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                              "size_mb": None, "cost_per_1k_usd": 0.0,
                              "runtime": "reference labels (the gold answers themselves)"}
     summary = {"task": spec.name, "kind": "extract", "fields": schema.names, "models": models, "teacher_stats": tstats,
-               "parity": parity, "alignment": align_stats, "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "alignment": align_stats, "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     return RunResult(summary, {"gold": test_gold, "int8": scores["outputs"], "torch": torch_preds,

@@ -159,7 +159,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         raise NanoforgeError("FP32 ONNX export does not decode exactly like the torch model on valid; "
                              f"no bundle written (student kept in {student_dir})")
 
-    precision = spec.export.precision
+    precision = spec.export.require or "int8"  # (the decoder ladder: next)
     files = {"model.onnx": paths[precision], "tokenizer.json": student_dir / "tokenizer.json"}
     section = Decoder(runtime="decoder", file="model.onnx", tokenizer="tokenizer.json", precision=precision,
                       parameters=steps.n_parameters(model),

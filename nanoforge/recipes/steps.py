@@ -184,6 +184,45 @@ def export_and_check(model, export: Callable[[Any, Path], Path], quantizers: dic
     return paths, parity, results
 
 
+def export_ladder(spec: TaskSpec, model, export: Callable[[Any, Path], Path], rungs, score, reference: float,
+                  calibration, latency, out: Path, spec_source: str | None):
+    """Export the student and climb the quantisation ladder (nanoforge/export/ladder.py) within
+    the spec's tolerance. With `export.require`, only variants of that precision are tried and
+    none passing is a one-line error with the measured figures."""
+    from nanoforge.export.ladder import Context, climb
+
+    model.eval()
+    tol = spec.export
+    if tol.require is not None:
+        kept = [r for r in rungs if r.precision == tol.require]
+        if not kept:
+            raise NanoforgeError(f"export.require: {tol.require} is not a variant of this model "
+                                 f"({', '.join(sorted({r.precision for r in rungs}))})")
+        rungs = kept
+    fp32 = export(model, out / "export" / "model.fp32.onnx")
+    with progress_bar("export ladder", total=len(rungs)) as advance:
+        outcome = climb(rungs, fp32, out / "export", Context(score, calibration), reference, tol.max_metric_drop,
+                        tol.min_agreement, latency, log=log, done=lambda name: advance(1, name))
+    if tol.require is not None and not outcome.shipped.passed:
+        figures = "; ".join(f"{t.name}: metric {t.metric:.2f} ({-t.metric_drop:+.2f}), agreement {t.agreement:.2%}"
+                            for t in outcome.tried)
+        raise NanoforgeError(
+            f"export.require {tol.require}: no {tol.require} variant is within export.max_metric_drop="
+            f"{tol.max_metric_drop} and export.min_agreement={tol.min_agreement} ({figures}); loosen those or "
+            f"drop export.require, then run `nanoforge train {spec_source or 'TASK.yaml'} --out {out}` again "
+            f"(the trained student is reused)")
+    if outcome.shipped.precision == "fp32" and len(outcome.tried) > 1:
+        log(f"warning: {outcome.why}")
+    return outcome
+
+
+def p50_ms(fn: Callable[[str], Any], texts: list[str], n: int = 20) -> float:
+    """Single-input p50 latency of `fn` over up to `n` of `texts` (the ladder's latency column)."""
+    from nanoforge.evaluate import latency_ms
+
+    return latency_ms(fn, texts[:n], n=min(n, len(texts)), warmup=min(3, len(texts)))["p50"]
+
+
 def n_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
