@@ -113,7 +113,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     q = result["quality"]
-    names = [k for k in ("student_torch_fp32", "student_fp32", "student_int8", "student_int4") if k in q]
+    names = [k for k in q if k.startswith("student_")]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     x = range(len(names))
     for off, key in ((-0.25, "rouge1"), (0.0, "rouge2"), (0.25, "rougeL")):

@@ -169,10 +169,10 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     q = result["quality"]
-    names = [k for k in ("student_fp32", "student_int8", "student_int4") if k in q]
+    names = [k for k in q if k.startswith("student_") and k != "student_torch_fp32"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.bar([n.split("_")[1] for n in names], [q[n]["chrf"] for n in names], label="chrF")
-    a1.bar([n.split("_")[1] for n in names], [q[n]["bleu"] for n in names], label="BLEU", alpha=0.7)
+    a1.bar([n.removeprefix("student_") for n in names], [q[n]["chrf"] for n in names], label="chrF")
+    a1.bar([n.removeprefix("student_") for n in names], [q[n]["bleu"] for n in names], label="BLEU", alpha=0.7)
     a1.set_title(f"{result['direction']} test ({result['n_test']} pairs)")
     a1.legend()
     finish_plot(fig, a2, result["speed_1_thread"], path)

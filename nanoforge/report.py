@@ -19,9 +19,15 @@ MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32"
                 "teacher": "teacher"}
 
 
-GENERATIVE_TITLES = {"student_int8": "nano INT8 (onnxruntime)", "student_int4": "nano INT4 (onnxruntime)",
-                     "student_fp32": "nano FP32 (onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
-                     "teacher": "teacher"}
+def _generative_title(key: str, result: dict[str, Any]) -> str:
+    """student_<variant> -> 'nano <variant> (onnxruntime)', the shipped one marked."""
+    if key == "student_torch_fp32":
+        return "student (FP32, torch)"
+    if key == "teacher":
+        return "teacher"
+    name = key.removeprefix("student_")
+    shipped = (result.get("export") or {}).get("shipped")
+    return f"nano {name} (onnxruntime)" + (" [bundle]" if name == shipped else "")
 
 
 def header(result: dict[str, Any]) -> list[str]:
@@ -39,13 +45,10 @@ def generative_rows(result: dict[str, Any]) -> list[list[str]]:
             "extract": ["field_f1", "exact_match", "valid_json"]}[result["kind"]]
     scale = 100.0 if result["kind"] == "extract" else 1.0
     rows = []
-    for key, title in GENERATIVE_TITLES.items():
-        m = result["models"].get(key)
-        if m is None:
-            continue
+    for key, m in result["models"].items():
         lat = m.get("latency_ms")
         rows.append([
-            title + (f" [{m['runtime']}]" if key == "teacher" else ""),
+            _generative_title(key, result) + (f" [{m['runtime']}]" if key == "teacher" else ""),
             *(f"{scale * (m['metrics'][k] or 0):.1f}" for k in keys),
             f"{lat['p50']:.1f} ms" if lat else "-",
             f"{m['ttft_ms']['p50']:.1f} ms" if m.get("ttft_ms") else "-",
@@ -308,8 +311,10 @@ def plot_fields(out_png: Path, result: dict[str, Any]) -> None:
 
 
 def write_generative_report(out: Path, run) -> None:
-    """report.json, report.md (table, parity, examples) and report.png (quality and size per export)."""
+    """report.json, report.md (table, the export ladder, examples) and report.png (valid metric
+    and size of each variant the ladder tried)."""
     result = run.summary
+    key = HEADLINE[result["kind"]]
 
     def draw(path: Path) -> None:
         import matplotlib
@@ -317,23 +322,27 @@ def write_generative_report(out: Path, run) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        key = HEADLINE[result["kind"]]
-        names = [k for k in ("student_fp32", "student_int8", "student_int4") if k in result["models"]]
+        tried = result["export"]["tried"]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.bar([n.split("_")[1] for n in names], [result["models"][n]["metrics"][key] for n in names])
-        a1.set_title(f"test {key} by export")
-        a2.bar([n.split("_")[1] for n in names], [result["models"][n]["size_mb"] for n in names])
+        a1.bar([t["name"] for t in tried], [t["metric"] for t in tried])
+        a1.set_title(f"valid {key} by export (agreement with torch in the ladder table)")
+        a2.bar([t["name"] for t in tried], [t["size_mb"] for t in tried])
         a2.set_title("model size (MB)")
+        for ax in (a1, a2):
+            ax.tick_params(axis="x", labelrotation=30)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
 
     plot_line = write_json_and_plot(out, result, draw, "quality and size per export")
     par = result["parity"]
+    shipped = result["export"]["shipped"]
     lines = [f"# {result['task']} ({result['kind']})\n", markdown_table(result),
-             f"\nGreedy parity on {par['fp32']['n']} valid prompts: FP32 ONNX identical to torch "
-             f"{par['fp32']['identical_outputs']:.0%}, INT8 {par['int8']['identical_outputs']:.0%}, "
-             f"INT4 {par['int4']['identical_outputs']:.0%}.\n", "\n## Examples (test)\n"]
+             "\n## Export: the quantisation ladder (valid; agreement: the torch model's next token, teacher-forced)\n\n",
+             ladder_md(result, key),
+             f"\nGreedy outputs identical to torch on {par['fp32']['n']} valid prompts: FP32 ONNX "
+             f"{par['fp32']['identical_outputs']:.0%}, {shipped} {par[shipped]['identical_outputs']:.0%}.\n",
+             "\n## Examples (test)\n"]
     for ex in result.get("examples", []):
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)

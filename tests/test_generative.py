@@ -81,21 +81,28 @@ def test_translate_pipeline_outputs_and_parity(translate_run):
 
     out = translate_run["root"] / "run"
     for name in ("bundle/model.onnx", "bundle/tokenizer.json", "report.md", "report.json", "report.png",
-                 "export/model.fp32.onnx", "export/model.int8.onnx", "export/model.int4.onnx",
-                 "student/model.safetensors"):
+                 "export/model.fp32.onnx", "student/model.safetensors"):
         assert (out / name).is_file(), name
     from nanoforge.manifest import schema_errors
 
     assert schema_errors(json.loads((translate_run["bundle"] / "manifest.json").read_text())) == []
     m = read_manifest(translate_run["bundle"])
-    assert m.kind == "translate" and m.model.runtime == "decoder" and m.model.precision == "int8"
+    assert m.kind == "translate" and m.model.runtime == "decoder"
     assert m.metrics["parity"]["fp32"]["identical_outputs"] == 1.0  # greedy tokens equal to torch's
-    sizes = {k: m.metrics["parity"][k]["size_mb"] for k in ("fp32", "int8", "int4")}
-    assert sizes["int4"] < 0.5 * sizes["fp32"] and sizes["int8"] < sizes["fp32"]
+    ladder = m.metrics["export"]
+    assert m.model.precision == ladder["precision"] and ladder["tried"][-1]["name"] == ladder["shipped"]
+    tried = {t["name"]: t for t in ladder["tried"]}
+    assert ladder["tried"][0]["name"] == "int4" and "rtn-b32" in tried["int4"]["note"]  # smallest first
+    assert all(0 <= t["agreement"] <= 1 and t["p50_ms"] > 0 for t in tried.values())
+    assert (out / "export" / "model.int4-rtn-b32.onnx").stat().st_size < 0.5 * (out / "export" / "model.fp32.onnx"
+                                                                                 ).stat().st_size
     models = translate_run["result"]["models"]
-    assert set(models) >= {"student_fp32", "student_int8", "student_int4", "student_torch_fp32"}
-    assert models["student_fp32"]["metrics"] == models["student_torch_fp32"]["metrics"]
-    assert models["student_int8"]["metrics"]["bleu_tokenize"] in ("char", "ja-mecab")
+    shipped = f"student_{ladder['shipped']}"
+    assert set(models) >= {shipped, "student_torch_fp32"}
+    fp32 = models.get("student_fp32", models[shipped])
+    assert fp32["metrics"] == models["student_torch_fp32"]["metrics"]
+    assert models[shipped]["metrics"]["bleu_tokenize"] in ("char", "ja-mecab")
+    assert f"Shipped: **{ladder['shipped']}**" in (out / "report.md").read_text()
 
 
 def test_runtime_streams_samples_and_stops(translate_run):
@@ -160,7 +167,7 @@ def test_summarize_spec_trains_unchanged(tmp_path):
     for name, n in (("train", 120), ("valid", 8), ("test", 8)):
         write_jsonl(tmp_path / f"{name}.jsonl", [row() for _ in range(n)])
     result = train(load_task(tiny_spec(tmp_path, "summarize")), tmp_path / "run").summary
-    met = result["models"]["student_int8"]["metrics"]
+    met = result["models"][f"student_{result['export']['shipped']}"]["metrics"]
     assert set(met) >= {"rouge1", "rouge2", "rougeL"} and met["references"] == 2
 
 
@@ -227,7 +234,7 @@ def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path
         + spec[end:]
     (tmp_path / "task.yaml").write_text(spec)
     result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
-    assert result["models"]["student_int8"]["metrics"]["valid_json"] == 1.0
+    assert result["models"][f"student_{result['export']['shipped']}"]["metrics"]["valid_json"] == 1.0
     nano = load(tmp_path / "run" / "bundle")
     assert nano.manifest.model.runtime == "decoder" and nano.manifest.model.schema_ is not None
     texts = [json.loads(x)["input"] for x in (tmp_path / "test.jsonl").read_text().splitlines()]

@@ -6,6 +6,9 @@ thread, metric, agreement, the time it took).
     encoders   int8-dynamic -> int8-static (QDQ, calibrated on a sample of train: MinMax,
                Percentile or Entropy, whichever scores best) -> int8-static with the most
                sensitive MatMuls kept in FP32 -> fp16 -> fp32
+    decoders   int4 weight-only (RTN or HQQ, block size and accuracy level measured) ->
+               int8 weight-only -> int8-dynamic -> the same with embeddings and LM head in
+               FP32 -> fp32
 
 Nothing quantised within the tolerance: FP32 ships, marked as such (or, when the spec
 requires a precision, the run stops with the measured figures).
@@ -229,3 +232,49 @@ def padded_batches(ids: np.ndarray, mask: np.ndarray, batch: int) -> Feeds:
     calibrators need every batch the same shape); an encoder's graph, classifier or tagger."""
     return [dict(zip(CLASSIFIER_GRAPH.input_names, (ids[s : s + batch], mask[s : s + batch])))
             for s in range(0, len(ids) - batch + 1, batch)] or [dict(zip(CLASSIFIER_GRAPH.input_names, (ids, mask)))]
+
+
+# ----------------------------------------------------------------------------- decoder rungs
+#
+#   decoders   int4 (weight-only MatMulNBits: round-to-nearest with blocks of 32 or 128, or
+#              HQQ; the products in FP32 or INT8, whichever scores best) -> int8 weight-only
+#              -> int8-dynamic -> int8-dynamic with the embeddings and LM head in FP32 -> fp32
+
+INT4_CANDIDATES = (("rtn", 32, None), ("rtn", 128, None), ("hqq", 64, None), ("rtn", 32, 4))
+
+
+def _int4(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
+    from nanoforge.export.quantize import quantize_weights
+
+    scores = {}
+    for algo, block, level in INT4_CANDIDATES:
+        name = f"{algo}-b{block}" + (f"-acc{level}" if level else "")
+        path = quantize_weights(fp32, work / f"model.int4-{name}.onnx", 4, block, algo, level)
+        scores[name] = (ctx.score(make_session(path, threads=1)), path)
+    best = max(scores, key=lambda n: scores[n][0])
+    return scores[best][1], f"{best} (" + ", ".join(f"{n} {s[0][0]:.2f}" for n, s in scores.items()) + ")"
+
+
+def _int8_weights(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
+    from nanoforge.export.quantize import quantize_weights
+
+    return quantize_weights(fp32, work / "model.int8-weights.onnx", 8, 32), "weight-only, blocks of 32"
+
+
+def _int8_dynamic_decoder(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
+    from nanoforge.export.quantize import quantize_int8_matmul
+
+    return quantize_int8_matmul(fp32, work / "model.int8-dynamic.onnx"), "MatMuls and embeddings, per channel"
+
+
+def _int8_keep_ends(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
+    from nanoforge.export.quantize import quantize_int8_matmul
+
+    return (quantize_int8_matmul(fp32, work / "model.int8-dynamic-ends.onnx", keep_ends=True),
+            "embeddings and LM head in FP32")
+
+
+DECODER_LADDER = [Rung("int4", "int4", _int4), Rung("int8-weights", "int8", _int8_weights),
+                  Rung("int8-dynamic", "int8", _int8_dynamic_decoder),
+                  Rung("int8-dynamic-ends", "int8", _int8_keep_ends),
+                  Rung("fp32", "fp32", lambda fp32, work, ctx: (fp32, ""))]

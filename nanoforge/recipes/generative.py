@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanoforge.data import data_hash
+from nanoforge.data import Record, data_hash
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import evaluate, size_mb
 from nanoforge.extract.values import coerce_output
@@ -23,12 +23,13 @@ from nanoforge.recipes import steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.decoder import DecoderNano, decode_text, encode_prompt
 from nanoforge.runtime.generation import Generator
-from nanoforge.runtime.session import Runner
+from nanoforge.runtime.session import Runner, bind
 from nanoforge.students.causal import CausalLM
 from nanoforge.task import TaskSpec
 
 
 LATENCY_CALLS = 20  # timed single-input generations per export (each is a whole answer)
+VALID_PROMPTS = 32  # valid pairs the export ladder scores each variant on
 
 
 def json_target(schema, obj: dict) -> str:
@@ -50,6 +51,33 @@ def greedy(runner: Runner, cache: KVCache, layout: PromptLayout, prompts: list[l
                     ids[r].append(t)
         out += ids
     return out
+
+
+def next_token_agreement(runner: Runner, cache: KVCache, layout: PromptLayout, prompts: list[list[int]],
+                         answers: list[list[int]], max_new: int, batch_size: int = 8) -> float:
+    """Share of answer positions where a decoder's likeliest next token is the reference's, the
+    model fed the reference answer (teacher forcing: one call per batch, no error compounds).
+    The end token after an answer that ended before `max_new` counts as a position too."""
+    call = bind(runner, DECODER_GRAPH)
+    same = total = 0
+    eos = layout.eos_ids[0]
+    for s in range(0, len(prompts), batch_size):
+        rows = [(p, a + [eos] if len(a) < max_new else a)
+                for p, a in zip(prompts[s : s + batch_size], answers[s : s + batch_size])]
+        width = max(len(p) + len(a) - 1 for p, a in rows)
+        ids = np.full((len(rows), width), layout.pad_id, np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for r, (p, a) in enumerate(rows):
+            seq = p + a[:-1]
+            ids[r, width - len(seq):], mask[r, width - len(seq):] = seq, 1
+        pos = np.maximum(mask.cumsum(1) - 1, 0)
+        past = np.zeros((cache.layers, len(rows), cache.kv_heads, 0, cache.head_dim), np.float32)
+        top = call(ids, mask, pos, past, past)[0].argmax(-1)
+        for r, (_, a) in enumerate(rows):
+            picked = top[r, width - len(a):]  # the positions that predict each answer token
+            same += int((picked == np.array(a)).sum())
+            total += len(a)
+    return same / max(total, 1)
 
 
 def max_input_tokens(spec: TaskSpec, layout: PromptLayout) -> int:
@@ -108,8 +136,9 @@ def _load_student(folder: Path):
 
 
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
+    from nanoforge.export.ladder import DECODER_LADDER
     from nanoforge.export.onnx import export_causal
-    from nanoforge.export.quantize import quantize_int4, quantize_int8_matmul
+    from nanoforge.runtime.session import make_session
     from nanoforge.students.runner import TorchRunner
 
     t_start = time.perf_counter()
@@ -145,32 +174,55 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     c = model.cfg
     cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
 
-    # -- export: FP32 (parity: greedy tokens identical to torch), INT8, INT4
-    valid_prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in pairs["valid"][:32]]
-    paths, parity, _ = steps.export_and_check(
-        model, export_causal, {"int8": quantize_int8_matmul, "int4": quantize_int4},
-        outputs=lambda runner: greedy(runner, cache, layout, valid_prompts, max_answer),
-        compare=lambda ref, got: {"identical_outputs": sum(a == b for a, b in zip(ref, got)) / max(len(ref), 1),
-                                  "n": len(ref)}, out=out)
-    log(f"parity on {len(valid_prompts)} valid prompts (greedy): " + ", ".join(
-        f"{name.upper()} identical to torch {p['identical_outputs']:.0%} ({p['size_mb']} MB)"
-        for name, p in parity.items()))
+    # -- export: FP32 must decode greedily exactly like torch; then the quantisation ladder
+    valid = pairs["valid"][:VALID_PROMPTS]
+    valid_prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in valid]
+    torch_ids = greedy(TorchRunner(model), cache, layout, valid_prompts, max_answer)
+    fp32 = export_causal(model, out / "export" / "model.fp32.onnx")
+
+    def identical(runner) -> dict:
+        got = greedy(runner, cache, layout, valid_prompts, max_answer)
+        return {"identical_outputs": sum(a == b for a, b in zip(torch_ids, got)) / max(len(got), 1), "n": len(got)}
+
+    parity = {"fp32": identical(make_session(fp32))}
     if parity["fp32"]["identical_outputs"] < 1.0:
         raise NanoforgeError("FP32 ONNX export does not decode exactly like the torch model on valid; "
                              f"no bundle written (student kept in {student_dir})")
 
-    precision = spec.export.require or "int8"  # (the decoder ladder: next)
-    files = {"model.onnx": paths[precision], "tokenizer.json": student_dir / "tokenizer.json"}
-    section = Decoder(runtime="decoder", file="model.onnx", tokenizer="tokenizer.json", precision=precision,
-                      parameters=steps.n_parameters(model),
-                      graph=DECODER_GRAPH.bind(vocab=c.vocab_size, layers=c.num_layers, kv_heads=c.num_kv_heads,
-                                               head_dim=c.head_dim),
-                      architecture="llama", config=c.__dict__, prompt=layout, max_input_tokens=max_input,
-                      max_new_tokens=max_answer, cache=cache, schema=spec.public_dict()["schema"])
+    def section(precision: str) -> Decoder:
+        return Decoder(runtime="decoder", file="model.onnx", tokenizer="tokenizer.json", precision=precision,
+                       parameters=steps.n_parameters(model),
+                       graph=DECODER_GRAPH.bind(vocab=c.vocab_size, layers=c.num_layers, kv_heads=c.num_kv_heads,
+                                                head_dim=c.head_dim),
+                       architecture="llama", config=c.__dict__, prompt=layout, max_input_tokens=max_input,
+                       max_new_tokens=max_answer, cache=cache, schema=spec.public_dict()["schema"])
+
     train_summary = {k: v for k, v in training.items() if k != "history"}
-    manifest = Manifest(name=spec.name, version=spec.version, kind=spec.kind, task=spec.public_dict(), model=section,
-                        metrics={"parity": parity},
+    manifest = Manifest(name=spec.name, version=spec.version, kind=spec.kind, task=spec.public_dict(),
+                        model=section("fp32"),
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary))
+    valid_records = [Record(input=i, output=json.loads(o) if schema is not None else o, where=f"valid pair {k}")
+                     for k, (i, o) in enumerate(valid)]
+    scale, key = (100.0 if schema is not None else 1.0), HEADLINE[spec.kind]
+
+    def variant(runner) -> DecoderNano:  # the runtime's own code, on this export, before any bundle exists
+        return DecoderNano(student_dir, manifest=manifest, runner=runner)
+
+    def score(runner) -> tuple[float, float]:
+        nano_ = variant(runner)
+        outputs = [a["output"] for s in range(0, len(valid_records), 16)
+                   for a in nano_.predict_batch([r.input for r in valid_records[s : s + 16]])]
+        metric = nano_.score(outputs, [nano_.gold(r) for r in valid_records])[key] or 0.0
+        return scale * metric, next_token_agreement(runner, cache, layout, valid_prompts, torch_ids, max_answer)
+
+    reference = score(TorchRunner(model))[0]
+    outcome = steps.export_ladder(
+        spec, model, lambda _model, _path: fp32, DECODER_LADDER, score, reference, [],
+        lambda runner: steps.p50_ms(variant(runner).predict, [i for i, _ in valid], n=5), out, spec_source)
+    parity[outcome.shipped.name] = identical(make_session(outcome.path))
+    files = {"model.onnx": outcome.path, "tokenizer.json": student_dir / "tokenizer.json"}
+    manifest = manifest.model_copy(update={"model": section(outcome.shipped.precision),
+                                           "metrics": {"parity": parity, "export": outcome.to_dict()}})
 
     # -- test: the bundle (through `nanoforge eval`'s function), each other export, the torch student
     test = [r for r in splits["test"] if r.labelled and r.output]
@@ -179,12 +231,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     bundle_dir, nano, scores = steps.bundle_and_score(out, manifest, files, test, latency_n=LATENCY_CALLS)
     texts = [r.input for r in test]
     golds = [nano.gold(r) for r in test]
-    models = {}
-    for name, path in paths.items():
-        # the bundle's tokenizer and prompt, with this export of the same model
-        variant = nano if name == precision else DecoderNano(bundle_dir, model_file=str(path.resolve()))
-        row = scores if name == precision else evaluate(variant, test, latency_n=LATENCY_CALLS)
-        models[f"student_{name}"] = steps.model_row(row, "onnxruntime", size_mb=round(path.stat().st_size / 1e6, 3))
+    models = {f"student_{outcome.shipped.name}": steps.model_row(scores, "onnxruntime", precision=outcome.shipped.precision)}
+    if outcome.path != fp32:  # the FP32 export with the bundle's tokenizer and prompt, for comparison
+        row = evaluate(DecoderNano(bundle_dir, model_file=str(fp32.resolve())), test, latency_n=LATENCY_CALLS)
+        models["student_fp32"] = steps.model_row(row, "onnxruntime", size_mb=round(fp32.stat().st_size / 1e6, 3),
+                                                 precision="fp32")
     if schema is None:  # (a decoder's unconstrained JSON would not be comparable)
         prompts = [encode_prompt(tok, layout, t, max_input)[0] for t in texts]
         torch_preds = [decode_text(tok, ids) for ids in greedy(TorchRunner(model), cache, layout, prompts, max_answer)]
@@ -203,7 +254,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     examples = [{"input": t, "output": p if isinstance(p, str) else json.dumps(p, ensure_ascii=False), "reference": r}
                 for t, p, r in list(zip(texts, scores["outputs"], shown))[:10]]
     summary = {"task": spec.name, "kind": spec.kind, "decoder": True, "models": models, "teacher_stats": tstats,
-               "parity": parity, "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}, "examples": examples}
     return RunResult(summary)

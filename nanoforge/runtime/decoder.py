@@ -57,13 +57,15 @@ def token_pieces(tok) -> tuple[list[str], bool]:
 
 class DecoderNano(Nano):
     """A `decoder` bundle. `model_file` (absolute, or relative to the bundle) runs another
-    export of the same model in place of the bundle's, e.g. to score FP32/INT8/INT4 side by side."""
+    export of the same model in place of the bundle's, e.g. to score FP32/INT8/INT4 side by
+    side; `runner` (an onnxruntime session or any runner of the decoder graph) does the same
+    without a file."""
 
     runtime = "decoder"
     eval_batch = 16
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
-                 manifest: Manifest | None = None, model_file: str | None = None):
+                 manifest: Manifest | None = None, model_file: str | None = None, runner=None):
         from tokenizers import Tokenizer
 
         super().__init__(bundle_dir, threads, verify, manifest)
@@ -73,8 +75,9 @@ class DecoderNano(Nano):
         self.tok = Tokenizer.from_file(str(self.dir / s.tokenizer))
         self.tok.no_truncation()
         self.tok.no_padding()
-        self.generator = Generator(make_session(self.dir / (model_file or s.file), threads), s.prompt.eos_ids,
-                                   s.prompt.pad_id, s.cache.layers, s.cache.kv_heads, s.cache.head_dim)
+        runner = runner or make_session(self.dir / (model_file or s.file), threads)
+        self.generator = Generator(runner, s.prompt.eos_ids, s.prompt.pad_id, s.cache.layers, s.cache.kv_heads,
+                                   s.cache.head_dim)
         self.schema = self.constraint = None
         if s.schema_ is not None:  # JSON under the schema, by construction
             from nanoforge.extract.schema import Schema
