@@ -1,6 +1,7 @@
-"""INT8 quantisation with onnxruntime.quantization (dynamic: weights int8, activations
-quantised on the fly). Embedding tables (Gather) are quantised too, which is most of
-the size of a small encoder.
+"""Quantisers the export ladder (ladder.py) builds on, all onnxruntime.quantization.
+
+Dynamic INT8 (weights int8, activations quantised on the fly): embedding tables (Gather)
+are quantised too, which is most of the size of a small encoder.
 
 Weights are quantised per output channel with a reduced (7-bit) range: per-tensor
 scales flipped 2.4% of CLINC150 valid labels against the torch model, per-channel with
@@ -32,11 +33,6 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
             op_types_to_quantize=["MatMul", "Gemm", "Gather"],
         )
     return dst
-
-
-def quantize_int4(src: str | Path, dst: str | Path, block_size: int = 32) -> Path:
-    """Weight-only INT4, round to nearest (see `quantize_weights`)."""
-    return quantize_weights(src, dst, bits=4, block_size=block_size)
 
 
 def quantize_weights(src: str | Path, dst: str | Path, bits: int = 4, block_size: int = 32, algo: str = "rtn",

@@ -1,7 +1,7 @@
 """The steps every recipe shares, in the order they run:
 
     splits -> teacher answers -> student (reused when its fingerprint matches) ->
-    ONNX export and parity against the torch model -> bundle -> test scores
+    ONNX export and the quantisation ladder -> bundle -> test scores
 
 Each recipe (classify.py, extract.py, generative.py) calls these and adds what its kind
 needs; the run folder is the same for all:
@@ -30,7 +30,6 @@ from nanoforge.data import Record, data_hash, decontaminate, dedup, read_records
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import evaluate
 from nanoforge.progress import console, progress_bar
-from nanoforge.runtime.session import Runner, make_session
 from nanoforge.task import TaskSpec
 from nanoforge.teachers import Answer, Teacher, make_teacher
 
@@ -156,32 +155,6 @@ def reuse_or_train(folder: Path, print_: str, load: Callable[[Path], T], train: 
 
 
 # ----------------------------------------------------------------------------- export and check
-
-
-def export_and_check(model, export: Callable[[Any, Path], Path], quantizers: dict[str, Callable[[Path, Path], Path]],
-                     outputs: Callable[[Runner], T], compare: Callable[[T, T], dict[str, Any]], out: Path
-                     ) -> tuple[dict[str, Path], dict[str, dict[str, Any]], dict[str, T]]:
-    """ONNX FP32 of the student, then each of `quantizers` (name -> fn(fp32, dst)). The torch
-    model and every variant run through one runner interface: `outputs(runner)` on valid,
-    then `compare(torch's, the variant's)` is the variant's parity record (with its size).
-    Returns (paths, parity, outputs by name: "torch", "fp32", ...)."""
-    from nanoforge.students.runner import TorchRunner
-
-    model.eval()
-    paths: dict[str, Path] = {}
-    with progress_bar("export", total=2 + len(quantizers)) as advance:
-        paths["fp32"] = export(model, out / "export" / "model.fp32.onnx")
-        advance(1, "fp32")
-        for name, quantize in quantizers.items():
-            paths[name] = quantize(paths["fp32"], out / "export" / f"model.{name}.onnx")
-            advance(1, name)
-        results = {"torch": outputs(TorchRunner(model))}
-        parity = {}
-        for name, path in paths.items():
-            results[name] = outputs(make_session(path))
-            parity[name] = {**compare(results["torch"], results[name]), "size_mb": round(path.stat().st_size / 1e6, 3)}
-        advance(1, "parity")
-    return paths, parity, results
 
 
 def export_ladder(spec: TaskSpec, model, export: Callable[[Any, Path], Path], rungs, score, reference: float,
