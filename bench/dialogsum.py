@@ -44,7 +44,6 @@ student:
   warmup_ratio: 0.05
   patience: 1
   threads: 2
-export: {{require: int8}}
 """
 
 

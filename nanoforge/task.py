@@ -148,6 +148,7 @@ class ExportSpec(_Strict):
     max_metric_drop: float = Field(0.5, ge=0, le=100)
     min_agreement: float = Field(0.99, ge=0, le=1)
     require: Literal["fp32", "fp16", "int8", "int4"] | None = None
+    measure_all: bool = False  # score every variant (benchmarks); the first passing one still ships
 
     @model_validator(mode="before")
     @classmethod

@@ -85,3 +85,12 @@ def test_old_export_keys_say_what_replaced_them(tmp_path):
 
     with pytest.raises(NanoforgeError, match="min_int8_agreement` was replaced by export.min_agreement"):
         parse_task({"name": "x", "data": {"train": "t.jsonl"}, "export": {"min_int8_agreement": 0.9}})
+
+
+def test_measure_all_scores_every_rung_and_still_ships_the_first_that_passes(tmp_path, trained_run):
+    spec, run = _rerun(tmp_path, trained_run, min_agreement=1.0, max_metric_drop=0.0, measure_all=True)
+    result = run()
+    tried = result["export"]["tried"]
+    assert [t["name"] for t in tried] == ["int8-dynamic", "int8-static", "int8-static-mixed", "fp16", "fp32"]
+    first = next((t["name"] for t in tried if t["passed"]), "fp32")
+    assert result["export"]["shipped"] == first

@@ -80,10 +80,12 @@ class Outcome:
 
 def climb(rungs: list[Rung], fp32: Path, work: Path, ctx: Context, reference: float, max_drop: float,
           min_agreement: float, latency: Callable[[Runner], float], log=print,
-          done: Callable[[str], None] | None = None) -> Outcome:
-    """Build and score each rung in order; stop at the first that passes. `reference` is the
-    torch model's metric on valid (same 0-100 scale as the scores)."""
+          done: Callable[[str], None] | None = None, measure_all: bool = False) -> Outcome:
+    """Build and score each rung in order; stop at the first that passes (with `measure_all`,
+    score them all and still ship the first that passes). `reference` is the torch model's
+    metric on valid (same 0-100 scale as the scores)."""
     tried: list[Tried] = []
+    first: Outcome | None = None
     for rung in rungs:
         t0 = time.perf_counter()
         path, note = (fp32, "") if rung.name == "fp32" else rung.build(fp32, work, ctx)
@@ -99,12 +101,15 @@ def climb(rungs: list[Rung], fp32: Path, work: Path, ctx: Context, reference: fl
             done(rung.name)
         log(f"ladder: {t.name} {t.size_mb} MB, p50 {t.p50_ms} ms, metric {t.metric} ({-t.metric_drop:+.2f}), "
             f"agreement {t.agreement:.2%}: {'passes' if passed else 'fails'}" + (f" ({note})" if note else ""))
-        if rung.precision == "fp32" and len(tried) > 1:  # the trained model itself: it ships whatever it scores
-            return Outcome(t, path, tried, "no quantised variant met the tolerance: the FP32 model ships")
-        if passed or rung.precision == "fp32":
-            return Outcome(t, path, tried, f"the smallest variant within the tolerance (metric at most {max_drop} "
-                           f"points under the trained model's {reference:.2f}, agreement at least {min_agreement:.0%})")
-    return Outcome(tried[-1], path, tried, "no variant met the tolerance")
+        if first is None and rung.precision == "fp32" and len(tried) > 1:  # the trained model: it ships as it is
+            first = Outcome(t, path, tried, "no quantised variant met the tolerance: the FP32 model ships")
+        elif first is None and (passed or rung.precision == "fp32"):
+            first = Outcome(t, path, tried, f"the smallest variant within the tolerance (metric at most {max_drop} "
+                            f"points under the trained model's {reference:.2f}, agreement at least "
+                            f"{min_agreement:.0%})")
+        if first is not None and not measure_all:
+            return first
+    return first or Outcome(tried[-1], path, tried, "no variant met the tolerance")
 
 
 # ----------------------------------------------------------------------------- encoder rungs

@@ -175,7 +175,8 @@ def export_ladder(spec: TaskSpec, model, export: Callable[[Any, Path], Path], ru
     fp32 = export(model, out / "export" / "model.fp32.onnx")
     with progress_bar("export ladder", total=len(rungs)) as advance:
         outcome = climb(rungs, fp32, out / "export", Context(score, calibration), reference, tol.max_metric_drop,
-                        tol.min_agreement, latency, log=log, done=lambda name: advance(1, name))
+                        tol.min_agreement, latency, log=log, done=lambda name: advance(1, name),
+                        measure_all=tol.measure_all)
     if tol.require is not None and not outcome.shipped.passed:
         figures = "; ".join(f"{t.name}: metric {t.metric:.2f} ({-t.metric_drop:+.2f}), agreement {t.agreement:.2%}"
                             for t in outcome.tried)
