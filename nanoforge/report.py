@@ -100,6 +100,14 @@ def ladder_md(result: dict[str, Any], metric: str) -> str:
             f"Shipped: **{e['shipped']}** ({e['precision']}): {e['why']}.\n")
 
 
+def defaults_md(result: dict[str, Any]) -> str:
+    """The student settings the spec left out, as chosen for its kind and data (recipes/defaults.py)."""
+    rows = "".join(f"| {d['key']} | {d['value']} | {d['why']} |\n" for d in result.get("defaults") or [])
+    if not rows:
+        return "## Defaults chosen\n\nNone: the spec sets every student setting.\n"
+    return f"## Defaults chosen\n\n| setting | value | why |\n|---|---|---|\n{rows}"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     head = header(result)
     table = "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
@@ -195,6 +203,7 @@ Latency is single-query p50 in one process on this machine.
 {ladder_md(result, "in-scope accuracy")}
 ONNX FP32 against torch: label agreement {fmt(p['fp32']['agreement'])}, max logit difference {p['fp32']['max_abs_logit_diff']:.2e}.
 
+{defaults_md(result)}
 ## Training
 
 | epoch | train loss | valid {result['training'].get('metric', 'score')} |
@@ -274,6 +283,7 @@ ONNX FP32 against torch: field agreement {fmt(p['fp32']['agreement'])}, max logi
 |---|---|---|---|
 {err_rows}
 
+{defaults_md(result)}
 ## Teacher
 
 Backend `{t['backend']}`: {t['requests']} answers, {t['api_calls']} API calls, {t['cached']} from cache,
@@ -342,7 +352,7 @@ def write_generative_report(out: Path, run) -> None:
              ladder_md(result, key),
              f"\nGreedy outputs identical to torch on {par['fp32']['n']} valid prompts: FP32 ONNX "
              f"{par['fp32']['identical_outputs']:.0%}, {shipped} {par[shipped]['identical_outputs']:.0%}.\n",
-             "\n## Examples (test)\n"]
+             "\n" + defaults_md(result), "\n## Examples (test)\n"]
     for ex in result.get("examples", []):
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)

@@ -141,7 +141,9 @@ class _Reader:
 
 
 def quantize_static(fp32: Path, dst: Path, feeds: Feeds, method: str, exclude: list[str] | None = None) -> Path:
-    """INT8 QDQ with activation ranges calibrated on `feeds` (per-channel weights)."""
+    """INT8 QDQ with activation ranges calibrated on `feeds`: per-channel 7-bit weights and the
+    embedding tables too, UINT8 activations (on x86, U8S8 products ran 1.7x faster than S8S8
+    on a tiny BERT here, and a reduced weight range avoids their saturation without VNNI)."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static as qs
@@ -152,8 +154,9 @@ def quantize_static(fp32: Path, dst: Path, feeds: Feeds, method: str, exclude: l
     with tempfile.TemporaryDirectory() as tmp, quiet(), open(os.devnull, "w") as null, redirect_stdout(null):
         prep = Path(tmp) / "prep.onnx"  # (the calibrators print their progress)
         quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=True)
-        qs(str(prep), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-           activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+        qs(str(prep), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+           activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+           op_types_to_quantize=["MatMul", "Gemm", "Gather"],
            calibrate_method=getattr(CalibrationMethod, method), nodes_to_exclude=exclude or [],
            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                           "CalibMovingAverage": method == "MinMax"})

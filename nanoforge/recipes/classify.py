@@ -17,7 +17,7 @@ from nanoforge.data import Record, check_labels, data_hash, labels_from
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import latency_ms, size_mb
 from nanoforge.manifest import CLASSIFIER_GRAPH, EncoderClassifier, Gate as GateSection, Manifest
-from nanoforge.recipes import steps
+from nanoforge.recipes import defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import METHODS, Gate, calibrate, fit_mahalanobis, gate_scores
 from nanoforge.task import OutOfScopeSpec, TaskSpec
@@ -123,7 +123,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     from nanoforge.export.onnx import export_student
     from nanoforge.export.parity import classifier_parity
     from nanoforge.runtime.session import make_session
-    from nanoforge.students.encoder import load_trained
+    from nanoforge.students.encoder import load_trained, token_lengths
     from nanoforge.students.runner import TorchRunner, classifier_outputs
 
     t_start = time.perf_counter()
@@ -142,6 +142,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if (train_set.labels >= 0).sum() == 0:
         raise NanoforgeError(f"{spec.data.train}: no in-scope training rows after labelling")
     oos, gate_why = gate_spec(spec, answers)
+    spec, chosen = defaults.settle(spec, lambda: token_lengths(spec.student.base, train_set.texts))
+    for c in chosen:
+        log(f"default {c.key} = {c.value}: {c.why}")
 
     cfg = spec.student
     if cfg.threads:
@@ -233,7 +236,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     summary = {"task": spec.name, "kind": "classify", "labels": len(labels), "models": models,
                "teacher_stats": teacher.stats.to_dict(),
                "gate": {**(gate_section.to_dict() if gate_section else {"method": None}), "reason": gate_why},
-               "parity": parity, "export": outcome.to_dict(), "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
+               "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     return RunResult(summary, {"curves": curves, "gold": gold, "pred": scores["outputs"], "gate": nano.gate})

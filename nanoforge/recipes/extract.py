@@ -18,7 +18,7 @@ from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import TAGGER_GRAPH, EncoderTagger, Manifest
 from nanoforge.metrics.fields import extraction_metrics
 from nanoforge.progress import progress_bar
-from nanoforge.recipes import steps
+from nanoforge.recipes import defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import softmax
 from nanoforge.runtime.session import Runner, bind
@@ -164,7 +164,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     from nanoforge.export.ladder import ENCODER_LADDER
     from nanoforge.export.onnx import export_student
     from nanoforge.runtime.session import make_session
-    from nanoforge.students.encoder import load_trained
+    from nanoforge.students.encoder import load_trained, token_lengths
     from nanoforge.students.runner import TorchRunner
 
     t_start = time.perf_counter()
@@ -190,6 +190,10 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     log(f"alignment of train values: {t['exact']} exact, {t['normalised']} normalised, {t['fuzzy']} fuzzy, "
         f"{t['unaligned']} unaligned (not taught), {t['null']} null")
 
+    spec, chosen = defaults.settle(spec, lambda: token_lengths(spec.student.distil_from or spec.student.base,
+                                                               train_texts))
+    for c in chosen:
+        log(f"default {c.key} = {c.value}: {c.why}")
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -275,7 +279,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                              "size_mb": None, "cost_per_1k_usd": 0.0,
                              "runtime": "reference labels (the gold answers themselves)"}
     summary = {"task": spec.name, "kind": "extract", "fields": schema.names, "models": models, "teacher_stats": tstats,
-               "parity": parity, "export": outcome.to_dict(), "alignment": align_stats, "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
+               "alignment": align_stats, "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     return RunResult(summary, {"gold": test_gold, "int8": scores["outputs"], "torch": torch_preds,

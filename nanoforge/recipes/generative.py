@@ -19,7 +19,7 @@ from nanoforge.evaluate import evaluate, size_mb
 from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import DECODER_GRAPH, Decoder, KVCache, Manifest, PromptLayout
 from nanoforge.metrics.text import HEADLINE, references
-from nanoforge.recipes import steps
+from nanoforge.recipes import defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.decoder import DecoderNano, decode_text, encode_prompt
 from nanoforge.runtime.generation import Generator
@@ -89,14 +89,14 @@ def max_input_tokens(spec: TaskSpec, layout: PromptLayout) -> int:
     return n
 
 
-def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]]):
+def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]], tok, layout: PromptLayout):
     def train(folder: Path):
         from nanoforge.distill.sft import examples, logit_teacher, sft_loss
         from nanoforge.distill.trainer import fit
         from nanoforge.students.causal_base import build_causal, with_lora
 
         cfg = spec.student
-        model, tok, layout, base_desc = build_causal(spec, [t for p in pairs["train"] for t in p])
+        model, base_desc = build_causal(spec, tok.get_vocab_size())
         max_input = max_input_tokens(spec, layout)
         rows = examples(tok, layout, pairs["train"], max_input, cfg.max_new_tokens)
         valid_rows = examples(tok, layout, pairs["valid"], max_input, cfg.max_new_tokens)
@@ -139,6 +139,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     from nanoforge.export.ladder import DECODER_LADDER
     from nanoforge.export.onnx import export_causal
     from nanoforge.runtime.session import make_session
+    from nanoforge.students.causal_base import causal_tokenizer
     from nanoforge.students.runner import TorchRunner
 
     t_start = time.perf_counter()
@@ -165,10 +166,20 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                     if not a.rejected and a.output] for name in answers}
     steps.write_dataset(out, {name: ({"input": i, "output": o} for i, o in ps) for name, ps in pairs.items()})
 
+    # -- the student's tokenizer first: the lengths the defaults are chosen from are in its tokens
+    tok, layout = causal_tokenizer(spec, [t for p in pairs["train"] for t in p])
+    spec, chosen = defaults.settle(
+        spec, lambda: [len(tok.encode(i, add_special_tokens=False).ids) for i, _ in pairs["train"]],
+        lambda: [len(tok.encode(o, add_special_tokens=False).ids) for _, o in pairs["train"]],
+        prompt_tokens=len(layout.prefix_ids) + len(layout.suffix_ids))
+    cfg = spec.student
+    for c in chosen:
+        log(f"default {c.key} = {c.value}: {c.why}")
     print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
                                data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
     student_dir = out / "student"
-    model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student, _train_student(spec, pairs))
+    model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student,
+                                                        _train_student(spec, pairs, tok, layout))
     model.eval()
     max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
     c = model.cfg
@@ -254,7 +265,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     examples = [{"input": t, "output": p if isinstance(p, str) else json.dumps(p, ensure_ascii=False), "reference": r}
                 for t, p, r in list(zip(texts, scores["outputs"], shown))[:10]]
     summary = {"task": spec.name, "kind": spec.kind, "decoder": True, "models": models, "teacher_stats": tstats,
-               "parity": parity, "export": outcome.to_dict(), "training": training, "lineage": manifest.lineage,
+               "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
+               "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}, "examples": examples}
     return RunResult(summary)

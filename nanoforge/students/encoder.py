@@ -124,6 +124,12 @@ class EncoderTagger(EncoderStudent):
         return self.head(self.dropout(hidden))
 
 
+def token_lengths(base: str, texts: list[str]) -> list[int]:
+    """Tokens (special tokens included) of each text under the base's tokenizer, uncut."""
+    folder = Path(base) if (Path(base) / "student.json").is_file() else resolve_base(base)
+    return [len(ids) for ids in base_tokenizer(folder, 1_000_000).token_ids(texts)] if texts else []
+
+
 def load_trained(folder: str | Path) -> tuple[EncoderStudent, TextEncoder, dict]:
     """A student a recipe trained and saved: (model, its tokenizer, its training record)."""
     model, meta = EncoderStudent.load(folder)
