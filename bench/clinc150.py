@@ -1,4 +1,4 @@
-"""CLINC150 benchmark of a trained demo run: quality of the INT8 bundle on test, and
+"""CLINC150 benchmark of a trained demo run: quality of the shipped bundle on test, and
 single-query latency of the runtime vs the torch FP32 model it was exported from,
 measured in the same process, same threads.
 
@@ -61,16 +61,16 @@ def main() -> None:
         # Interleave the two so drift on the machine hits both alike.
         rt_lat = latency_ms(rt.predict, texts, n=args.queries)
         th_lat = latency_ms(torch_one, texts, n=args.queries)
-        latency[str(threads)] = {"runtime_int8": rt_lat, "torch_fp32": th_lat,
+        latency[str(threads)] = {"runtime": rt_lat, "torch_fp32": th_lat,
                                  "speedup_p50": th_lat["p50"] / rt_lat["p50"]}
-        print(f"threads={threads}: runtime INT8 p50 {rt_lat['p50']:.2f} ms, torch FP32 p50 {th_lat['p50']:.2f} ms, "
+        print(f"threads={threads}: runtime p50 {rt_lat['p50']:.2f} ms, torch FP32 p50 {th_lat['p50']:.2f} ms, "
               f"speed-up {latency[str(threads)]['speedup_p50']:.1f}x")
 
     result = {
         "dataset": _rel(args.data), "n": len(records), "bundle": str(args.run / "bundle"),
-        "gate": nano.gate.method if nano.gate else None, "quality_int8": quality, "raw_accuracy_int8_no_gate": raw_accuracy,
+        "gate": nano.gate.method if nano.gate else None, "quality": quality, "raw_accuracy_no_gate": raw_accuracy,
         "gate_sweep": sweep,
-        "size_mb": {"bundle_int8": round(size_mb(args.run / "bundle"), 2),
+        "size_mb": {"bundle": round(size_mb(args.run / "bundle"), 2),
                     "torch_fp32_student": round(size_mb(args.run / "student"), 2)},
         "latency_ms": latency,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -80,12 +80,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out.with_suffix(".png"))
-    print(json.dumps({"quality_int8": quality, "size_mb": result["size_mb"]}, indent=2))
+    print(json.dumps({"quality": quality, "size_mb": result["size_mb"]}, indent=2))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 def gate_sweep(run: Path, nano, enc, test_records, valid_path: Path, targets=(0.95, 0.97, 0.98, 0.99)):
-    """Test accuracy / OOS recall of the INT8 model for each gate method and target
+    """Test accuracy / OOS recall of the shipped model for each gate method and target
     retention, thresholds calibrated on valid exactly as training does."""
     from nanoforge.runtime.gate import METHODS, calibrate, fit_mahalanobis, gate_scores
 
@@ -130,16 +130,16 @@ def plot(result: dict, path: Path) -> None:
 
     threads = list(result["latency_ms"])
     x = np.arange(len(threads))
-    rt = [result["latency_ms"][t]["runtime_int8"]["p50"] for t in threads]
+    rt = [result["latency_ms"][t]["runtime"]["p50"] for t in threads]
     th = [result["latency_ms"][t]["torch_fp32"]["p50"] for t in threads]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(x - 0.2, th, 0.4, label="torch FP32 (student)")
-    ax.bar(x + 0.2, rt, 0.4, label="nano INT8 (onnxruntime)")
+    ax.bar(x + 0.2, rt, 0.4, label="nano (onnxruntime)")
     ax.set_xticks(x, [f"{t} thread(s)" for t in threads])
     ax.set_ylabel("p50 single-query latency (ms)")
-    q = result["quality_int8"]
+    q = result["quality"]
     ax.set_title(f"CLINC150 test: acc {q['accuracy']:.1%}, OOS recall {q['oos_recall']:.1%}, "
-                 f"{result['size_mb']['bundle_int8']:.0f} MB", fontsize=9)
+                 f"{result['size_mb']['bundle']:.0f} MB", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

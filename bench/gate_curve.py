@@ -4,7 +4,7 @@
 
 For each gate score (max-softmax, energy, Mahalanobis) and each target retention, the
 threshold is calibrated on valid exactly as training does, then applied to the official
-test split with the INT8 bundle: the curve a user reads to pick
+test split with the shipped bundle: the curve a user reads to pick
 `out_of_scope.target_retention` (how many in-scope requests the nano keeps vs how many
 out-of-scope ones it sends to the fallback). Writes bench/results/clinc150_gate.json and .png.
 """
@@ -60,7 +60,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot([r["retention"] for r in rows], [r["oos_recall"] for r in rows], "o-", ms=3, label=method)
     ax.set_xlabel("in-scope retention on test (kept by the nano)")
     ax.set_ylabel("out-of-scope recall on test (sent to fallback)")
-    ax.set_title(f"CLINC150 gate calibration (INT8); bundle uses {result['chosen_gate']}", fontsize=10)
+    ax.set_title(f"CLINC150 gate calibration; bundle uses {result['chosen_gate']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

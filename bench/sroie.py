@@ -11,7 +11,7 @@ Reads ../shared/data/sroie/train.jsonl (research-use licence: read in place, nev
 copied into the repository), makes a seeded 80/10/10 split of it into
 OUT/data-split/{train,valid,test}.jsonl, trains with `nanoforge train`, then measures
 on the held-out test split: field F1 per field and micro, exact match, valid JSON, and
-p50 latency per receipt of the INT8 runtime on one thread vs the torch FP32 student in
+p50 latency per receipt of the shipped bundle on one thread vs the torch FP32 student in
 the same process. Writes bench/results/sroie.json and bench/results/sroie.png.
 """
 
@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=None, help="keep this many of MiniLM's 6 layers (pruning)")
     ap.add_argument("--distil-from", type=Path, default=None,
                     help="a trained tagger (RUN/student) to prune to --layers and distil from")
+    ap.add_argument("--measure-all", action="store_true",
+                    help="score every rung of the quantisation ladder on valid (the first passing still ships)")
     ap.add_argument("--decoder", action="store_true",
                     help="a decoder student from scratch with schema-constrained JSON instead of the span tagger")
     args = ap.parse_args()
@@ -81,6 +83,8 @@ def main() -> None:
         spec = SPEC.replace("EPOCHS", str(args.epochs)).replace("EXTRA", extra)
         if args.decoder:
             spec = spec[: spec.index("student:")] + DECODER_STUDENT.replace("EPOCHS", str(args.epochs))
+        if args.measure_all:
+            spec += "export: {measure_all: true}\n"
         (data_dir / "task.yaml").write_text(spec)
         from nanoforge.recipes import train
         from nanoforge.task import load_task
@@ -98,13 +102,14 @@ def main() -> None:
     from nanoforge.students.runner import TorchRunner
 
     records = read_records(data_dir / "test.jsonl")
+    export = json.loads((args.out / "report.json").read_text())["export"]
     quality = evaluate_bundle(args.out / "bundle", records, threads=1, latency_n=args.queries)
     if args.decoder:
         report = json.loads((args.out / "report.json").read_text())
         result = {"dataset": "shared/data/sroie/train.jsonl (seeded 80/10/10 split; test held out)",
                   "student": "decoder from scratch, schema-constrained JSON", "n_test": len(records),
-                  "metrics_int8": quality["metrics"], "latency_ms_1_thread": {"runtime_int8": quality["latency_ms"]},
-                  "size_mb": {"bundle_int8": quality["size_mb"]}, "training": report["training"],
+                  "metrics": quality["metrics"], "latency_ms_1_thread": {"runtime": quality["latency_ms"]},
+                  "size_mb": {"bundle": quality["size_mb"]}, "training": report["training"],
                   "by_export": {k: v["metrics"] for k, v in report["models"].items()}, "date": time.strftime("%Y-%m-%d")}
         out = HERE / "results" / "sroie-decoder.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -126,11 +131,12 @@ def main() -> None:
     result = {
         "span_oracle_field_f1": oracle,
         "dataset": "shared/data/sroie/train.jsonl (seeded 80/10/10 split; test held out)",
-        "n_test": len(records), "metrics_int8": quality["metrics"],
-        "latency_ms_1_thread": {"runtime_int8": rt, "torch_fp32": th, "speedup_p50": th["p50"] / rt["p50"]},
-        "size_mb": {"bundle_int8": round(size_mb(args.out / "bundle"), 2),
+        "n_test": len(records), "metrics": quality["metrics"],
+        "latency_ms_1_thread": {"runtime": rt, "torch_fp32": th, "speedup_p50": th["p50"] / rt["p50"]},
+        "size_mb": {"bundle": round(size_mb(args.out / "bundle"), 2),
                     "torch_fp32_student": round(size_mb(args.out / "student"), 2)},
         "chars_per_receipt_mean": sum(map(len, texts)) / len(texts),
+        "shipped": export["shipped"], "export": export,
         "date": time.strftime("%Y-%m-%d"),
     }
     name = "sroie" + (f"-l{args.layers}" if args.layers else "") + ("-kd" if args.distil_from else "")
@@ -144,8 +150,11 @@ def main() -> None:
         p, r, f1 = (f"{x:.4f}" if x is not None else "-" for x in (f["precision"], f["recall"], f["f1"]))
         print(f"  {name:8s} P {p} R {r} F1 {f1} (n={f['support']})")
     print(f"span oracle (ceiling of any span extractor on this text): field F1 {oracle:.4f}")
-    print(f"p50 per receipt, 1 thread: runtime INT8 {rt['p50']:.2f} ms, torch FP32 {th['p50']:.2f} ms")
-    print(f"wrote {out}")
+    print(f"p50 per receipt, 1 thread: runtime {rt['p50']:.2f} ms, torch FP32 {th['p50']:.2f} ms")
+    for t in export["tried"]:
+        print(f"  ladder {t['name']:20s} {t['size_mb']:7.1f} MB  p50 {t['p50_ms']:7.2f} ms  valid F1 {t['metric']:6.2f}  "
+              f"agreement {t['agreement']:.2%}  {'pass' if t['passed'] else 'fail'}")
+    print(f"shipped: {export['shipped']}; wrote {out}")
 
 
 def span_oracle(schema, records) -> float:
@@ -172,13 +181,13 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per = result["metrics_int8"]["per_field"]
+    per = result["metrics"]["per_field"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.bar(list(per), [per[k]["f1"] or 0 for k in per])
     a1.set_ylim(0, 1.05)
-    a1.set_title(f"SROIE test field F1 (INT8): micro {result['metrics_int8']['field_f1']:.3f}")
+    a1.set_title(f"SROIE test field F1 (shipped bundle): micro {result['metrics']['field_f1']:.3f}")
     lat = result["latency_ms_1_thread"]
-    a2.bar(["torch FP32", "nano INT8"], [lat["torch_fp32"]["p50"], lat["runtime_int8"]["p50"]])
+    a2.bar(["torch FP32", "nano"], [lat["torch_fp32"]["p50"], lat["runtime"]["p50"]])
     a2.set_ylabel("p50 ms per receipt, 1 thread")
     a2.set_title("latency per receipt")
     fig.tight_layout()

@@ -1,8 +1,8 @@
 """The generative recipe (translate, summarize, extract with a decoder): teacher outputs ->
 decoder student (sequence-level distillation: fine-tuning on the teacher's outputs, loss on
 the answer tokens only; token-level KD from a local teacher sharing the tokenizer) ->
-ONNX with KV cache (FP32, INT8, INT4) -> greedy parity -> bundle -> test scores of each
-export, the torch student and the teacher."""
+ONNX with KV cache -> the quantisation ladder -> greedy parity -> bundle -> test scores of the
+shipped bundle, FP32 ONNX, the torch student and the teacher."""
 
 from __future__ import annotations
 
