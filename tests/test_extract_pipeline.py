@@ -156,6 +156,26 @@ def test_rerun_reuses_the_trained_tagger(extract_run):
     assert again["models"]["student_int8"]["metrics"] == extract_run["result"]["models"]["student_int8"]["metrics"]
 
 
+def test_every_ladder_rung_builds_and_scores_for_a_tagger(extract_run, tmp_path):
+    """export.measure_all on the trained tagger (reused): static INT8 calibrated on train
+    windows, the sensitivity pass on valid windows, FP16 and FP32 are each built and scored,
+    and the first rung still ships."""
+    import shutil
+
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    spec = load_task(extract_run["root"] / "task.yaml")
+    spec.export = spec.export.model_copy(update={"measure_all": True})
+    shutil.copytree(extract_run["out"] / "student", tmp_path / "run" / "student")
+    export = train(spec, tmp_path / "run").summary["export"]
+    assert [t["name"] for t in export["tried"]] == ["int8-dynamic", "int8-static", "int8-static-mixed", "fp16",
+                                                     "fp32"]
+    assert export["shipped"] == "int8-dynamic"
+    assert "kept in FP32" in export["tried"][2]["note"]
+    assert all(0.0 <= t["agreement"] <= 1.0 and t["size_mb"] > 0 for t in export["tried"])
+
+
 def test_distil_from_a_trained_tagger_into_fewer_layers(extract_run):
     """student.distil_from: the trained tagger, pruned to 1 layer, learns from its token
     probabilities; the bundle carries the calibrated null thresholds."""

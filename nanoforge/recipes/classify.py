@@ -168,7 +168,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     outcome = steps.export_ladder(
         spec, model, export_student, ENCODER_LADDER, score, reference,
         calibration_feeds(enc, train_set.texts), lambda runner: steps.p50_ms(
-            lambda t: classifier_outputs(runner, enc, [t]), valid_set.texts), out, spec_source)
+            lambda t: classifier_outputs(runner, enc, [t]), valid_set.texts), out, spec_source,
+        sensitivity=calibration_feeds(enc, valid_set.texts, n=4, batch=4))
     shipped = make_session(outcome.path)
     valid_out = {"torch": torch_valid, "shipped": classifier_outputs(shipped, enc, valid_set.texts)}
     parity = {"fp32": classifier_parity(torch_valid[0], classifier_outputs(

@@ -230,7 +230,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     outcome = steps.export_ladder(
         spec, model, export_student, ENCODER_LADDER, score, reference,
         calibration_feeds_windows(enc, train_texts), lambda runner: steps.p50_ms(
-            lambda t: read_fields(runner, enc, schema, [t]), valid_texts, n=10), out, spec_source)
+            lambda t: read_fields(runner, enc, schema, [t]), valid_texts, n=10), out, spec_source,
+        sensitivity=calibration_feeds_windows(enc, valid_texts, n=4, batch=4))
     shipped = make_session(outcome.path)
     parity = {name: compare(torch_out, outputs(make_session(path)))
               for name, path in (("fp32", out / "export" / "model.fp32.onnx"), (outcome.shipped.name, outcome.path))}
