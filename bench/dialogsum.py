@@ -99,7 +99,7 @@ def main() -> None:
         "size_mb": {k: v["size_mb"] for k, v in report["models"].items()},
         "training_minutes": round(report["training"]["seconds"] / 60, 1), "total_minutes":
         round(report["seconds"] / 60, 1), "best_epoch": report["training"]["best_epoch"],
-        "history": report["training"].get("history"), "parity": report.get("parity"), "speed_1_thread": speed,
+        "history": report["training"].get("history"), "parity": report["parity"], "speed_1_thread": speed,
         "shipped": report["export"]["shipped"], "export": report["export"],
         "examples": report.get("examples", [])[:3], "date": time.strftime("%Y-%m-%d"),
     }

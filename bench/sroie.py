@@ -102,10 +102,10 @@ def main() -> None:
     from nanoforge.students.runner import TorchRunner
 
     records = read_records(data_dir / "test.jsonl")
-    export = json.loads((args.out / "report.json").read_text())["export"]
+    report = json.loads((args.out / "report.json").read_text())
+    export = report["export"]
     quality = evaluate_bundle(args.out / "bundle", records, threads=1, latency_n=args.queries)
     if args.decoder:
-        report = json.loads((args.out / "report.json").read_text())
         result = {"dataset": "shared/data/sroie/train.jsonl (seeded 80/10/10 split; test held out)",
                   "student": "decoder from scratch, schema-constrained JSON", "n_test": len(records),
                   "metrics": quality["metrics"], "latency_ms_1_thread": {"runtime": quality["latency_ms"]},

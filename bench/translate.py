@@ -8,9 +8,9 @@ Reads ../shared/data/tatoeba-enja in place: all 50,000 training pairs; its 500 v
 pairs split into valid (first 250, early stopping) and test (last 250, never trained or
 tuned on). Trains a Llama-architecture decoder from scratch with `nanoforge train`
 (tokenizer trained on the training text), then measures on test: BLEU and chrF (sacrebleu;
-`char` BLEU tokenisation for Japanese unless MeCab is installed) for the shipped
-bundle, FP32 ONNX and the torch student, and decode speed on one thread: the shipped bundle (nanoforge.runtime, KV cache on
-onnxruntime) vs Hugging Face `generate` in torch FP32 on the same weights, same prompts,
+`char` BLEU tokenisation for Japanese unless MeCab is installed) for the shipped bundle,
+FP32 ONNX and the torch student, and decode speed on one thread: the shipped bundle
+(nanoforge.runtime, KV cache on onnxruntime) vs Hugging Face `generate` in torch FP32 on the same weights, same prompts,
 greedy, same number of new tokens. Writes bench/results/translate-DIRECTION.json and .png.
 """
 
@@ -156,7 +156,7 @@ def decode_speed(out: Path, n: int) -> dict:
 def finish_plot(fig, ax, s: dict, path: Path) -> None:
     """The decode-speed panel (the shipped bundle vs HF generate), then save the figure."""
     ax.bar(["HF generate FP32", "nano"], [s["hf_generate_fp32_decode_tokens_per_s_p50"],
-                                              s["runtime_decode_tokens_per_s_p50"]])
+                                         s["runtime_decode_tokens_per_s_p50"]])
     ax.set_ylabel("decode tokens/s, 1 thread")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

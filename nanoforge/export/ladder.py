@@ -64,7 +64,7 @@ class Rung:
 class Context:
     score: Score
     calibration: Feeds  # model inputs from a sample of train, for static quantisation
-    sensitivity: Feeds = field(default_factory=list)  # one small batch of valid, for the sensitivity pass
+    sensitivity: Feeds = field(default_factory=list)  # one small batch of valid (encoders), for the sensitivity pass
 
 
 @dataclass
@@ -211,8 +211,7 @@ def _static_keep_sensitive(fp32: Path, work: Path, ctx: Context) -> tuple[Path, 
         quantize_static(fp32, base, ctx.calibration, method)
     # One small batch of valid: every intermediate tensor of both models is kept in memory (a
     # 6-layer MiniLM on 32 batches of 8 windows of 512 tokens took all 24 GiB here and was killed).
-    feeds = ctx.sensitivity[:1] or [{k: v[:4] for k, v in ctx.calibration[0].items()}]
-    keep = sensitive_matmuls(fp32, base, feeds)
+    keep = sensitive_matmuls(fp32, base, ctx.sensitivity[:1])
     path = quantize_static(fp32, work / "model.int8-static-mixed.onnx", ctx.calibration, method, exclude=keep)
     return path, f"{len(keep)} MatMul(s) kept in FP32: {', '.join(keep[:4])}{' ...' if len(keep) > 4 else ''}"
 

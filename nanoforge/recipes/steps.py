@@ -158,7 +158,7 @@ def reuse_or_train(folder: Path, print_: str, load: Callable[[Path], T], train: 
 
 
 def export_ladder(spec: TaskSpec, model, export: Callable[[Any, Path], Path], rungs, score, reference: float,
-                  calibration, latency, out: Path, spec_source: str | None, sensitivity=None):
+                  calibration, latency, out: Path, spec_source: str | None, sensitivity=()):
     """Export the student and climb the quantisation ladder (nanoforge/export/ladder.py) within
     the spec's tolerance. With `export.require`, only variants of that precision are tried and
     none passing is a one-line error with the measured figures."""
@@ -174,7 +174,7 @@ def export_ladder(spec: TaskSpec, model, export: Callable[[Any, Path], Path], ru
         rungs = kept
     fp32 = export(model, out / "export" / "model.fp32.onnx")
     with progress_bar("export ladder", total=len(rungs)) as advance:
-        outcome = climb(rungs, fp32, out / "export", Context(score, calibration, sensitivity or []), reference,
+        outcome = climb(rungs, fp32, out / "export", Context(score, calibration, list(sensitivity)), reference,
                         tol.max_metric_drop, tol.min_agreement, latency, log=log, done=lambda name: advance(1, name),
                         measure_all=tol.measure_all)
     if tol.require is not None and not outcome.shipped.passed:
