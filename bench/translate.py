@@ -3,6 +3,8 @@
     python bench/translate.py --direction en-ja --out runs/bench-en-ja --epochs 10   # train + evaluate
     python bench/translate.py --direction ja-en --out runs/bench-ja-en --epochs 5
     python bench/translate.py --direction en-ja --out runs/bench-en-ja --eval-only
+    python bench/translate.py --direction en-ja --out runs/en-ja-minimal --minimal
+                                             # the spec a new user writes, nanoforge's defaults for the rest
 
 Reads ../shared/data/tatoeba-enja in place: all 50,000 training pairs; its 500 validation
 pairs split into valid (first 250, early stopping) and test (last 250, never trained or
@@ -54,6 +56,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--minimal", action="store_true",
+                    help="the spec a new user writes (student: {kind: causal, base: scratch}); every other "
+                         "setting is nanoforge's default")
     ap.add_argument("--speed-prompts", type=int, default=20)
     args = ap.parse_args()
     src, tgt = args.direction.split("-")
@@ -64,8 +69,11 @@ def main() -> None:
         valid = (DATA / "valid.jsonl").read_text().splitlines()
         (spec_dir / "valid.jsonl").write_text("\n".join(valid[:250]) + "\n")
         (spec_dir / "test.jsonl").write_text("\n".join(valid[250:]) + "\n")
-        (spec_dir / "task.yaml").write_text(SPEC.format(src=src, tgt=tgt, data=DATA, hidden=args.hidden,
-                                                        layers=args.layers, vocab=args.vocab, epochs=args.epochs))
+        spec = SPEC.format(src=src, tgt=tgt, data=DATA, hidden=args.hidden, layers=args.layers, vocab=args.vocab,
+                           epochs=args.epochs)
+        if args.minimal:
+            spec = spec[: spec.index("student:")] + "student: {kind: causal, base: scratch}\n"
+        (spec_dir / "task.yaml").write_text(spec)
         train_spec(spec_dir / "task.yaml", out)
 
     report = json.loads((out / "report.json").read_text())
@@ -76,9 +84,10 @@ def main() -> None:
         "size_mb": {k: v["size_mb"] for k, v in report["models"].items()},
         "training_minutes": round(report["training"]["seconds"] / 60, 1),
         "best_epoch": report["training"]["best_epoch"], "parity": report["parity"], "speed_1_thread": speed,
-        "examples": report.get("examples", [])[:5], "date": time.strftime("%Y-%m-%d"),
+        "examples": report.get("examples", [])[:5], "spec": (spec_dir / "task.yaml").read_text(),
+        "defaults_chosen": report.get("defaults"), "date": time.strftime("%Y-%m-%d"),
     }
-    path = HERE / "results" / f"translate-{args.direction}.json"
+    path = HERE / "results" / f"translate-{args.direction}{'-minimal' if args.minimal else ''}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot(result, path.with_suffix(".png"))
     q = result["quality"]
