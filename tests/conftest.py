@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINC = ROOT / "examples" / "clinc150"
+ENJA = ROOT / "examples" / "tatoeba-enja"
 TINY_LABELS = ["balance", "transfer", "freeze_account", "pay_bill", "weather"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -100,3 +101,28 @@ def trained_run(tiny_task, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("run")
     result = train(load_task(tiny_task), out, spec_source=str(tiny_task)).summary
     return {"out": out, "bundle": out / "bundle", "result": result, "task": tiny_task}
+
+
+def tiny_spec(root, kind="translate", extra=""):
+    lang = "source_lang: en\ntarget_lang: ja\n" if kind == "translate" else "max_summary_words: 12\n"
+    fields = ", input_field: en, output_field: ja" if kind == "translate" else ""
+    (root / "task.yaml").write_text(
+        f"name: tiny-{kind}\nkind: {kind}\n{lang}"
+        f"data: {{train: train.jsonl, valid: valid.jsonl, test: test.jsonl{fields}}}\n"
+        "student: {scratch: {hidden_size: 32, layers: 2, heads: 2, kv_heads: 1, vocab_size: 1500}, "
+        f"max_length: 64, max_new_tokens: 20, epochs: 3, batch_size: 16, lr: 3.0e-3, threads: 1{extra}}}\n")
+    return root / "task.yaml"
+
+
+@pytest.fixture(scope="session")
+def translate_run(tmp_path_factory):
+    """A tiny EN->JA decoder from scratch, trained once through the real pipeline."""
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    root = tmp_path_factory.mktemp("gen")
+    for name, n in (("train", 400), ("valid", 16), ("test", 16)):
+        rows = [json.loads(x) for x in (ENJA / f"{name}.jsonl").read_text().splitlines()][:n]
+        write_jsonl(root / f"{name}.jsonl", rows)
+    result = train(load_task(tiny_spec(root)), root / "run").summary
+    return {"root": root, "bundle": root / "run" / "bundle", "result": result}

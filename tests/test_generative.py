@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, write_jsonl
+from conftest import ENJA, ROOT, tiny_spec, write_jsonl
 
 from nanoforge.errors import NanoforgeError
 from nanoforge.students.causal import CausalConfig, CausalLM
 from nanoforge.task import parse_task
 
-ENJA = ROOT / "examples" / "tatoeba-enja"
 
 
 @pytest.mark.parametrize("tie,kv_heads", [(True, 2), (False, 4)])
@@ -50,30 +49,6 @@ def test_save_load_roundtrip(tmp_path):
     ids = torch.randint(0, 50, (1, 5))
     assert meta["x"] == 1 and torch.equal(back(ids)[0], m.eval()(ids)[0])
     assert not any(p.suffix == ".bin" or p.suffix == ".pt" for p in (tmp_path / "s").iterdir())
-
-
-def tiny_spec(root, kind="translate", extra=""):
-    lang = "source_lang: en\ntarget_lang: ja\n" if kind == "translate" else "max_summary_words: 12\n"
-    fields = ", input_field: en, output_field: ja" if kind == "translate" else ""
-    (root / "task.yaml").write_text(
-        f"name: tiny-{kind}\nkind: {kind}\n{lang}"
-        f"data: {{train: train.jsonl, valid: valid.jsonl, test: test.jsonl{fields}}}\n"
-        "student: {scratch: {hidden_size: 32, layers: 2, heads: 2, kv_heads: 1, vocab_size: 1500}, "
-        f"max_length: 64, max_new_tokens: 20, epochs: 3, batch_size: 16, lr: 3.0e-3, threads: 1{extra}}}\n")
-    return root / "task.yaml"
-
-
-@pytest.fixture(scope="module")
-def translate_run(tmp_path_factory):
-    from nanoforge.recipes import train
-    from nanoforge.task import load_task
-
-    root = tmp_path_factory.mktemp("gen")
-    for name, n in (("train", 400), ("valid", 16), ("test", 16)):
-        rows = [json.loads(x) for x in (ENJA / f"{name}.jsonl").read_text().splitlines()][:n]
-        write_jsonl(root / f"{name}.jsonl", rows)
-    result = train(load_task(tiny_spec(root)), root / "run").summary
-    return {"root": root, "bundle": root / "run" / "bundle", "result": result}
 
 
 def test_translate_pipeline_outputs_and_parity(translate_run):

@@ -1,0 +1,34 @@
+// @nanoforge/web: run a nanoforge bundle in the browser (or Node) on onnxruntime-web.
+//
+//   import { load } from "@nanoforge/web";
+//   const nano = await load("/nanos/clinc150/");   // manifest.json, every file's sha256 checked
+//   await nano.predict("what's my checking balance");
+//
+// The answers are those of the Python runtime (nanoforge.runtime) on the same input.
+import { NanoError, readBundle } from "./bundle.js";
+import { ClassifierNano } from "./classifier.js";
+import { DecoderNano } from "./decoder.js";
+import { configure } from "./session.js";
+
+export { NanoError } from "./bundle.js";
+
+const RUNTIMES = { [ClassifierNano.runtime]: ClassifierNano, [DecoderNano.runtime]: DecoderNano };
+
+/**
+ * Load the bundle at `source` (a folder URL). Options: `threads` (WASM threads; default 1,
+ * or up to 4 when the page is cross-origin isolated), `wasmPaths` (where onnxruntime-web's
+ * .wasm/.mjs files are served), `fetch` (a fetch function, e.g. for files on disk in Node),
+ * `verify` (default true: check every file's size and sha256).
+ */
+export async function load(source, options = {}) {
+  const threads = configure(options);
+  const bundle = await readBundle(source, options);
+  const runtime = RUNTIMES[bundle.manifest.model.runtime];
+  if (!runtime) {
+    throw new NanoError(`${bundle.url}manifest.json: model.runtime ${bundle.manifest.model.runtime} is not supported ` +
+      `by this SDK version yet (it runs ${Object.keys(RUNTIMES).join(", ")})`);
+  }
+  const nano = await runtime.create(bundle);
+  nano.threads = threads;
+  return nano;
+}
