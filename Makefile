@@ -7,7 +7,9 @@ DEMO_OUT ?= runs/demo
 
 WEB_STAMP := web/node_modules/.installed
 
-.PHONY: install demo test bench lint clean smollm2 web
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install demo test bench lint clean smollm2 web browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +33,15 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-test: $(STAMP) $(WEB_STAMP)
+# Debian's Chromium, for the browser tests (playwright-core drives it; no browser download).
+$(CHROMIUM):
+	command -v apt-get >/dev/null || { echo "the browser tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }'
+
+browser: $(CHROMIUM)
+
+test: $(STAMP) $(WEB_STAMP) $(CHROMIUM)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

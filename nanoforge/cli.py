@@ -6,6 +6,8 @@
     nanoforge demo --out DIR                 the bundled default (CLINC150)
     nanoforge registry add|list|promote|rollback ... --registry DIR
     nanoforge serve --registry DIR --port N
+    nanoforge export BUNDLE --format web --out DIR   a static site: the nano in the browser
+    nanoforge web BUNDLE --port N                    that site, served on localhost
 
 User mistakes print one line `error: ...` and exit with code 2. `eval` and `predict`
 run on the torch-free runtime.
@@ -256,6 +258,42 @@ def router_build(registry: Path = REGISTRY_OPT,
         overrides[name] = file
     ref = build_router(Registry(registry), out, base=base, per_nano=per_nano, epochs=epochs, data=overrides)
     typer.echo(f"router nano {ref} registered in {registry} (prod); report: {out / 'report.md'}")
+
+
+@app.command("export")
+@user_errors
+def export_(bundle: Path = typer.Argument(..., help="bundle folder"),
+            format: str = typer.Option(..., "--format", help="web: a static site running the nano in the browser"),
+            out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
+    """Export a bundle to another runtime's format."""
+    if format != "web":
+        raise NanoforgeError(f"--format {format!r}: not one of web")
+    from nanoforge.export.web import export_web, site_bytes
+
+    site = export_web(bundle, out)
+    size = site_bytes(site)
+    typer.echo(f"wrote {site} ({size['raw'] / 1e6:.1f} MB, {size['gzip'] / 1e6:.1f} MB gzip); "
+               f"serve it with `nanoforge web {bundle}` or any static host")
+
+
+@app.command()
+@user_errors
+def web(bundle: Path = typer.Argument(..., help="bundle folder"),
+        port: int = typer.Option(8765, "--port", help="0: any free port"),
+        out: Optional[Path] = typer.Option(None, "--out", help="site folder (default: a temporary one)")) -> None:
+    """Serve the bundle's web site on localhost (with the headers that enable WASM threads)."""
+    import tempfile
+
+    from nanoforge.export.web import export_web, server
+
+    with tempfile.TemporaryDirectory(prefix="nanoforge-web-") as tmp:
+        site = export_web(bundle, out or Path(tmp) / "site")
+        httpd = server(site, port=port)
+        typer.echo(f"serving {bundle} at http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)", err=True)
+        try:
+            httpd.serve_forever()
+        finally:
+            httpd.server_close()
 
 
 @app.command()

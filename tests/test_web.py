@@ -98,3 +98,84 @@ def test_a_tampered_file_or_a_bad_input_is_an_error_never_an_answer(trained_run,
     shutil.copytree(trained_run["bundle"], tmp_path / "v9")
     (tmp_path / "v9" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 9}))
     assert "format_version 9 is not supported" in js_answers(tmp_path / "v9", ["hello"])["error"]
+
+
+# -- in real Chromium ---------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def site(tmp_path):
+    """Serve a bundle's web export on a free localhost port: site(bundle) -> URL."""
+    import threading
+
+    from nanoforge.export.web import export_web, server
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (make test does it first)")
+    servers = []
+
+    def serve(bundle: Path, name: str = "site") -> str:
+        httpd = server(export_web(bundle, tmp_path / name), port=0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+    yield serve
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def in_browser(url: str, **request) -> dict:
+    r = node("tools/browser.mjs", url, stdin=json.dumps(request), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["errors"] == [] or "nanoforge" not in out, out["errors"]
+    assert all(u.startswith(url) for u in out["requests"]), out["requests"]  # nothing but this page's own host
+    return out
+
+
+def test_chromium_classifier_and_demo_page_answer_like_python(trained_run, site, tmp_path):
+    from nanoforge.data import read_records
+    from nanoforge.runtime import load
+
+    texts = [r.input for r in read_records(trained_run["task"].parent / "test.jsonl")][:40]
+    nano = load(trained_run["bundle"])
+    url = site(trained_run["bundle"])
+    shot = tmp_path / "demo.png"
+    out = in_browser(url, inputs=texts, type=texts[0], screenshot=str(shot))
+    assert out["isolated"] and out["status"].startswith("ready")
+    for t, g, w in zip(texts, out["answers"], [nano.predict(t) for t in texts]):
+        assert (g["output"], g["out_of_scope"]) == (w["output"], w["out_of_scope"]), t
+        assert close(g["confidence"], w["confidence"]) and close(g["score"], w["score"]), (t, g, w)
+    want = nano.predict(texts[0])
+    assert out["shown"]["answer"] == (want["output"] if not want["out_of_scope"] else "out of scope")
+    assert shot.stat().st_size > 10_000
+    batch = in_browser(url, inputs=texts, batch=True)["answers"]
+    assert [(a["output"], a["out_of_scope"]) for a in batch] == \
+        [(a["output"], a["out_of_scope"]) for a in nano.predict_batch(texts)]
+
+
+def test_chromium_decoder_greedy_tokens_equal_python(translate_run, site):
+    from nanoforge.data import read_records
+    from nanoforge.runtime import load
+
+    texts = [r.input for r in read_records(translate_run["root"] / "test.jsonl", "en", "ja")][:8]
+    nano = load(translate_run["bundle"])
+    got = in_browser(site(translate_run["bundle"]), inputs=texts)["answers"]
+    assert [(a["output"], a["tokens"], a["finish"]) for a in got] == \
+        [(a["output"], a["tokens"], a["finish"]) for a in (nano.predict(t) for t in texts)]
+
+
+def test_chromium_refuses_a_tampered_bundle(trained_run, site, tmp_path):
+    from nanoforge.export.web import export_web
+
+    url = site(trained_run["bundle"], "tampered")
+    export_web(trained_run["bundle"], tmp_path / "tampered")  # rewrite it, then break one file in place
+    tok = tmp_path / "tampered" / "nano" / "tokenizer.json"
+    tok.write_text(tok.read_text().replace("[UNK]", "[UNX]", 1))
+    out = in_browser(url)
+    assert "answers" not in out and "nanoforge" not in out
+    assert out["status"].startswith("cannot load the nano") and "tokenizer.json: sha256 checksum mismatch" in out["status"]
