@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 CLINC = ROOT / "examples" / "clinc150"
 ENJA = ROOT / "examples" / "tatoeba-enja"
+INVOICES = ROOT / "examples" / "invoices"
 TINY_LABELS = ["balance", "transfer", "freeze_account", "pay_bill", "weather"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -126,3 +127,26 @@ def translate_run(tmp_path_factory):
         write_jsonl(root / f"{name}.jsonl", rows)
     result = train(load_task(tiny_spec(root)), root / "run").summary
     return {"root": root, "bundle": root / "run" / "bundle", "result": result}
+
+
+@pytest.fixture(scope="session")
+def extract_run(tmp_path_factory) -> dict:
+    """A span tagger for the invoice example on a tiny random BERT, trained once."""
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    root = tmp_path_factory.mktemp("extract")
+    rows = {s: [json.loads(x) for x in (INVOICES / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "valid", "test")}
+    write_jsonl(root / "train.jsonl", rows["train"][:40])
+    write_jsonl(root / "valid.jsonl", rows["valid"][:8])
+    write_jsonl(root / "test.jsonl", rows["test"][:8])
+    make_tiny_bert(root / "tiny-bert", [r["input"] for r in rows["train"][:40]])
+    spec = (INVOICES / "task.yaml").read_text().replace(
+        "student: {base: minilm-l6, max_length: 512, stride: 128, epochs: 8, batch_size: 8, lr: 1.0e-4}",
+        "student: {base: tiny-bert, max_length: 64, stride: 16, epochs: 2, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
+        "export: {max_metric_drop: 100, min_agreement: 0}")
+    assert "tiny-bert" in spec
+    (root / "task.yaml").write_text(spec)
+    result = train(load_task(root / "task.yaml"), root / "run").summary
+    return {"root": root, "out": root / "run", "bundle": root / "run" / "bundle", "result": result}

@@ -8,33 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, make_tiny_bert, write_jsonl
+from conftest import write_jsonl
 
 from nanoforge.bundle import read_manifest
 
-INVOICES = ROOT / "examples" / "invoices"
-
-
-@pytest.fixture(scope="module")
-def extract_run(tmp_path_factory) -> dict:
-    from nanoforge.recipes import train
-    from nanoforge.task import load_task
-
-    root = tmp_path_factory.mktemp("extract")
-    rows = {s: [json.loads(x) for x in (INVOICES / f"{s}.jsonl").read_text().splitlines()]
-            for s in ("train", "valid", "test")}
-    write_jsonl(root / "train.jsonl", rows["train"][:40])
-    write_jsonl(root / "valid.jsonl", rows["valid"][:8])
-    write_jsonl(root / "test.jsonl", rows["test"][:8])
-    make_tiny_bert(root / "tiny-bert", [r["input"] for r in rows["train"][:40]])
-    spec = (INVOICES / "task.yaml").read_text().replace(
-        "student: {base: minilm-l6, max_length: 512, stride: 128, epochs: 8, batch_size: 8, lr: 1.0e-4}",
-        "student: {base: tiny-bert, max_length: 64, stride: 16, epochs: 2, batch_size: 16, lr: 3.0e-3, threads: 1}\n"
-        "export: {max_metric_drop: 100, min_agreement: 0}")
-    assert "tiny-bert" in spec
-    (root / "task.yaml").write_text(spec)
-    result = train(load_task(root / "task.yaml"), root / "run").summary
-    return {"root": root, "out": root / "run", "bundle": root / "run" / "bundle", "result": result}
 
 
 def test_run_outputs(extract_run):

@@ -82,6 +82,57 @@ def test_decoder_greedy_answers_and_stream_equal_the_python_runtime(translate_ru
                      enumerate(nano.predict(t, max_new_tokens=3) for t in texts[:2])]
 
 
+OFFSET_TEXTS = [
+    "TAN WOON YANN\nBOOK TA .K (TAMAN DAYA) SDN BHD\nNO.4, JALAN PERJIRANAN 10, 81100 JOHOR BAHRU\n"
+    "DATE: 25/12/2018 8:13:39 PM  TOTAL RM 9.00 ROUNDING ADJ -0.02",
+    "Café Déjà-vu, 12½ crêpes @ €3,50 — naïve façade; ＴＯＴＡＬ １２ 東京都 ok",
+    "  leading and\ttrailing  ", "x", "unknownwordzzzqqq ###",
+]
+
+
+def test_tagger_offsets_equal_python_tokenizers_on_minilm():
+    """The browser tagger's ids and character offsets, from tokenizers.js, equal Python
+    `tokenizers` on MiniLM's real WordPiece (receipt text, accents, full-width, CJK)."""
+    from tokenizers import Tokenizer
+
+    from nanoforge.students.encoder import resolve_base
+
+    path = resolve_base("minilm-l6") / "tokenizer.json"
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.no_truncation()
+    r = node("tools/offsets.mjs", str(path), stdin=json.dumps(OFFSET_TEXTS))
+    assert r.returncode == 0, r.stderr[-2000:]
+    for text, got in zip(OFFSET_TEXTS, json.loads(r.stdout)):
+        enc = tok.encode(text, add_special_tokens=False)
+        assert got["ids"] == enc.ids, text
+        assert [tuple(o) for o in got["offsets"]] == [tuple(o) for o in enc.offsets], text
+
+
+def tagger_inputs(extract_run) -> list[str]:
+    from nanoforge.data import read_records
+
+    texts = [r.input for r in read_records(extract_run["root"] / "test.jsonl")]
+    return texts + [texts[0] * 3, "Invoice INV-1 dated 3 March 2024, total due USD 1,234.50", "nothing here"]
+
+
+def same_fields(got: dict, want: dict) -> bool:
+    return got["output"] == want["output"] and got["valid"] == want["valid"] and all(
+        close(got["confidence"][k], want["confidence"][k], 2e-4) for k in want["confidence"])
+
+
+def test_tagger_answers_equal_the_python_runtime(extract_run):
+    from nanoforge.runtime import load
+
+    texts = tagger_inputs(extract_run)
+    nano = load(extract_run["bundle"])
+    for batch in (False, True):
+        want = nano.predict_batch(texts) if batch else [nano.predict(t) for t in texts]
+        got = js_answers(extract_run["bundle"], texts, batch=batch)
+        for t, g, w in zip(texts, got, want):
+            assert same_fields(g, w), (t[:80], g, w)
+
+
 def test_a_tampered_file_or_a_bad_input_is_an_error_never_an_answer(trained_run, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(trained_run["bundle"], bundle)
@@ -156,6 +207,16 @@ def test_chromium_classifier_and_demo_page_answer_like_python(trained_run, site,
     batch = in_browser(url, inputs=texts, batch=True)["answers"]
     assert [(a["output"], a["out_of_scope"]) for a in batch] == \
         [(a["output"], a["out_of_scope"]) for a in nano.predict_batch(texts)]
+
+
+def test_chromium_tagger_fields_equal_python(extract_run, site):
+    from nanoforge.runtime import load
+
+    texts = tagger_inputs(extract_run)
+    nano = load(extract_run["bundle"])
+    got = in_browser(site(extract_run["bundle"]), inputs=texts)["answers"]
+    for t, g, w in zip(texts, got, [nano.predict(t) for t in texts]):
+        assert same_fields(g, w), (t[:80], g, w)
 
 
 def test_chromium_decoder_greedy_tokens_equal_python(translate_run, site):

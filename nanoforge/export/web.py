@@ -39,10 +39,9 @@ def export_web(bundle_dir: str | Path, out: str | Path) -> Path:
     """Write the static site for `bundle_dir` into `out` (replaced if it is an earlier site)."""
     bundle_dir, out = Path(bundle_dir), Path(out)
     manifest = read_manifest(bundle_dir, verify=True)
-    if manifest.model.runtime not in ("encoder-classifier", "decoder") or getattr(manifest.model, "schema_", None):
-        raise NanoforgeError(f"{bundle_dir}: a {manifest.model.runtime} bundle"
-                             f"{' with a schema' if manifest.model.runtime == 'decoder' else ''} does not run in the "
-                             "browser SDK yet (classifiers and free-text decoders do)")
+    if manifest.model.runtime == "decoder" and manifest.model.schema_ is not None:
+        raise NanoforgeError(f"{bundle_dir}: a decoder bundle with a schema (JSON by construction) does not run in "
+                             "the browser SDK yet (classifiers, span taggers and free-text decoders do)")
     modules = WEB / "node_modules"
     missing = [src for src in VENDOR.values() if not (modules / src).is_file()]
     if missing:

@@ -20,6 +20,14 @@ export interface ClassifyAnswer {
   score: number | null;
 }
 
+export interface ExtractAnswer {
+  /** Every schema field: its typed value (ISO date, number, enum spelling) or null. */
+  output: Record<string, string | number | null>;
+  confidence: Record<string, number>;
+  /** Whether output validates against the strict schema. */
+  valid: boolean;
+}
+
 export interface GenerateAnswer {
   output: string;
   confidence: number | null;
@@ -52,12 +60,17 @@ export interface ClassifierNano extends NanoBase {
   predictBatch(texts: string[], options?: { batchSize?: number }): Promise<ClassifyAnswer[]>;
 }
 
+export interface TaggerNano extends NanoBase {
+  predict(text: string): Promise<ExtractAnswer>;
+  predictBatch(texts: string[], options?: { batchSize?: number }): Promise<ExtractAnswer[]>;
+}
+
 export interface DecoderNano extends NanoBase {
   predict(text: string, options?: GenerateOptions): Promise<GenerateAnswer>;
   predictBatch(texts: string[], options?: GenerateOptions): Promise<GenerateAnswer[]>;
   stream(text: string, options?: GenerateOptions): AsyncGenerator<string>;
 }
 
-export type Nano = ClassifierNano | DecoderNano;
+export type Nano = ClassifierNano | TaggerNano | DecoderNano;
 
 export function load(source: string | URL, options?: LoadOptions): Promise<Nano>;

@@ -9,10 +9,13 @@ import { NanoError, readBundle } from "./bundle.js";
 import { ClassifierNano } from "./classifier.js";
 import { DecoderNano } from "./decoder.js";
 import { configure } from "./session.js";
+import { TaggerNano } from "./tagger.js";
 
 export { NanoError } from "./bundle.js";
 
-const RUNTIMES = { [ClassifierNano.runtime]: ClassifierNano, [DecoderNano.runtime]: DecoderNano };
+const RUNTIMES = {
+  [ClassifierNano.runtime]: ClassifierNano, [TaggerNano.runtime]: TaggerNano, [DecoderNano.runtime]: DecoderNano,
+};
 
 /**
  * Load the bundle at `source` (a folder URL). Options: `threads` (WASM threads; default 1,
