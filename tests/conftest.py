@@ -150,3 +150,24 @@ def extract_run(tmp_path_factory) -> dict:
     (root / "task.yaml").write_text(spec)
     result = train(load_task(root / "task.yaml"), root / "run").summary
     return {"root": root, "out": root / "run", "bundle": root / "run" / "bundle", "result": result}
+
+
+@pytest.fixture(scope="session")
+def decoder_extract_run(tmp_path_factory) -> dict:
+    """The invoice schema on a tiny decoder from scratch, barely trained (JSON by construction)."""
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    root = tmp_path_factory.mktemp("decoder-extract")
+    for name, n in (("train", 60), ("valid", 6), ("test", 6)):
+        rows = [json.loads(x) for x in (INVOICES / f"{name}.jsonl").read_text().splitlines()][:n]
+        write_jsonl(root / f"{name}.jsonl", rows)
+    spec = (INVOICES / "task.yaml").read_text()
+    start = spec.index("student:")
+    end = spec.index("\n", start)
+    spec = spec[:start] + ("student: {kind: causal, scratch: {hidden_size: 32, layers: 1, heads: 2, vocab_size: 600}, "
+                           "max_length: 384, max_new_tokens: 48, epochs: 1, batch_size: 8, lr: 3.0e-3, threads: 1}") \
+        + spec[end:]
+    (root / "task.yaml").write_text(spec)
+    result = train(load_task(root / "task.yaml"), root / "run").summary
+    return {"root": root, "bundle": root / "run" / "bundle", "result": result}

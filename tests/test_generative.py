@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ENJA, ROOT, tiny_spec, write_jsonl
+from conftest import ENJA, tiny_spec, write_jsonl
 
 from nanoforge.errors import NanoforgeError
 from nanoforge.students.causal import CausalConfig, CausalLM
@@ -189,26 +189,13 @@ def test_generation_runtime_needs_no_torch(translate_run):
     assert r.stdout.strip() == "ok"
 
 
-def test_extract_with_a_decoder_student_is_schema_valid_by_construction(tmp_path):
+def test_extract_with_a_decoder_student_is_schema_valid_by_construction(decoder_extract_run):
     """A tiny random decoder barely trained: its JSON is still 100% valid (the mask, not luck)."""
     from nanoforge.evaluate import evaluate_bundle
     from nanoforge.extract.schema import validate
-    from nanoforge.recipes import train
     from nanoforge.runtime import load
-    from nanoforge.task import load_task
 
-    inv = ROOT / "examples" / "invoices"
-    for name, n in (("train", 60), ("valid", 6), ("test", 6)):
-        rows = [json.loads(x) for x in (inv / f"{name}.jsonl").read_text().splitlines()][:n]
-        write_jsonl(tmp_path / f"{name}.jsonl", rows)
-    spec = (inv / "task.yaml").read_text()
-    start = spec.index("student:")
-    end = spec.index("\n", start)
-    spec = spec[:start] + ("student: {kind: causal, scratch: {hidden_size: 32, layers: 1, heads: 2, vocab_size: 600}, "
-                           "max_length: 384, max_new_tokens: 48, epochs: 1, batch_size: 8, lr: 3.0e-3, threads: 1}") \
-        + spec[end:]
-    (tmp_path / "task.yaml").write_text(spec)
-    result = train(load_task(tmp_path / "task.yaml"), tmp_path / "run").summary
+    tmp_path, result = decoder_extract_run["root"], decoder_extract_run["result"]
     assert result["models"][f"student_{result['export']['shipped']}"]["metrics"]["valid_json"] == 1.0
     nano = load(tmp_path / "run" / "bundle")
     assert nano.manifest.model.runtime == "decoder" and nano.manifest.model.schema_ is not None

@@ -133,6 +133,23 @@ def test_tagger_answers_equal_the_python_runtime(extract_run):
             assert same_fields(g, w), (t[:80], g, w)
 
 
+def test_decoder_with_a_schema_writes_the_same_json_as_python(decoder_extract_run):
+    """Constrained decoding in JS: the same masks, so the same greedy tokens and objects,
+    every one schema-valid; a document cut by the token limit closes the same way."""
+    from nanoforge.data import read_records
+    from nanoforge.runtime import load
+
+    texts = [r.input for r in read_records(decoder_extract_run["root"] / "test.jsonl")] + ["nothing here"]
+    nano = load(decoder_extract_run["bundle"])
+    for options, kwargs in (({}, {}), ({"maxNewTokens": 7}, {"max_new_tokens": 7})):
+        want = [nano.predict(t, **kwargs) for t in texts]
+        got = js_answers(decoder_extract_run["bundle"], texts, options=options)
+        for g, w in zip(got, want):
+            assert {k: g[k] for k in ("output", "valid", "tokens", "finish")} == \
+                {k: w[k] for k in ("output", "valid", "tokens", "finish")}, (g, w)
+            assert g["valid"] and close(g["confidence"], w["confidence"])
+
+
 def test_a_tampered_file_or_a_bad_input_is_an_error_never_an_answer(trained_run, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(trained_run["bundle"], bundle)

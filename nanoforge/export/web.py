@@ -38,10 +38,7 @@ ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-
 def export_web(bundle_dir: str | Path, out: str | Path) -> Path:
     """Write the static site for `bundle_dir` into `out` (replaced if it is an earlier site)."""
     bundle_dir, out = Path(bundle_dir), Path(out)
-    manifest = read_manifest(bundle_dir, verify=True)
-    if manifest.model.runtime == "decoder" and manifest.model.schema_ is not None:
-        raise NanoforgeError(f"{bundle_dir}: a decoder bundle with a schema (JSON by construction) does not run in "
-                             "the browser SDK yet (classifiers, span taggers and free-text decoders do)")
+    manifest = read_manifest(bundle_dir, verify=True)  # every runtime the SDK runs
     modules = WEB / "node_modules"
     missing = [src for src in VENDOR.values() if not (modules / src).is_file()]
     if missing:

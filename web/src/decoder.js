@@ -1,7 +1,9 @@
 // A `decoder` bundle (docs/BUNDLE.md): prefill, then one token a step with the KV cache
 // fed back; greedy or temperature / top-p sampling; stop strings; streaming.
-import { NanoError, checkText, checkTexts } from "./bundle.js";
+import { checkText, checkTexts } from "./bundle.js";
+import { ConstrainedText, JsonConstraint, complete } from "./constrain.js";
 import { bind, float32, int64, makeSession } from "./session.js";
+import { isValid, schemaFields, strictSchema } from "./tagger.js";
 import { loadTokenizer, tokenIds } from "./text.js";
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same samples in this SDK.
@@ -69,8 +71,10 @@ export class Generator {
   }
 
   /** Yields, per step, each row's new token id (null once the row has finished); with
-   * `logprobs` (one array per row) each new token's log-probability is appended. */
-  async *generate(prompts, maxNewTokens, sampling = {}, logprobs = null) {
+   * `logprobs` (one array per row) each new token's log-probability is appended;
+   * `allowed(row, idsSoFar)` may return a vocabulary mask (constrained decoding): a row
+   * whose mask allows nothing finishes. */
+  async *generate(prompts, maxNewTokens, sampling = {}, logprobs = null, allowed = null) {
     const random = rng(sampling.seed);
     const b = prompts.length;
     const width = Math.max(...prompts.map((p) => p.length));
@@ -88,6 +92,7 @@ export class Generator {
     let pastK = float32(new Float32Array(0), [this.layers, b, this.kvHeads, 0, this.headDim]);
     let pastV = pastK;
     const done = new Array(b).fill(false);
+    const produced = prompts.map(() => []);
     for (let step = 0; step < maxNewTokens; step++) {
       const total = mask[0].length;
       const [logits, presentK, presentV] = await this.call(
@@ -97,7 +102,14 @@ export class Generator {
       const out = [];
       const next = [];
       for (let r = 0; r < b; r++) {
-        const last = logits.data.subarray(((r + 1) * seq - 1) * vocab, (r + 1) * seq * vocab);
+        let last = logits.data.subarray(((r + 1) * seq - 1) * vocab, (r + 1) * seq * vocab);
+        if (!done[r] && allowed) {
+          const ok = allowed(r, produced[r]);
+          if (ok) {
+            if (!ok.some(Boolean)) done[r] = true;
+            last = last.map((v, t) => (ok[t] ? v : -Infinity));
+          }
+        }
         if (done[r]) { out.push(null); next.push(this.padId); continue; }
         const tok = pick(last, sampling, random);
         if (this.eos.has(tok)) {
@@ -107,6 +119,7 @@ export class Generator {
         } else {
           out.push(tok);
           next.push(tok);
+          produced[r].push(tok);
           if (logprobs) logprobs[r].push(last[tok] - logsumexp(last));
         }
       }
@@ -122,15 +135,26 @@ export class Generator {
   }
 }
 
+/** [text of each token id, whether an answer's first piece loses one leading space]
+ * (nanoforge.runtime.decoder.token_pieces); special tokens get "" so the constraint never allows them. */
+export function tokenPieces(tok, bytes) {
+  const decoder = JSON.parse(new TextDecoder().decode(bytes)).decoder?.type;
+  const special = new Set(tok.get_added_tokens_decoder().keys());
+  const size = Math.max(...tok.get_vocab(true).values()) + 1;
+  const pieces = [];
+  for (let i = 0; i < size; i++) {
+    if (special.has(i)) pieces.push("");
+    else if (decoder === "Metaspace") pieces.push((tok.id_to_token(i) ?? "").replaceAll("\u2581", " "));
+    else pieces.push(tok.decode([i], { skip_special_tokens: false }));
+  }
+  return [pieces, decoder === "Metaspace"];
+}
+
 export class DecoderNano {
   static runtime = "decoder";
 
   static async create({ url, manifest, files }) {
     const s = manifest.model;
-    if (s.schema) {
-      throw new NanoError(`${url}manifest.json: a decoder with a schema (JSON by construction) is not supported ` +
-        "by this SDK version yet; use the Python runtime for this bundle");
-    }
     const nano = new DecoderNano();
     Object.assign(nano, { url, manifest, name: manifest.name, version: manifest.version, kind: manifest.kind });
     nano.layout = s.prompt;
@@ -142,6 +166,13 @@ export class DecoderNano {
       eosIds: s.prompt.eos_ids, padId: s.prompt.pad_id, layers: s.cache.layers, kvHeads: s.cache.kv_heads,
       headDim: s.cache.head_dim,
     });
+    nano.constraint = null;
+    if (s.schema) { // JSON under the schema, by construction
+      nano.fields = schemaFields(s.schema);
+      const [pieces, stripFirst] = tokenPieces(nano.tok, files.get(s.tokenizer));
+      nano.constraint = new JsonConstraint(strictSchema(nano.fields), pieces, s.prompt.eos_ids);
+      nano.stripFirst = stripFirst;
+    }
     return nano;
   }
 
@@ -169,23 +200,29 @@ export class DecoderNano {
     const logprobs = texts.map(() => []);
     const finish = texts.map(() => "length");
     let steps = 0;
+    const rows = this.constraint ? texts.map(() => new ConstrainedText(this.constraint, this.stripFirst)) : null;
+    const allowed = rows ? (r, done) => rows[r].mask(done.length) : null;
     for await (const step of this.generator.generate(prompts.map(([p]) => p), maxNewTokens ?? this.maxNewTokens,
-      { temperature, topP, seed }, logprobs)) {
+      { temperature, topP, seed }, logprobs, allowed)) {
       steps += 1;
       step.forEach((tok, r) => {
         if (tok === null) {
           if (finish[r] === "length" && ids[r].length < steps) finish[r] = "eos";
-        } else ids[r].push(tok);
+        } else {
+          if (rows) rows[r].add(tok, ids[r].length);
+          ids[r].push(tok);
+        }
       });
     }
     return prompts.map(([, truncated], r) => {
-      const [text, stopped] = cutAtStop(this.decode(ids[r]), stop);
       const lp = logprobs[r];
-      return {
-        output: text,
-        confidence: lp.length ? Math.exp(lp.reduce((a, b) => a + b, 0) / lp.length) : null,
-        tokens: ids[r].length, finish: stopped ? "stop" : finish[r], truncated,
-      };
+      const confidence = lp.length ? Math.exp(lp.reduce((a, b) => a + b, 0) / lp.length) : null;
+      if (rows) { // closed if the token limit cut it, so it still validates
+        const output = JSON.parse(complete(this.constraint.schema, rows[r].text));
+        return { output, valid: isValid(this.fields, output), confidence, tokens: ids[r].length, finish: finish[r], truncated };
+      }
+      const [text, stopped] = cutAtStop(this.decode(ids[r]), stop);
+      return { output: text, confidence, tokens: ids[r].length, finish: stopped ? "stop" : finish[r], truncated };
     });
   }
 

@@ -33,6 +33,21 @@ export function schemaFields(schema) {
   });
 }
 
+/** The strict form of the fields (nanoforge.extract.schema.Schema.json_schema): every key
+ * required, optional ones nullable; what constrained decoding follows. */
+export function strictSchema(fields) {
+  const properties = {};
+  for (const f of fields) {
+    const nullable = f.nullable || !f.required;
+    const base = f.type === "enum" || f.type === "date" ? "string" : f.type;
+    const prop = { type: nullable ? [base, "null"] : base };
+    if (f.type === "date") prop.format = "date";
+    if (f.type === "enum") prop.enum = [...f.enum, ...(nullable ? [null] : [])];
+    properties[f.name] = prop;
+  }
+  return { type: "object", properties, required: fields.map((f) => f.name), additionalProperties: false };
+}
+
 function isIsoDate(v) {
   if (!/^\d{4}-\d{2}-\d{2}$/.test(v)) return false;
   const [y, m, d] = v.split("-").map(Number);
