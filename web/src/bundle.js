@@ -109,3 +109,17 @@ export function checkTexts(texts) {
   if (!Array.isArray(texts)) throw new NanoError("inputs: must be an array of strings");
   texts.forEach((t, i) => checkText(t, texts.length > 1 ? `input ${i}` : "input"));
 }
+
+/** What every runtime class shares: the bundle it came from, its name, version and kind,
+ * and its model section's tokenizer and ONNX bytes. */
+export class Nano {
+  constructor({ url, manifest, files }) {
+    Object.assign(this, { url, manifest, name: manifest.name, version: manifest.version, kind: manifest.kind });
+    this.section = manifest.model;
+    this.files = files;
+  }
+
+  file(name) {
+    return [this.files.get(name), this.url + name];
+  }
+}

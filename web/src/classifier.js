@@ -1,24 +1,23 @@
 // An `encoder-classifier` bundle (docs/BUNDLE.md): text -> one of `labels`, or out of scope.
-import { checkText, checkTexts } from "./bundle.js";
+import { Nano, checkText, checkTexts } from "./bundle.js";
 import { Gate, softmax } from "./gate.js";
 import { readSafetensors } from "./safetensors.js";
 import { bind, int64, makeSession } from "./session.js";
 import { TextEncoder, lengthBatches, loadTokenizer, padRows } from "./text.js";
 
-export class ClassifierNano {
+export class ClassifierNano extends Nano {
   static runtime = "encoder-classifier";
 
-  static async create({ url, manifest, files }) {
-    const s = manifest.model;
-    const nano = new ClassifierNano();
-    Object.assign(nano, { url, manifest, name: manifest.name, version: manifest.version, kind: manifest.kind });
+  static async create(bundle) {
+    const nano = new ClassifierNano(bundle);
+    const s = nano.section;
     nano.labels = [...s.labels];
-    nano.encoder = new TextEncoder(loadTokenizer(files.get(s.tokenizer), url + s.tokenizer), s.max_length);
+    nano.encoder = new TextEncoder(loadTokenizer(...nano.file(s.tokenizer)), s.max_length);
     nano.padId = s.pad_id;
-    nano.call = bind(await makeSession(files.get(s.file), url + s.file), s.graph);
+    nano.call = bind(await makeSession(...nano.file(s.file)), s.graph);
     nano.gate = null;
     if (s.gate) {
-      const params = s.gate.file ? readSafetensors(files.get(s.gate.file), url + s.gate.file) : {};
+      const params = s.gate.file ? readSafetensors(...nano.file(s.gate.file)) : {};
       nano.gate = new Gate(s.gate.method, s.gate.threshold, params);
     }
     return nano;

@@ -1,6 +1,6 @@
 // A `decoder` bundle (docs/BUNDLE.md): prefill, then one token a step with the KV cache
 // fed back; greedy or temperature / top-p sampling; stop strings; streaming.
-import { checkText, checkTexts } from "./bundle.js";
+import { Nano, checkText, checkTexts } from "./bundle.js";
 import { ConstrainedText, JsonConstraint, complete } from "./constrain.js";
 import { bind, float32, int64, makeSession } from "./session.js";
 import { isValid, schemaFields, strictSchema } from "./tagger.js";
@@ -150,18 +150,17 @@ export function tokenPieces(tok, bytes) {
   return [pieces, decoder === "Metaspace"];
 }
 
-export class DecoderNano {
+export class DecoderNano extends Nano {
   static runtime = "decoder";
 
-  static async create({ url, manifest, files }) {
-    const s = manifest.model;
-    const nano = new DecoderNano();
-    Object.assign(nano, { url, manifest, name: manifest.name, version: manifest.version, kind: manifest.kind });
+  static async create(bundle) {
+    const nano = new DecoderNano(bundle);
+    const s = nano.section;
     nano.layout = s.prompt;
     nano.maxInputTokens = s.max_input_tokens;
     nano.maxNewTokens = s.max_new_tokens;
-    nano.tok = loadTokenizer(files.get(s.tokenizer), url + s.tokenizer);
-    const call = bind(await makeSession(files.get(s.file), url + s.file), s.graph);
+    nano.tok = loadTokenizer(...nano.file(s.tokenizer));
+    const call = bind(await makeSession(...nano.file(s.file)), s.graph);
     nano.generator = new Generator(call, {
       eosIds: s.prompt.eos_ids, padId: s.prompt.pad_id, layers: s.cache.layers, kvHeads: s.cache.kv_heads,
       headDim: s.cache.head_dim,
@@ -169,7 +168,7 @@ export class DecoderNano {
     nano.constraint = null;
     if (s.schema) { // JSON under the schema, by construction
       nano.fields = schemaFields(s.schema);
-      const [pieces, stripFirst] = tokenPieces(nano.tok, files.get(s.tokenizer));
+      const [pieces, stripFirst] = tokenPieces(nano.tok, nano.files.get(s.tokenizer));
       nano.constraint = new JsonConstraint(strictSchema(nano.fields), pieces, s.prompt.eos_ids);
       nano.stripFirst = stripFirst;
     }

@@ -1,7 +1,7 @@
 // An `encoder-tagger` bundle (docs/BUNDLE.md): a long document -> a JSON object of the
 // schema's fields, read from BIO-tagged token runs in overlapping windows
 // (nanoforge/runtime/tagging.py, rule for rule).
-import { NanoError, checkText, checkTexts } from "./bundle.js";
+import { Nano, NanoError, checkText, checkTexts } from "./bundle.js";
 import { softmax } from "./gate.js";
 import { bind, int64, makeSession } from "./session.js";
 import { loadTokenizer, padRows, specialTokens, tokenIds } from "./text.js";
@@ -111,14 +111,13 @@ export function tokensWithOffsets(tok, text) {
 
 const NUMBER_CHARS = new Set("0123456789.,");
 
-export class TaggerNano {
+export class TaggerNano extends Nano {
   static runtime = "encoder-tagger";
 
-  static async create({ url, manifest, files }) {
-    const s = manifest.model;
-    const nano = new TaggerNano();
-    Object.assign(nano, { url, manifest, name: manifest.name, version: manifest.version, kind: manifest.kind });
-    nano.tok = loadTokenizer(files.get(s.tokenizer), url + s.tokenizer);
+  static async create(bundle) {
+    const nano = new TaggerNano(bundle);
+    const s = nano.section;
+    nano.tok = loadTokenizer(...nano.file(s.tokenizer));
     [nano.prefix, nano.suffix] = specialTokens(nano.tok);
     nano.body = s.max_length - nano.prefix.length - nano.suffix.length;
     nano.stride = Math.min(s.stride, Math.floor(nano.body / 2));
@@ -126,7 +125,7 @@ export class TaggerNano {
     nano.fields = schemaFields(s.schema);
     nano.tags = s.tags;
     nano.thresholds = s.thresholds;
-    nano.call = bind(await makeSession(files.get(s.file), url + s.file), s.graph);
+    nano.call = bind(await makeSession(...nano.file(s.file)), s.graph);
     return nano;
   }
 
