@@ -168,6 +168,41 @@ def test_a_tampered_file_or_a_bad_input_is_an_error_never_an_answer(trained_run,
     assert "format_version 9 is not supported" in js_answers(tmp_path / "v9", ["hello"])["error"]
 
 
+def test_web_export_and_its_server(trained_run, tmp_path):
+    """The site holds the bundle, the SDK and the WASM files; the server sends the isolation
+    headers and gzip to clients that ask for it; a folder that is not a site is never replaced."""
+    import gzip
+    import threading
+    import urllib.request
+
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.export.web import export_web, server
+
+    site = export_web(trained_run["bundle"], tmp_path / "site")
+    assert {p.name for p in site.iterdir()} == {"index.html", "nano", "sdk", "vendor"}
+    assert '<script type="importmap">' in (site / "index.html").read_text()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(NanoforgeError, match="not a nanoforge web folder"):
+        export_web(trained_run["bundle"], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    httpd = server(site, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/vendor/ort-wasm-simd-threaded.wasm"
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})) as r:
+            body, headers = r.read(), r.headers
+        assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/wasm"
+        assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        raw = (site / "vendor" / "ort-wasm-simd-threaded.wasm").read_bytes()
+        assert gzip.decompress(body) == raw and len(body) < len(raw) / 2
+        with urllib.request.urlopen(url) as r:
+            assert r.headers["Content-Encoding"] is None and r.read() == raw
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # -- in real Chromium ---------------------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,9 +12,11 @@ serves it; threads need the COOP/COEP headers `serve` sends. Reads only the bund
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import json
 import shutil
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -60,12 +62,11 @@ def export_web(bundle_dir: str | Path, out: str | Path) -> Path:
 
 
 def site_bytes(site: str | Path) -> dict[str, int]:
-    """What a page load transfers: bytes raw and gzip-compressed (level 6), every file."""
-    import gzip
-
+    """What a first visit downloads: every file of the site, raw and gzip-compressed (level 6,
+    as `serve` sends them)."""
     raw = packed = 0
     for f in Path(site).rglob("*"):
-        if f.is_file():
+        if f.is_file() and f.suffix not in (".gz", ".tmp"):
             data = f.read_bytes()
             raw += len(data)
             packed += len(gzip.compress(data, 6))
@@ -73,8 +74,30 @@ def site_bytes(site: str | Path) -> dict[str, int]:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the isolation headers; a gzip copy (written once, beside the file as
+    NAME.gz) to clients that accept it, as a static host or CDN compresses what it serves."""
+
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
                       ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
+    _lock = threading.Lock()
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if "gzip" not in self.headers.get("Accept-Encoding", "") or not path.is_file() or path.suffix == ".gz":
+            return super().send_head()
+        packed = path.with_name(path.name + ".gz")
+        with self._lock:
+            if not packed.is_file() or packed.stat().st_mtime < path.stat().st_mtime:
+                tmp = packed.with_name(packed.name + ".tmp")
+                tmp.write_bytes(gzip.compress(path.read_bytes(), 6))
+                tmp.replace(packed)
+        f = packed.open("rb")
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(packed.stat().st_size))
+        self.end_headers()
+        return f
 
     def end_headers(self) -> None:
         for k, v in ISOLATION_HEADERS.items():
