@@ -11,7 +11,7 @@ out-of-scope decision; extract: each field; generate: the whole greedy text); si
 p50 latency in the browser on 1 and 2 threads and in Python on 1 thread, in the same run;
 cold start (navigation to the first answer ready, and the page's own load-to-ready time);
 payload bytes (the whole site a first visit downloads), raw and gzip.
-Writes bench/results/web.json and web.png.
+Writes bench/results/web.json, web.png and a screenshot of each demo page (web-demo-NAME.png).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def measure(name: str, bundle: Path, data: Path, args, site_root: Path) -> dict:
         one = browser(url + "?threads=1", {"inputs": texts, "timeMs": timed})
         two = browser(url + "?threads=2", {"timeMs": timed})
         cold = [browser(url + "?threads=1", {}) for _ in range(args.cold_runs)]
+        shot = HERE / "results" / f"web-demo-{name}.png"  # the demo page answering the first input
+        browser(url, {"type": texts[0], "screenshot": str(shot)})
     finally:
         httpd.shutdown()
         httpd.server_close()
