@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny randomly initialised BERT base and a small real intent task.
+"""Shared fixtures: a tiny randomly initialised BERT base, and runs trained once per session
+through the real pipeline (an intent classifier, an invoice span tagger, an EN->JA decoder
+and an invoice decoder with a schema) for the tests of every runtime, Python and JS.
 
 Nothing is downloaded: the tokenizer is trained on the task's own text and the encoder
 is a tiny random config, saved as a local Hugging Face folder (the same path a user's
