@@ -25,7 +25,9 @@ const RUNTIMES = {
  */
 export async function load(source, options = {}) {
   const threads = configure(options);
+  const t0 = performance.now();
   const bundle = await readBundle(source, options);
+  const t1 = performance.now();
   const runtime = RUNTIMES[bundle.manifest.model.runtime];
   if (!runtime) {
     throw new NanoError(`${bundle.url}manifest.json: model.runtime ${bundle.manifest.model.runtime} is not supported ` +
@@ -33,5 +35,7 @@ export async function load(source, options = {}) {
   }
   const nano = await runtime.create(bundle);
   nano.threads = threads;
+  // where a cold start goes: download + checksums, then the runtime (WASM, session, tokenizer)
+  nano.loadTiming = { fetchVerifyMs: t1 - t0, createMs: performance.now() - t1 };
   return nano;
 }

@@ -35,6 +35,15 @@ try {
     process.exit(0);
   }
   out.pageLoadMs = await page.evaluate(() => window.nanoforge.loadMs);
+  out.loadTiming = await page.evaluate(() => window.nanoforge.nano.loadTiming);
+  if (req.first) { // the first answer of a fresh page: cold start ends here
+    out.firstAnswerMs = await page.evaluate(async (text) => {
+      const s = performance.now();
+      await window.nanoforge.nano.predict(text);
+      return performance.now() - s;
+    }, req.first);
+    out.toFirstAnswerMs = Date.now() - t0;
+  }
   out.threads = await page.evaluate(() => window.nanoforge.nano.threads);
   out.isolated = await page.evaluate(() => crossOriginIsolated);
   if (req.inputs) {
