@@ -2,7 +2,8 @@
 
     make web browser
     python bench/web.py --nano clinc150=runs/demo/bundle:examples/clinc150/test.jsonl \\
-                        --nano sroie=runs/sroie/bundle:runs/sroie/data-split/test.jsonl
+                        --nano sroie=runs/sroie/bundle:runs/sroie/data-split/test.jsonl \\
+    --nano en-ja=runs/bench-en-ja/bundle:runs/bench-en-ja/spec/test.jsonl:en:ja
 
 For each bundle: its web export (`nanoforge export --format web`) served on localhost with
 the cross-origin isolation headers; answers of the page's SDK (1 WASM thread) on every
@@ -48,13 +49,13 @@ def agree(kind: str, got: list[dict], want: list[dict]) -> dict:
     return {"identical": sum(same) / len(same), "n": len(same), "unit": "greedy output"}
 
 
-def measure(name: str, bundle: Path, data: Path, args, site_root: Path) -> dict:
+def measure(name: str, bundle: Path, data: Path, args, site_root: Path, fields: tuple[str, str]) -> dict:
     from nanoforge.data import read_records
     from nanoforge.evaluate import latency_ms
     from nanoforge.export.web import export_web, server, site_bytes
     from nanoforge.runtime import load
 
-    records = read_records(data)
+    records = read_records(data, *fields)
     texts = [r.input for r in records][: args.limit or None]
     timed = texts[: args.latency_n]
     nano = load(bundle, threads=1)
@@ -122,7 +123,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nano", action="append", required=True, help="NAME=BUNDLE:DATA.jsonl (repeatable)")
+    ap.add_argument("--nano", action="append", required=True,
+                    help="NAME=BUNDLE:DATA.jsonl[:INPUT_FIELD[:OUTPUT_FIELD]] (repeatable)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many inputs per nano (0: all)")
     ap.add_argument("--latency-n", type=int, default=200, help="inputs timed one at a time")
     ap.add_argument("--cold-runs", type=int, default=3)
@@ -134,8 +136,9 @@ def main() -> None:
     nanos = {}
     for item in args.nano:
         name, _, rest = item.partition("=")
-        bundle, _, data = rest.partition(":")
-        nanos[name] = measure(name, Path(bundle), Path(data), args, args.site_root)
+        bundle, data, *field = rest.split(":")
+        fields = (field[0], field[1] if len(field) > 1 else "output") if field else ("input", "output")
+        nanos[name] = measure(name, Path(bundle), Path(data), args, args.site_root, fields)
         r = nanos[name]
         print(f"{name}: identical {r['agreement']['identical']:.2%} of {r['agreement']['n']} "
               f"({r['agreement']['unit']}); p50 python {r['p50_ms']['python_1_thread']:.2f} ms, browser 1t "
