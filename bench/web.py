@@ -3,7 +3,7 @@
     make web browser
     python bench/web.py --nano clinc150=runs/demo/bundle:examples/clinc150/test.jsonl \\
                         --nano sroie=runs/sroie/bundle:runs/sroie/data-split/test.jsonl \\
-    --nano en-ja=runs/bench-en-ja/bundle:runs/bench-en-ja/spec/test.jsonl:en:ja
+                        --nano en-ja=runs/bench-en-ja/bundle:runs/bench-en-ja/spec/test.jsonl:en:ja
 
 For each bundle: its web export (`nanoforge export --format web`) served on localhost with
 the cross-origin isolation headers; answers of the page's SDK (1 WASM thread) on every
