@@ -194,6 +194,7 @@ export class DecoderNano extends Nano {
   /** One answer per text: output, confidence, tokens, finish (eos / length / stop), truncated. */
   async predictBatch(texts, { maxNewTokens, temperature = 0, topP = 1, seed = null, stop = null } = {}) {
     checkTexts(texts);
+    if (!texts.length) return [];
     const prompts = texts.map((t) => this.prompt(t));
     const ids = texts.map(() => []);
     const logprobs = texts.map(() => []);
