@@ -7,7 +7,7 @@ WASM files and tokenizers.js from web/node_modules (never a CDN), and a demo pag
 Layout: `nano/` (the bundle, checked before it is copied), `sdk/` (the SDK's ES modules),
 `vendor/` (ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}, tokenizers.min.mjs) and
 `index.html`, whose import map points the SDK's bare imports at `vendor/`. Any static host
-serves it; threads need the COOP/COEP headers `serve` sends. Reads only the bundle: no torch.
+serves it; threads need the COOP/COEP headers `server` sends. Reads only the bundle: no torch.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-
 def export_web(bundle_dir: str | Path, out: str | Path) -> Path:
     """Write the static site for `bundle_dir` into `out` (replaced if it is an earlier site)."""
     bundle_dir, out = Path(bundle_dir), Path(out)
-    manifest = read_manifest(bundle_dir, verify=True)  # every runtime the SDK runs
+    manifest = read_manifest(bundle_dir, verify=True)  # checksums checked before anything is copied
     modules = WEB / "node_modules"
     missing = [src for src in VENDOR.values() if not (modules / src).is_file()]
     if missing:
