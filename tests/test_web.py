@@ -31,7 +31,10 @@ def js_answers(bundle: Path, inputs: list[str], **request) -> list | dict:
     return json.loads(r.stdout)
 
 
-def close(a: float | None, b: float | None, tol: float = 1e-4) -> bool:
+def close(a: float | None, b: float | None, tol: float = 1e-3) -> bool:
+    """Equal up to kernel rounding: WASM and native onnxruntime run the INT8 MatMuls on
+    different kernels (native picks by CPU: AVX2, AVX-512, VNNI) that round differently; CI saw
+    1.1e-4 on a confidence of 0.93. Labels and out-of-scope decisions are compared exactly."""
     if a is None or b is None:
         return a is b
     return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
@@ -118,7 +121,7 @@ def tagger_inputs(extract_run) -> list[str]:
 
 def same_fields(got: dict, want: dict) -> bool:
     return got["output"] == want["output"] and got["valid"] == want["valid"] and all(
-        close(got["confidence"][k], want["confidence"][k], 2e-4) for k in want["confidence"])
+        close(got["confidence"][k], want["confidence"][k]) for k in want["confidence"])
 
 
 def test_tagger_answers_equal_the_python_runtime(extract_run):
