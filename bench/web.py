@@ -91,7 +91,7 @@ def measure(name: str, bundle: Path, data: Path, args, site_root: Path, fields: 
                           "navigation_to_ready_p50": p50([c["loadMs"] for c in cold]),
                           "page_load_to_ready_p50": p50([c["pageLoadMs"] for c in cold]),
                           "first_answer_p50": p50([c["firstAnswerMs"] for c in cold]),
-                          "fetch_verify_p50": p50([c["loadTiming"]["fetchVerifyMs"] for c in cold]),
+                          "fetch_verify_and_wasm_start_p50": p50([c["loadTiming"]["fetchVerifyStartMs"] for c in cold]),
                           "create_p50": p50([c["loadTiming"]["createMs"] for c in cold]), "runs": len(cold)},
         "payload_bytes": site_bytes(site), "requests_outside_localhost": outside,
         "python_answer_seconds": round(python_s, 2),

@@ -55,7 +55,12 @@ def export_web(bundle_dir: str | Path, out: str | Path) -> Path:
     for name, src in VENDOR.items():
         shutil.copyfile(modules / src, out / "vendor" / name)
     page = (WEB / "demo" / "index.html").read_text()
-    page = page.replace("<!--IMPORT_MAP-->", f'<script type="importmap">{json.dumps(IMPORT_MAP)}</script>')
+    # the import map, then every module the page imports, fetched at once instead of level by level
+    preload = [f"sdk/{p.name}" for p in sorted((out / "sdk").glob("*.js"))] + [
+        f"vendor/{name}" for name in VENDOR if name.endswith(".mjs")]
+    head = [f'<script type="importmap">{json.dumps(IMPORT_MAP)}</script>'] + [
+        f'<link rel="modulepreload" href="./{m}">' for m in preload]
+    page = page.replace("<!--IMPORT_MAP-->", "\n".join(head))
     page = page.replace("{{NAME}}", f"{manifest.name} {manifest.version}").replace("{{KIND}}", manifest.kind)
     (out / "index.html").write_text(page)
     return out

@@ -18,6 +18,21 @@ export function configure({ threads, wasmPaths } = {}) {
   return ort.env.wasm.numThreads;
 }
 
+// A 70-byte ONNX graph (y = Identity(x)): creating a session on it starts onnxruntime-web's
+// WASM runtime (download, compile, instantiate), which load() overlaps with the bundle's download.
+const IDENTITY_ONNX = "CAgSADo6ChAKAXgSAXkiCElkZW50aXR5EgR3YXJtWg8KAXgSCgoICAESBAoCCAFiDwoBeRIKCggIARIECgIIAUIECgAQDQ==";
+
+/** Start the WASM runtime now; resolves once it is ready (or throws a NanoError). */
+export async function startRuntime() {
+  const bytes = Uint8Array.from(atob(IDENTITY_ONNX), (c) => c.charCodeAt(0));
+  try {
+    await (await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] })).release();
+  } catch (e) {
+    throw new NanoError(`cannot start onnxruntime-web's WASM runtime (${String(e?.message ?? e).split("\n")[0].slice(0, 200)}); ` +
+      "are its .wasm/.mjs files served where `wasmPaths` says?");
+  }
+}
+
 export async function makeSession(bytes, where) {
   try {
     return await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
