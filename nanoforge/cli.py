@@ -7,6 +7,7 @@
     nanoforge registry add|list|promote|rollback ... --registry DIR
     nanoforge serve --registry DIR --port N
     nanoforge export BUNDLE --format web --out DIR   a static site: the nano in the browser
+    nanoforge export BUNDLE --format gguf --out DIR  GGUF for llama.cpp, Ollama and nanoforge-run
     nanoforge web BUNDLE --port N                    that site, served on localhost
 
 User mistakes print one line `error: ...` and exit with code 2. `eval` and `predict`
@@ -262,12 +263,23 @@ def router_build(registry: Path = REGISTRY_OPT,
 
 @app.command("export")
 @user_errors
-def export_(bundle: Path = typer.Argument(..., help="bundle folder"),
-            format: str = typer.Option(..., "--format", help="web: a static site running the nano in the browser"),
+def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run folder that trained it"),
+            format: str = typer.Option(..., "--format", help="web: a static site running the nano in the browser; "
+                                       "gguf: a GGUF bundle for llama.cpp, Ollama and nanoforge-run"),
+            quant: str = typer.Option("f32", "--quant", help="gguf: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+                                      "q4_k_m, q5_k_m, q6_k, ..."),
             out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
     """Export a bundle to another runtime's format."""
+    if format == "gguf":
+        from nanoforge.export.gguf import export_gguf
+
+        written = export_gguf(bundle, out, quant)
+        size = sum(f.stat().st_size for f in written.iterdir())
+        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`, "
+                   f"llama.cpp (model.gguf) or Ollama (`ollama create NAME -f {written / 'Modelfile'}`)")
+        return
     if format != "web":
-        raise NanoforgeError(f"--format {format!r}: not one of web")
+        raise NanoforgeError(f"--format {format!r}: not one of web, gguf")
     from nanoforge.export.web import export_web, site_bytes
 
     site = export_web(bundle, out)

@@ -197,9 +197,28 @@ class Decoder(_Section):
                                            "constrained to (kind extract); null: free text")
 
 
-Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder], Field(discriminator="runtime")]
-SECTIONS: dict[str, type[_Section]] = {"encoder-classifier": EncoderClassifier, "encoder-tagger": EncoderTagger,
-                                       "decoder": Decoder}
+OnnxSection = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder], Field(discriminator="runtime")]
+
+
+class Gguf(_Model):
+    """The same nano as one GGUF file for llama.cpp (nanoforge-run, llama-server, Ollama).
+    `source` is the ONNX bundle's model section it was exported from: its task fields
+    (prompt layout, limits, labels, schema) hold here too; its files are not in this bundle."""
+
+    runtime: Literal["gguf"]
+    file: str = Field(description="the GGUF model, a file of the bundle; it carries `nanoforge.manifest` too")
+    architecture: Literal["llama", "bert"]
+    quant: str = Field(description="f32, f16, q8_0, q4_k_m, ...: the GGUF's weight type")
+    parameters: int = Field(ge=0)
+    source: OnnxSection
+
+    def files_used(self) -> list[str]:
+        return [self.file]
+
+
+Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder, Gguf], Field(discriminator="runtime")]
+SECTIONS: dict[str, type[_Model]] = {"encoder-classifier": EncoderClassifier, "encoder-tagger": EncoderTagger,
+                                     "decoder": Decoder, "gguf": Gguf}
 GRAPHS: dict[str, Graph] = {"encoder-classifier": CLASSIFIER_GRAPH, "encoder-tagger": TAGGER_GRAPH,
                             "decoder": DECODER_GRAPH}
 

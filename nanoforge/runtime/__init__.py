@@ -6,7 +6,8 @@
     # {"output": "balance", "confidence": 0.98, "out_of_scope": False, "score": ...}
 
 `load` reads the manifest once (checksums verified) and picks the runtime class its model
-section names (`model.runtime`): `encoder-classifier`, `encoder-tagger` or `decoder`.
+section names (`model.runtime`): `encoder-classifier`, `encoder-tagger`, `decoder`, or `gguf`
+(a GGUF export, answered by the native runtime nanoforge-run).
 """
 
 from __future__ import annotations
@@ -45,8 +46,14 @@ def _decoder() -> type[Nano]:
     return DecoderNano
 
 
+def _gguf() -> type[Nano]:
+    from nanoforge.runtime.native import GgufDecoderNano
+
+    return GgufDecoderNano
+
+
 RUNTIMES: dict[str, Callable[[], type[Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
-                                                 "decoder": _decoder}
+                                                 "decoder": _decoder, "gguf": _gguf}
 _NAMES = {"ClassifierNano": _classifier, "TaggerNano": _tagger, "DecoderNano": _decoder}
 
 

@@ -39,7 +39,7 @@ class Nano:
         m = self.manifest
         if m.model.runtime != self.runtime:
             raise BundleError(f"{self.dir}: a {m.model.runtime} bundle, not {self.runtime}")
-        if not m.model.graph.same_io(GRAPHS[self.runtime]):
+        if self.runtime in GRAPHS and not m.model.graph.same_io(GRAPHS[self.runtime]):
             raise BundleError(f"{self.dir / 'manifest.json'}: model.graph: inputs/outputs are not those of a "
                               f"{self.runtime} graph ({', '.join(GRAPHS[self.runtime].input_names)} -> "
                               f"{', '.join(GRAPHS[self.runtime].output_names)})")

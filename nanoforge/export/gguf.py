@@ -1,0 +1,279 @@
+"""Bundles as GGUF, for llama.cpp and the tools built on it (llama-server, Ollama, LM Studio)
+and nanoforge's native runtime (native/, `nanoforge-run`).
+
+    nanoforge export runs/en-ja/bundle --format gguf --quant q8_0 --out runs/en-ja/gguf
+
+A decoder bundle becomes a standard `llama`-architecture GGUF: the weights (q/k rows in
+llama.cpp's rotary order), the tokenizer (Unigram -> llama.cpp's `llama` SentencePiece
+vocabulary; byte-level BPE -> `gpt2`), and the prompt as a chat template, so stock
+llama.cpp runs it unchanged. Every file also carries `nanoforge.manifest`, the source
+bundle's manifest as JSON (prompt ids, limits, task), which is all `nanoforge-run` needs
+beside the weights. The output folder is itself a bundle (runtime `gguf`, checksums), with
+an Ollama `Modelfile` beside the GGUF.
+
+Weights are read from the bundle's ONNX file; a bundle that ships quantised weights is
+exported from its run folder's FP32 model instead (`nanoforge export RUN_DIR ...`).
+Quantisation: f32, f16, q8_0, q5_0, q5_1, q4_0, q4_1 here (the `gguf` package); k-quants
+(q4_k_m, q5_k_m, q6_k, ...) by llama.cpp's own quantiser through `nanoforge-run quantize`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanoforge.bundle import read_manifest, write_bundle
+from nanoforge.errors import NanoforgeError
+from nanoforge.manifest import Decoder, Gguf, Manifest
+from nanoforge.runtime.native import native_binary
+
+# Quantisation types the `gguf` package writes itself, and those left to llama.cpp's quantiser.
+OWN_QUANTS = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+NATIVE_QUANTS = ("q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q3_k_s", "q2_k")
+QUANTS = OWN_QUANTS + NATIVE_QUANTS
+GGUF_FILE = "model.gguf"
+UNIGRAM_MODEL = "t5"
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _source(path: Path) -> tuple[Path, Manifest, Path]:
+    """(bundle folder, its manifest, the ONNX file holding float weights) for a bundle or a run folder."""
+    run = path if (path / "bundle" / "manifest.json").is_file() else None
+    bundle = path / "bundle" if run else path
+    if not (bundle / "manifest.json").is_file():
+        raise NanoforgeError(f"{path}: neither a bundle (no manifest.json) nor a run folder (no bundle/)")
+    manifest = read_manifest(bundle, verify=True)
+    model = manifest.model
+    if model.runtime == "gguf":
+        raise NanoforgeError(f"{bundle}: already a GGUF bundle; export its source bundle instead")
+    onnx_file = bundle / model.file
+    if model.precision in ("int8", "int4"):
+        fp32 = (run or bundle.parent) / "export" / "model.fp32.onnx"
+        if not fp32.is_file():
+            raise NanoforgeError(f"{bundle}: ships {model.precision} weights and no FP32 model is beside it "
+                                 f"({fp32} is missing); export from the run folder that trained it")
+        onnx_file = fp32
+    return bundle, manifest, onnx_file
+
+
+def decoder_weights(onnx_file: Path) -> dict[str, np.ndarray]:
+    """The decoder's float weights under their torch names, in torch layout ([out, in])."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    quantised = {n.op_type for n in model.graph.node} & {"MatMulNBits", "MatMulInteger", "DequantizeLinear"}
+    if quantised:
+        raise NanoforgeError(f"{onnx_file}: holds quantised weights ({', '.join(sorted(quantised))}); "
+                             "export from the FP32 model")
+    inits = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
+    for node in model.graph.node:  # equal weights (e.g. norms still all ones) share one initializer
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
+    out = {name: w for name, w in inits.items() if not name.startswith("onnx::") and w.ndim >= 1}
+    for node in model.graph.node:  # MatMul weights are named by the node that uses them
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
+            parts = node.name.strip("/").split("/")  # /layers.0/self_attn/q_proj/MatMul
+            out[".".join(parts[:-1]) + ".weight"] = inits[node.input[1]].T
+    return out
+
+
+def _rotary_rows(w: np.ndarray, heads: int) -> np.ndarray:
+    """q/k rows from the rotate-half layout to llama.cpp's interleaved rotary pairs."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+LLAMA_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def llama_tensors(weights: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """torch names -> GGUF `llama` tensor names (output.weight only when not tied)."""
+    out = {"token_embd.weight": weights["embed_tokens.weight"], "output_norm.weight": weights["norm.weight"]}
+    head = weights.get("lm_head.weight")
+    if head is not None and not (cfg.get("tie_embeddings") and np.array_equal(head, out["token_embd.weight"])):
+        out["output.weight"] = head
+    for layer in range(cfg["num_layers"]):
+        for torch_name, gguf_name in LLAMA_NAMES.items():
+            w = weights[f"layers.{layer}.{torch_name}.weight"]
+            if torch_name == "self_attn.q_proj":
+                w = _rotary_rows(w, cfg["num_heads"])
+            elif torch_name == "self_attn.k_proj":
+                w = _rotary_rows(w, cfg["num_kv_heads"])
+            out[f"blk.{layer}.{gguf_name}.weight"] = w
+    return out
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def add_tokenizer(w, tokenizer_json: dict[str, Any], layout: dict[str, Any]) -> None:
+    """The bundle's tokenizer.json as llama.cpp's vocabulary keys."""
+    import gguf
+
+    model = tokenizer_json["model"]
+    added = {t["id"]: t for t in tokenizer_json.get("added_tokens", [])}
+    if model["type"] == "Unigram":  # SentencePiece-style pieces with scores
+        tokens = [p for p, _ in model["vocab"]]
+        scores = [float(s) for _, s in model["vocab"]]
+        types = [gguf.TokenType.NORMAL] * len(tokens)
+        for i, t in added.items():
+            types[i] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+        if model.get("unk_id") is not None:
+            types[model["unk_id"]] = gguf.TokenType.UNKNOWN
+            w.add_unk_token_id(model["unk_id"])
+        w.add_tokenizer_model(UNIGRAM_MODEL)
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_add_space_prefix(True)
+    elif model["type"] == "BPE":  # byte-level BPE (GPT-2 style: SmolLM2)
+        vocab = dict(model["vocab"])
+        for i, t in added.items():
+            vocab[t["content"]] = i
+        tokens = [""] * (max(vocab.values()) + 1)
+        for piece, i in vocab.items():
+            tokens[i] = piece
+        types = [gguf.TokenType.NORMAL] * len(tokens)
+        for i, t in added.items():
+            types[i] = gguf.TokenType.CONTROL if t.get("special") else gguf.TokenType.USER_DEFINED
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("smollm")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+    else:
+        raise NanoforgeError(f"tokenizer model {model['type']!r} has no GGUF vocabulary here (Unigram, BPE)")
+    prefix, eos = layout["prefix_ids"], layout["eos_ids"]
+    if prefix:
+        w.add_bos_token_id(prefix[0])
+    w.add_eos_token_id(eos[0])
+    w.add_pad_token_id(layout["pad_id"])
+    # Stock tools tokenise "prompt" with the BOS added when the prompt layout starts with it.
+    w.add_add_bos_token(len(prefix) == 1)
+    w.add_add_eos_token(False)
+
+
+def prompt_template(tokenizer, layout: dict[str, Any]) -> tuple[str, str]:
+    """(text before the input, text after it): the prompt layout's special ids as text."""
+    def text(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+    return text(layout["prefix_ids"]), text(layout["suffix_ids"])
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _quantise(name: str, w: np.ndarray, quant: str):
+    """(data, GGML type) of one tensor: 1-D tensors and rows that do not fill a block stay F32."""
+    import gguf
+
+    qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0, "q5_1": gguf.GGMLQuantizationType.Q5_1,
+             "q5_0": gguf.GGMLQuantizationType.Q5_0, "q4_1": gguf.GGMLQuantizationType.Q4_1,
+             "q4_0": gguf.GGMLQuantizationType.Q4_0}[quant]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if w.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block:
+        return np.ascontiguousarray(w, dtype=np.float32), gguf.GGMLQuantizationType.F32
+    return gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), qtype), qtype
+
+
+FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
+
+
+def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenizer_file: Path, quant: str) -> Path:
+    import gguf
+    from tokenizers import Tokenizer
+
+    section: Decoder = manifest.model
+    cfg = section.config
+    tensors = llama_tensors(decoder_weights(onnx_file), cfg)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(f"{manifest.name}-{manifest.version}")
+    w.add_context_length(int(cfg["max_position"]))
+    w.add_embedding_length(int(cfg["hidden_size"]))
+    w.add_block_count(int(cfg["num_layers"]))
+    w.add_feed_forward_length(int(cfg["intermediate_size"]))
+    w.add_head_count(int(cfg["num_heads"]))
+    w.add_head_count_kv(int(cfg["num_kv_heads"]))
+    w.add_rope_dimension_count(int(cfg["hidden_size"]) // int(cfg["num_heads"]))
+    w.add_rope_freq_base(float(cfg["rope_theta"]))
+    w.add_layer_norm_rms_eps(float(cfg["rms_eps"]))
+    w.add_vocab_size(int(cfg["vocab_size"]))
+    w.add_file_type(FILE_TYPES[quant])
+    layout = section.prompt.to_dict()
+    add_tokenizer(w, json.loads(tokenizer_file.read_text(encoding="utf-8")), layout)
+    before, after = prompt_template(Tokenizer.from_file(str(tokenizer_file)), layout)
+    # The chat template llama-server and Ollama apply: the last user message inside the layout.
+    w.add_chat_template("{%- for m in messages %}{%- if m['role'] == 'user' %}" + _jinja(before)
+                        + "{{ m['content'] }}" + _jinja(after) + "{%- endif %}{%- endfor %}")
+    w.add_string("nanoforge.manifest", json.dumps(manifest.to_dict(), ensure_ascii=False))
+    for name, t in tensors.items():
+        data, qtype = _quantise(name, t, quant)
+        w.add_tensor(name, data, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _jinja(text: str) -> str:
+    return "{{ " + json.dumps(text) + " }}" if text else ""
+
+
+def modelfile(manifest: Manifest, before: str, after: str) -> str:
+    """An Ollama Modelfile: the prompt layout as its template, the eos and greedy decoding."""
+    s: Decoder = manifest.model
+    template = (before + "{{ .Prompt }}" + after).replace('"""', '\\"\\"\\"')
+    lines = [f"# {manifest.name} {manifest.version} ({manifest.kind}), exported by nanoforge",
+             f"FROM ./{GGUF_FILE}", f'TEMPLATE """{template}"""',
+             "PARAMETER temperature 0", f"PARAMETER num_predict {s.max_new_tokens}",
+             f"PARAMETER num_ctx {s.config['max_position']}"]
+    return "\n".join(lines) + "\n"
+
+
+def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path:
+    """Write a GGUF bundle of `source` (a bundle or a run folder) into `out`."""
+    if quant not in QUANTS:
+        raise NanoforgeError(f"--quant {quant!r}: not one of {', '.join(QUANTS)}")
+    bundle, manifest, onnx_file = _source(Path(source))
+    if manifest.model.runtime != "decoder":
+        raise NanoforgeError(f"{bundle}: a {manifest.model.runtime} bundle; GGUF export covers decoder bundles "
+                             "(encoders are not exported yet)")
+    from tokenizers import Tokenizer
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=out.parent if out.parent.exists() else None) as tmp:
+        tmp = Path(tmp)
+        own = quant if quant in OWN_QUANTS else "f32"
+        path = write_decoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file,
+                                  bundle / manifest.model.tokenizer, own)
+        if quant not in OWN_QUANTS:  # llama.cpp's quantiser, from the F32 file
+            quantised = tmp / GGUF_FILE
+            run = subprocess.run([str(native_binary()), "quantize", str(path), str(quantised), quant],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                raise NanoforgeError(f"llama.cpp's quantiser failed on {quant}: {run.stderr.strip()[-300:]}")
+            path = quantised
+        else:
+            path = path.rename(tmp / GGUF_FILE)
+        before, after = prompt_template(Tokenizer.from_file(str(bundle / manifest.model.tokenizer)),
+                                        manifest.model.prompt.to_dict())
+        (tmp / "Modelfile").write_text(modelfile(manifest, before, after))
+        section = Gguf(runtime="gguf", file=GGUF_FILE, architecture="llama", quant=quant,
+                       parameters=manifest.model.parameters, source=manifest.model)
+        gguf_manifest = manifest.model_copy(update={"model": section, "metrics": {
+            "source": {"bundle": str(bundle), "precision": manifest.model.precision,
+                       "weights": onnx_file.name}}})
+        return write_bundle(out, gguf_manifest, {GGUF_FILE: path, "Modelfile": tmp / "Modelfile"})
+

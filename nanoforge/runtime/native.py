@@ -1,0 +1,106 @@
+"""A GGUF bundle (`nanoforge export BUNDLE --format gguf`) answered by nanoforge's native
+runtime, `nanoforge-run` (native/, built by `make native`), over a pipe: one JSON request
+per line in, one answer per line out, the same answers as the ONNX runtime gives.
+
+    nano = load("runs/en-ja/gguf")          # a bundle whose model.runtime is "gguf"
+    nano.predict("I'm in the tennis club.")
+    # {"output": "私はテニス部員です。", "confidence": 0.81, "tokens": 9, "finish": "eos", "truncated": False}
+
+The kind's rules (gold, metrics, fallback reasons) are those of the bundle it was exported
+from (`model.source`), so `nanoforge eval` reports the same JSON for both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+from nanoforge.errors import BundleError, NanoforgeError
+from nanoforge.manifest import Manifest
+from nanoforge.runtime.base import Nano
+from nanoforge.runtime.decoder import DecoderNano
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ANSWER_KEYS = ("output", "confidence", "tokens", "finish", "truncated")
+
+
+def native_binary() -> Path:
+    """The `nanoforge-run` program: $NANOFORGE_RUN, else `make native`'s build, else on PATH."""
+    env = os.environ.get("NANOFORGE_RUN")
+    found = shutil.which("nanoforge-run")
+    for c in [Path(env)] if env else [ROOT / "native" / "build" / "nanoforge-run"] + ([Path(found)] if found else []):
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise NanoforgeError("nanoforge-run (the native runtime) is not built: run `make native`, "
+                         "or set NANOFORGE_RUN to its path")
+
+
+class GgufDecoderNano(DecoderNano):
+    """A GGUF export of a decoder bundle. The decoder's rules come from DecoderNano; its
+    tokenizer and session do not (nanoforge-run tokenises and decodes with llama.cpp)."""
+
+    runtime = "gguf"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 manifest: Manifest | None = None):
+        Nano.__init__(self, bundle_dir, threads, verify, manifest)
+        s = self.manifest.model.source
+        if s.runtime != "decoder":
+            raise BundleError(f"{self.dir}: a GGUF export of a {s.runtime} bundle; nanoforge-run answers decoders")
+        if s.schema_ is not None:
+            raise BundleError(f"{self.dir}: schema-constrained decoding is not in nanoforge-run yet")
+        self.schema = self.constraint = None
+        self.max_input_tokens, self.max_new_tokens = s.max_input_tokens, s.max_new_tokens
+        # checksums were checked above, so nanoforge-run need not hash the file again
+        self.proc = subprocess.Popen([str(native_binary()), str(self.dir), "--threads", str(threads or 1),
+                                      "--no-verify"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, encoding="utf-8")
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.proc.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, ValueError):
+            line = ""
+        if not line:
+            self.proc.wait()
+            raise BundleError(f"{self.dir}: nanoforge-run stopped: {self.proc.stderr.read().strip()[-500:]}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise NanoforgeError(answer["error"].split(": ", 1)[-1])
+        return answer
+
+    def predict_batch(self, texts: list[str], max_new_tokens: int | None = None, temperature: float = 0.0,
+                      top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None
+                      ) -> list[dict[str, Any]]:
+        """Answers as DecoderNano gives them. Sampling (temperature > 0) is seeded but draws
+        from llama.cpp's side: the same seed need not give the ONNX runtime's tokens."""
+        self.check_inputs(texts)
+        options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                   "seed": seed or 0, "stop": stop}
+        return [{k: a[k] for k in ANSWER_KEYS} for a in (self.ask({"input": t, **options}) for t in texts)]
+
+    def stream(self, text: str, **options: Any) -> Iterator[str]:
+        """The answer in one piece (nanoforge-run answers whole)."""
+        output = self.predict(text, **options)["output"]
+        if output:
+            yield output
+
+    def timing(self, text: str, max_new_tokens: int | None = None) -> dict[str, float]:
+        a = self.ask({"input": text, "max_new_tokens": max_new_tokens, "timing": True})
+        return {"ttft_ms": a["ttft_ms"], "tokens": a["tokens"], "decode_tokens_per_s": a["decode_tokens_per_s"]}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+
+    def __del__(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,83 @@
+// nanoforge-run: a nano exported to GGUF, answering JSONL on stdin with JSONL on stdout.
+//
+//   nanoforge-run runs/en-ja/gguf < inputs.jsonl > answers.jsonl
+//   echo '{"input": "Good morning.", "max_new_tokens": 16}' | nanoforge-run runs/en-ja/gguf
+//   nanoforge-run quantize model.f32.gguf model.q4_k_m.gguf q4_k_m
+//   nanoforge-run info runs/en-ja/gguf          # the manifest it carries
+//   nanoforge-run tokenize runs/en-ja/gguf      # text lines -> token ids (llama.cpp's tokenizer)
+//
+// Each input line is a JSON string or an object with `input` (and optional max_new_tokens,
+// temperature, top_p, seed, stop, timing); each output line is the Python runtime's answer,
+// or {"error": "stdin line N: ..."} for a bad line, which stops nothing.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "nano.h"
+
+using nanoforge::json;
+
+static int usage() {
+    std::cerr << "usage: nanoforge-run MODEL [--threads N] [--no-verify]   (JSONL on stdin -> answers on stdout)\n"
+                 "       nanoforge-run info MODEL\n"
+                 "       nanoforge-run tokenize MODEL             (a line of text -> its token ids)\n"
+                 "       nanoforge-run quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
+                 "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n";
+    return 2;
+}
+
+int main(int argc, char ** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    int threads = 1;
+    bool verify = true;
+    std::vector<std::string> pos;
+    for (size_t i = 0; i < args.size(); i++) {
+        if (args[i] == "--threads" && i + 1 < args.size()) threads = std::atoi(args[++i].c_str());
+        else if (args[i] == "--no-verify") verify = false;
+        else if (args[i] == "-h" || args[i] == "--help") return usage(), 0;
+        else if (args[i].rfind("--", 0) == 0) { std::cerr << "nanoforge-run: unknown option " << args[i] << "\n"; return usage(); }
+        else pos.push_back(args[i]);
+    }
+    try {
+        if (!pos.empty() && pos[0] == "quantize") {
+            if (pos.size() != 4) return usage();
+            nanoforge::quantize(pos[1], pos[2], pos[3], threads);
+            return 0;
+        }
+        if (!pos.empty() && pos[0] == "info") {
+            if (pos.size() != 2) return usage();
+            std::cout << nanoforge::Nano(pos[1], threads, verify).manifest().dump(2) << "\n";
+            return 0;
+        }
+        if (pos.size() == 2 && pos[0] == "tokenize") {  // one line of text in, its token ids out
+            nanoforge::Nano nano(pos[1], threads, verify);
+            for (std::string line; std::getline(std::cin, line);) std::cout << json(nano.tokenize(line)).dump() << "\n";
+            return 0;
+        }
+        if (pos.size() != 1) return usage();
+        nanoforge::Nano nano(pos[0], threads, verify);
+        std::string line;
+        for (long n = 1; std::getline(std::cin, line); n++) {
+            json answer;
+            try {
+                json request = json::parse(line, nullptr, false);
+                if (request.is_discarded()) throw nanoforge::Error("not JSON (or not UTF-8)");
+                if (request.is_string()) request = json{{"input", request}};
+                if (!request.is_object() || !request.contains("input") || !request["input"].is_string())
+                    throw nanoforge::Error("expected a JSON string or an object with a string `input`");
+                answer = nano.predict(request["input"].get<std::string>(), nanoforge::Options::from_json(request));
+            } catch (const nanoforge::Error & e) {
+                answer = {{"error", "stdin line " + std::to_string(n) + ": " + e.what()}};
+            }
+            std::cout << answer.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+        }
+        return 0;
+    } catch (const nanoforge::Error & e) {
+        std::cerr << "nanoforge-run: " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception & e) {
+        std::cerr << "nanoforge-run: " << e.what() << "\n";
+        return 1;
+    }
+}

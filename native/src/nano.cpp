@@ -1,0 +1,316 @@
+// The native runtime (see nano.h). Decoding follows nanoforge/runtime/decoder.py and
+// generation.py step for step: the prompt is prefix ids + the input's tokens (cut to
+// max_input_tokens) + suffix ids; greedy picks the first largest logit; a token in eos_ids
+// ends the answer; `confidence` is the geometric mean of the generated tokens' probabilities.
+#include "nano.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+
+#include "llama.h"
+
+extern "C" {
+#include "hash/sha256/sha256.h"
+}
+
+namespace fs = std::filesystem;
+
+namespace nanoforge {
+
+static const size_t MAX_INPUT_CHARS = 100000;  // as nanoforge.data.MAX_INPUT_CHARS
+
+static void quiet_log(ggml_log_level level, const char * text, void *) {
+    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+std::string sha256_file(const std::string & path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error(path + ": cannot be read");
+    sha256_t h;
+    sha256_init(&h);
+    std::vector<char> buf(1 << 20);
+    while (f) {
+        f.read(buf.data(), buf.size());
+        sha256_update(&h, reinterpret_cast<unsigned char *>(buf.data()), static_cast<size_t>(f.gcount()));
+    }
+    unsigned char digest[SHA256_DIGEST_SIZE];
+    sha256_final(&h, digest);
+    static const char * hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : digest) { out += hex[c >> 4]; out += hex[c & 15]; }
+    return out;
+}
+
+// The bundle folder's manifest.json, with every listed file's size and sha256 checked.
+static json read_bundle(const fs::path & dir, bool verify) {
+    const fs::path where = dir / "manifest.json";
+    std::ifstream f(where);
+    if (!f) throw Error(where.string() + ": missing (not a nanoforge bundle)");
+    json m = json::parse(f, nullptr, false);
+    if (m.is_discarded() || !m.is_object()) throw Error(where.string() + ": corrupted manifest (not JSON)");
+    if (m.value("format_version", 0) != 2) throw Error(where.string() + ": bundle format is not 2");
+    const json & model = m["model"];
+    if (!model.is_object() || model.value("runtime", "") != "gguf")
+        throw Error(where.string() + ": model.runtime is not gguf (export the bundle with --format gguf)");
+    if (!verify) return m;
+    for (auto & [name, entry] : m["files"].items()) {
+        const fs::path file = dir / name;
+        if (!fs::is_regular_file(file)) throw Error(file.string() + ": missing (listed in manifest.json)");
+        if (fs::file_size(file) != entry.value("bytes", -1ll) || sha256_file(file.string()) != entry.value("sha256", ""))
+            throw Error(file.string() + ": sha256 does not match manifest.json (the file was changed or is incomplete)");
+    }
+    return m;
+}
+
+static std::string meta(const llama_model * model, const char * key) {
+    int n = llama_model_meta_val_str(model, key, nullptr, 0);
+    if (n < 0) return "";
+    std::string out(n + 1, '\0');
+    llama_model_meta_val_str(model, key, out.data(), out.size());
+    out.resize(n);
+    return out;
+}
+
+static std::vector<int> ids(const json & v, const char * key) {
+    if (!v.contains(key) || !v[key].is_array()) throw Error(std::string("nanoforge.manifest: model.prompt.") + key + ": missing");
+    return v[key].get<std::vector<int>>();
+}
+
+Nano::Nano(const std::string & path, int threads, bool verify) {
+    fs::path file = path;
+    if (fs::is_directory(file)) {
+        json bundle = read_bundle(file, verify);
+        file = file / bundle["model"].value("file", "model.gguf");
+    } else if (!fs::is_regular_file(file)) {
+        throw Error(path + ": no such file or bundle folder");
+    }
+    llama_log_set(quiet_log, nullptr);
+    llama_backend_init();
+    llama_model_params mp = llama_model_default_params();
+    model_ = llama_model_load_from_file(file.c_str(), mp);
+    if (!model_) throw Error(file.string() + ": not a GGUF model llama.cpp can load");
+    const std::string text = meta(model_, "nanoforge.manifest");
+    if (text.empty()) throw Error(file.string() + ": no nanoforge.manifest key (not exported by nanoforge)");
+    manifest_ = json::parse(text, nullptr, false);
+    if (manifest_.is_discarded() || !manifest_.contains("model"))
+        throw Error(file.string() + ": nanoforge.manifest is not a manifest");
+    const json & m = manifest_["model"];
+    const std::string runtime = m.value("runtime", "");
+    if (runtime != "decoder")
+        throw Error(file.string() + ": a " + runtime + " nano; nanoforge-run answers decoder nanos");
+    if (m.contains("schema") && !m["schema"].is_null())
+        throw Error(file.string() + ": schema-constrained extraction is not in nanoforge-run yet");
+    prefix_ = ids(m["prompt"], "prefix_ids");
+    suffix_ = ids(m["prompt"], "suffix_ids");
+    eos_ = ids(m["prompt"], "eos_ids");
+    max_input_tokens_ = m.value("max_input_tokens", 0);
+    max_new_tokens_ = m.value("max_new_tokens", 0);
+    n_ctx_ = m["config"].value("max_position", 0);
+    if (max_input_tokens_ <= 0 || max_new_tokens_ <= 0 || n_ctx_ <= 0)
+        throw Error(file.string() + ": nanoforge.manifest lacks max_input_tokens, max_new_tokens or config.max_position");
+    vocab_ = llama_model_get_vocab(model_);
+
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx_;
+    cp.n_threads = cp.n_threads_batch = std::max(threads, 1);
+    cp.type_k = cp.type_v = GGML_TYPE_F32;  // the Python runtime's cache is float32
+    cp.no_perf = true;
+    ctx_ = llama_init_from_model(model_, cp);
+    if (!ctx_) throw Error(file.string() + ": llama.cpp could not create a context");
+}
+
+Nano::~Nano() {
+    if (ctx_) llama_free(ctx_);
+    if (model_) llama_model_free(model_);
+}
+
+std::vector<int> Nano::tokenize(const std::string & text) const {
+    std::vector<llama_token> out(text.size() + 8);
+    int n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), false, false);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), false, false);
+    }
+    out.resize(std::max(n, 0));
+    return out;
+}
+
+std::string Nano::detokenize(const std::vector<int> & tokens) const {
+    std::string out(tokens.size() * 16 + 16, '\0');
+    int n = llama_detokenize(vocab_, tokens.data(), tokens.size(), out.data(), out.size(), true, false);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_detokenize(vocab_, tokens.data(), tokens.size(), out.data(), out.size(), true, false);
+    }
+    out.resize(std::max(n, 0));
+    return out;
+}
+
+// -- text rules shared with Python: str.strip(), the stop-string cut, input checks ----------
+
+static size_t utf8_char_at(const std::string & s, size_t i, uint32_t & cp) {
+    unsigned char c = s[i];
+    size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (i + n > s.size()) { cp = c; return 1; }
+    cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+    for (size_t k = 1; k < n; k++) cp = (cp << 6) | (s[i + k] & 0x3F);
+    return n;
+}
+
+static bool is_space(uint32_t c) {  // Python's str.isspace()
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+static std::string strip(const std::string & s, bool left = true) {
+    size_t begin = 0, end = 0, i = 0;
+    bool seen = false;
+    while (i < s.size()) {
+        uint32_t cp;
+        size_t n = utf8_char_at(s, i, cp);
+        if (!is_space(cp)) {
+            if (!seen) { begin = i; seen = true; }
+            end = i + n;
+        }
+        i += n;
+    }
+    if (!seen) return "";
+    return s.substr(left ? begin : 0, end - (left ? begin : 0));
+}
+
+static size_t utf8_length(const std::string & s) {
+    return std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+}
+
+static bool cut_at_stop(std::string & text, const std::vector<std::string> & stop) {
+    size_t first = std::string::npos;
+    for (const auto & s : stop)
+        if (!s.empty()) first = std::min(first, text.find(s));
+    if (first == std::string::npos) return false;
+    text = strip(text.substr(0, first), false);
+    return true;
+}
+
+Options Options::from_json(const json & r) {
+    Options o;
+    auto number = [&](const char * key, auto & into) {
+        if (!r.contains(key) || r[key].is_null()) return;
+        if (!r[key].is_number()) throw Error(std::string("`") + key + "` must be a number");
+        into = r[key].get<std::decay_t<decltype(into)>>();
+    };
+    number("max_new_tokens", o.max_new_tokens);
+    number("temperature", o.temperature);
+    number("top_p", o.top_p);
+    number("seed", o.seed);
+    if (r.contains("stop") && !r["stop"].is_null()) {
+        if (r["stop"].is_string()) o.stop = {r["stop"].get<std::string>()};
+        else if (r["stop"].is_array() && std::all_of(r["stop"].begin(), r["stop"].end(), [](auto & x) { return x.is_string(); }))
+            o.stop = r["stop"].get<std::vector<std::string>>();
+        else throw Error("`stop` must be a string or a list of strings");
+    }
+    if (o.max_new_tokens < 0) throw Error("`max_new_tokens` must be positive");
+    if (o.temperature < 0 || o.top_p <= 0 || o.top_p > 1) throw Error("`temperature` must be >= 0 and `top_p` in (0, 1]");
+    o.timing = r.value("timing", false);
+    return o;
+}
+
+json Nano::predict(const std::string & text, const Options & options) {
+    if (strip(text).empty()) throw Error("`input` is empty");
+    if (utf8_length(text) > MAX_INPUT_CHARS)
+        throw Error("`input` is " + std::to_string(utf8_length(text)) + " characters, over the limit of 100,000");
+    return generate(text, options);
+}
+
+// The next token from one row of logits: greedy, or temperature + top-p sampling.
+static int pick(const float * logits, int n_vocab, const Options & o, std::mt19937_64 & rng) {
+    if (o.temperature <= 0) return static_cast<int>(std::max_element(logits, logits + n_vocab) - logits);
+    std::vector<double> p(n_vocab);
+    double top = *std::max_element(logits, logits + n_vocab), sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += (p[i] = std::exp((logits[i] - top) / o.temperature));
+    std::vector<int> order(n_vocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+    double mass = 0;
+    size_t keep = 0;
+    while (keep < order.size() && mass / sum < o.top_p) mass += p[order[keep++]];
+    keep = std::max<size_t>(keep, 1);
+    mass = 0;
+    for (size_t k = 0; k < keep; k++) mass += p[order[k]];
+    double x = std::uniform_real_distribution<double>(0.0, mass)(rng), acc = 0;
+    for (size_t k = 0; k < keep; k++)
+        if (x < (acc += p[order[k]])) return order[k];
+    return order[keep - 1];
+}
+
+json Nano::generate(const std::string & text, const Options & o) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    std::vector<int> input = tokenize(text);
+    const bool truncated = static_cast<int>(input.size()) > max_input_tokens_;
+    if (truncated) input.resize(max_input_tokens_);
+    std::vector<llama_token> prompt(prefix_);
+    prompt.insert(prompt.end(), input.begin(), input.end());
+    prompt.insert(prompt.end(), suffix_.begin(), suffix_.end());
+    int limit = o.max_new_tokens > 0 ? o.max_new_tokens : max_new_tokens_;
+    limit = std::min(limit, n_ctx_ - static_cast<int>(prompt.size()));  // the context holds prompt + answer
+
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    if (llama_decode(ctx_, llama_batch_get_one(prompt.data(), prompt.size())) != 0)
+        throw Error("llama.cpp could not evaluate the prompt");
+    const int n_vocab = llama_vocab_n_tokens(vocab_);
+    std::mt19937_64 rng(o.seed);
+    std::vector<int> out;
+    std::vector<double> logprobs;
+    std::string finish = "length";
+    clock::time_point first;
+    for (int step = 0; step < limit; step++) {
+        const float * logits = llama_get_logits_ith(ctx_, -1);
+        llama_token tok = pick(logits, n_vocab, o, rng);
+        if (step == 0) first = clock::now();
+        if (std::find(eos_.begin(), eos_.end(), tok) != eos_.end()) { finish = "eos"; break; }
+        double top = *std::max_element(logits, logits + n_vocab), sum = 0;
+        for (int i = 0; i < n_vocab; i++) sum += std::exp(static_cast<double>(logits[i]) - top);
+        logprobs.push_back(logits[tok] - top - std::log(sum));
+        out.push_back(tok);
+        if (step + 1 < limit && llama_decode(ctx_, llama_batch_get_one(&tok, 1)) != 0)
+            throw Error("llama.cpp could not decode a token");
+    }
+    const auto end = clock::now();
+    std::string answer = strip(detokenize(out));
+    if (cut_at_stop(answer, o.stop)) finish = "stop";
+    const json confidence = logprobs.empty() ? json(nullptr)
+        : json(std::exp(std::accumulate(logprobs.begin(), logprobs.end(), 0.0) / logprobs.size()));
+    json r = {{"output", answer}, {"confidence", confidence}, {"tokens", out.size()}, {"finish", finish},
+              {"truncated", truncated}};
+    if (o.timing) {
+        auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+        r["ttft_ms"] = ms((limit > 0 ? first : end) - t0);
+        r["decode_tokens_per_s"] = out.size() > 1 && end > first ? (out.size() - 1) / (ms(end - first) / 1000) : 0.0;
+    }
+    return r;
+}
+
+void quantize(const std::string & in, const std::string & out, const std::string & type, int threads) {
+    static const std::pair<const char *, llama_ftype> types[] = {
+        {"q8_0", LLAMA_FTYPE_MOSTLY_Q8_0}, {"q6_k", LLAMA_FTYPE_MOSTLY_Q6_K}, {"q5_k_m", LLAMA_FTYPE_MOSTLY_Q5_K_M},
+        {"q5_k_s", LLAMA_FTYPE_MOSTLY_Q5_K_S}, {"q5_0", LLAMA_FTYPE_MOSTLY_Q5_0}, {"q5_1", LLAMA_FTYPE_MOSTLY_Q5_1},
+        {"q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M}, {"q4_k_s", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},
+        {"q4_1", LLAMA_FTYPE_MOSTLY_Q4_1}, {"q3_k_m", LLAMA_FTYPE_MOSTLY_Q3_K_M}, {"q3_k_s", LLAMA_FTYPE_MOSTLY_Q3_K_S},
+        {"q2_k", LLAMA_FTYPE_MOSTLY_Q2_K}, {"f16", LLAMA_FTYPE_MOSTLY_F16}};
+    auto hit = std::find_if(std::begin(types), std::end(types), [&](auto & t) { return type == t.first; });
+    if (hit == std::end(types)) throw Error("quantize: unknown type " + type);
+    llama_log_set(quiet_log, nullptr);
+    llama_backend_init();
+    llama_model_quantize_params p = llama_model_quantize_default_params();
+    p.ftype = hit->second;
+    p.nthread = std::max(threads, 1);
+    if (llama_model_quantize(in.c_str(), out.c_str(), &p) != 0) throw Error("quantize: llama.cpp failed on " + in);
+}
+
+}  // namespace nanoforge

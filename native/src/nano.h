@@ -1,0 +1,76 @@
+// nanoforge's native runtime: a nano exported to GGUF (`nanoforge export BUNDLE --format gguf`),
+// run on libllama/ggml with the same answers as the Python runtime (nanoforge.runtime).
+//
+//   nanoforge::Nano nano("runs/en-ja/gguf");          // a GGUF bundle (checksums verified) or a .gguf
+//   nlohmann::json answer = nano.predict("Good morning.", {});
+//   // {"output": "おはよう。", "confidence": 0.81, "tokens": 5, "finish": "eos", "truncated": false}
+//
+// The GGUF carries the source bundle's manifest (`nanoforge.manifest`): the prompt layout
+// (prefix ids + input tokens + suffix ids), the eos ids and the limits come from there.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+struct llama_model;
+struct llama_context;
+struct llama_vocab;
+
+namespace nanoforge {
+
+using json = nlohmann::ordered_json;  // answers keep the Python runtime's key order
+
+// A user's mistake (bad file, bad request): the message names what is wrong.
+struct Error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct Options {
+    int max_new_tokens = 0;   // 0: the bundle's
+    float temperature = 0.0f; // 0: greedy
+    float top_p = 1.0f;
+    uint32_t seed = 0;
+    std::vector<std::string> stop;
+    bool timing = false;      // add ttft_ms and decode_tokens_per_s to the answer
+
+    static Options from_json(const json & request);  // throws Error naming the bad key
+};
+
+class Nano {
+  public:
+    // `path`: a GGUF bundle folder (manifest.json + model.gguf; sha256 checked unless verify
+    // is false) or a .gguf file. `threads`: 0 = one.
+    explicit Nano(const std::string & path, int threads = 1, bool verify = true);
+    ~Nano();
+    Nano(const Nano &) = delete;
+    Nano & operator=(const Nano &) = delete;
+
+    json predict(const std::string & text, const Options & options);
+    const json & manifest() const { return manifest_; }
+    std::string kind() const { return manifest_.value("kind", ""); }
+
+    std::vector<int> tokenize(const std::string & text) const;
+    std::string detokenize(const std::vector<int> & ids) const;
+
+  private:
+    json generate(const std::string & text, const Options & options);
+
+    json manifest_;
+    llama_model * model_ = nullptr;
+    llama_context * ctx_ = nullptr;
+    const llama_vocab * vocab_ = nullptr;
+    std::vector<int> prefix_, suffix_, eos_;
+    int max_input_tokens_ = 0, max_new_tokens_ = 0, n_ctx_ = 0;
+};
+
+// sha256 of a file, lowercase hex.
+std::string sha256_file(const std::string & path);
+
+// Quantise a GGUF with llama.cpp's own quantiser (`type`: q4_k_m, q6_k, ...).
+void quantize(const std::string & in, const std::string & out, const std::string & type, int threads);
+
+}  // namespace nanoforge

@@ -1,0 +1,164 @@
+"""GGUF export and the native runtime (native/, built by `make native`): a tiny decoder goes
+bundle -> GGUF -> nanoforge-run and stock llama.cpp (its `llama-simple` example, unchanged),
+and answers like the Python runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from nanoforge.errors import BundleError, NanoforgeError
+from nanoforge.runtime import load
+from nanoforge.runtime.native import ROOT, native_binary
+
+
+@pytest.fixture(scope="module")
+def native() -> str:
+    try:
+        return str(native_binary())
+    except NanoforgeError as e:  # `make test` builds it first
+        pytest.fail(f"{e} (the native tests need it)")
+
+
+@pytest.fixture(scope="module")
+def random_decoder(translate_run, tmp_path_factory):
+    """translate_run's bundle with random FP32 weights beside it, as a run folder keeps them:
+    its greedy answers are long and varied, so any difference in the maths shows."""
+    import torch
+
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.runtime.decoder import DecoderNano
+    from nanoforge.students.causal import CausalConfig, CausalLM
+
+    run = tmp_path_factory.mktemp("native") / "run"
+    shutil.copytree(translate_run["bundle"], run / "bundle")
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    torch.manual_seed(0)
+    model = CausalLM(CausalConfig(**manifest["model"]["config"]))
+    with torch.no_grad():  # wide weights: well separated logits, no near-ties for greedy to flip on
+        for w in model.parameters():
+            w.normal_(1.0 if w.ndim == 1 else 0.0, 0.3)
+    fp32 = export_causal(model, run / "export" / "model.fp32.onnx")
+    texts = [json.loads(x)["en"] for x in (translate_run["root"] / "test.jsonl").read_text().splitlines()]
+    texts += ["I have 3 cats and 12 dogs.", "東京へ行きます。", "A " * 80]  # digits, Japanese, a cut input
+    python = DecoderNano(run / "bundle", model_file=str(fp32))
+    return {"run": run, "texts": texts, "python": [python.predict(t) for t in texts]}
+
+
+@pytest.fixture(scope="module")
+def f32_bundle(random_decoder, native, tmp_path_factory):
+    from nanoforge.export.gguf import export_gguf
+
+    return export_gguf(random_decoder["run"], tmp_path_factory.mktemp("gguf") / "f32", "f32")
+
+
+def test_f32_gguf_answers_equal_the_python_runtime(random_decoder, f32_bundle):
+    nano = load(f32_bundle)
+    assert nano.manifest.model.runtime == "gguf" and nano.manifest.model.quant == "f32"
+    answers = nano.predict_batch(random_decoder["texts"])
+    nano.close()
+    for got, want in zip(answers, random_decoder["python"]):
+        assert list(got) == list(want)  # the same keys, in the same order
+        assert {k: got[k] for k in ("output", "tokens", "finish", "truncated")} == \
+            {k: want[k] for k in ("output", "tokens", "finish", "truncated")}
+        # wide random weights give logits in the hundreds: their float32 sums differ in the last digits
+        assert got["confidence"] == pytest.approx(want["confidence"], rel=1e-2)
+    assert random_decoder["python"][-1]["truncated"] and min(a["tokens"] for a in answers) > 3
+    assert sum(bool(a["output"]) for a in answers) > len(answers) // 2
+
+
+def test_stock_llama_cpp_decodes_the_same_greedy_text(random_decoder, f32_bundle):
+    """llama.cpp's own example reads the GGUF's tokenizer and prompt rules (BOS added) unchanged."""
+    simple = native_binary().parent / "llama-simple"
+    for text, want in list(zip(random_decoder["texts"], random_decoder["python"]))[:4]:
+        n = want["tokens"]
+        r = subprocess.run([str(simple), "-m", str(f32_bundle / "model.gguf"), "-n", str(n), f"{text}<sep>"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-500:]
+        generated = r.stdout.split("<sep>", 1)[1]
+        assert generated.replace("<unk>", "").strip() == want["output"].strip()
+
+
+def test_quantised_exports_run_and_say_what_they_are(random_decoder, native, tmp_path):
+    from nanoforge.export.gguf import export_gguf
+
+    sizes = {}
+    for quant in ("q8_0", "q4_k_m"):  # the gguf package's own type, and llama.cpp's quantiser
+        bundle = export_gguf(random_decoder["run"], tmp_path / quant, quant)
+        sizes[quant] = (bundle / "model.gguf").stat().st_size
+        nano = load(bundle)
+        answer = nano.predict(random_decoder["texts"][0])
+        nano.close()
+        assert nano.manifest.model.quant == quant and answer["tokens"] >= 1
+    assert sizes["q4_k_m"] < sizes["q8_0"]
+
+
+def test_modelfile_and_chat_template_carry_the_prompt_layout(f32_bundle):
+    modelfile = (f32_bundle / "Modelfile").read_text()
+    assert "FROM ./model.gguf" in modelfile and 'TEMPLATE """<s>{{ .Prompt }}<sep>"""' in modelfile
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(f32_bundle / "model.gguf"))
+    field = reader.fields["tokenizer.chat_template"]
+    assert "<sep>" in bytes(field.parts[field.data[0]]).decode()
+    embedded = json.loads(bytes(reader.fields["nanoforge.manifest"].parts[-1]).decode())
+    assert embedded["model"]["runtime"] == "decoder" and embedded["model"]["prompt"]["suffix_ids"]
+
+
+def test_a_tampered_gguf_is_refused_by_python_and_by_nanoforge_run(f32_bundle, native, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(f32_bundle, bad)
+    data = bytearray((bad / "model.gguf").read_bytes())
+    data[-100] ^= 0xFF
+    (bad / "model.gguf").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.gguf"):
+        load(bad)
+    r = subprocess.run([native, str(bad)], input='"hello"\n', capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "sha256 does not match" in r.stderr and not r.stdout
+
+
+def test_nanoforge_run_answers_bad_lines_with_errors_and_goes_on(f32_bundle, native):
+    lines = ['{"input": "Good morning."}', "not json", '{"input": "   "}', '{"text": "x"}',
+             '{"input": "Hi.", "max_new_tokens": "many"}', '"Good night."']
+    r = subprocess.run([native, str(f32_bundle)], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                       timeout=60)
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 0 and len(out) == len(lines)
+    assert "output" in out[0] and "output" in out[5]
+    assert out[1]["error"].startswith("stdin line 2: not JSON")
+    assert out[2]["error"] == "stdin line 3: `input` is empty"
+    assert "string `input`" in out[3]["error"] and "`max_new_tokens` must be a number" in out[4]["error"]
+    r = subprocess.run([native, str(f32_bundle / "manifest.json")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a GGUF" in r.stderr
+
+
+def test_cli_exports_a_run_folder_and_evals_the_gguf_bundle_like_the_onnx_one(random_decoder, native, tmp_path,
+                                                                             translate_run):
+    cli = [sys.executable, "-m", "nanoforge.cli"]
+    out = tmp_path / "gguf"
+    r = subprocess.run(cli + ["export", str(random_decoder["run"]), "--format", "gguf", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "nanoforge-run" in r.stdout and (out / "manifest.json").is_file()
+    data = translate_run["root"] / "test.jsonl"
+    reports = []
+    for bundle in (random_decoder["run"] / "bundle", out):
+        r = subprocess.run(cli + ["eval", str(bundle), "--data", str(data), "--json"], capture_output=True,
+                           text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stderr
+        reports.append(json.loads(r.stdout))
+    assert set(reports[0]) == set(reports[1]) and set(reports[0]["metrics"]) == set(reports[1]["metrics"])
+    r = subprocess.run(cli + ["export", str(random_decoder["run"]), "--format", "gguf", "--quant", "q9",
+                              "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "--quant 'q9'" in r.stderr
+
+
+def test_an_encoder_bundle_is_a_clear_error(trained_run, tmp_path):
+    from nanoforge.export.gguf import export_gguf
+
+    with pytest.raises(NanoforgeError, match="encoder-classifier bundle"):
+        export_gguf(trained_run["bundle"], tmp_path / "x")
