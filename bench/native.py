@@ -1,0 +1,232 @@
+"""Decoder nanos on native runtimes, side by side in one run, one thread each: nanoforge's
+ONNX runtime (onnxruntime), stock llama.cpp (`llama-bench` for speed, `llama-simple` for greedy
+text) and `nanoforge-run`, at matched precisions:
+
+    FP32 ONNX            <->  F32 GGUF
+    INT8 weight-only     <->  Q8_0      (both: symmetric 8-bit, blocks of 32)
+    INT4 weight-only     <->  Q4_0      (both: symmetric 4-bit, blocks of 32); and Q4_K_M
+
+    make native && cmake --build native/build --target llama-bench
+    python bench/native.py --nano en-ja=runs/en-ja-minimal --nano smollm2=runs/smollm2-smoke/run
+
+Each --nano is NAME=RUN_DIR (a trained run folder: bundle/, export/model.fp32.onnx, data/test.jsonl)
+and optionally :METRIC_N (test prompts scored per variant; 0 skips the task metric).
+For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
+--parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
+cache on up to --stock-parity of them); the task metric of every variant on test; decode
+tokens/s and time to first token on --prompts prompts. Writes bench/results/native.json/.png.
+Run it alone: the timings are only comparable within one run on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GGUF_QUANTS = ("f32", "q8_0", "q4_0", "q4_k_m")
+ONNX_VARIANTS = {"fp32": None, "int8-weights": (8, "model.int8-weights.onnx"),
+                 "int4-rtn-b32": (4, "model.int4-rtn-b32.onnx")}
+MATCHED = {"fp32": "f32", "int8-weights": "q8_0", "int4-rtn-b32": "q4_0"}
+
+
+def onnx_files(run: Path) -> dict[str, Path]:
+    """The FP32 export and its weight-only INT8/INT4 variants (made here when the ladder did not)."""
+    from nanoforge.export.quantize import quantize_weights
+
+    fp32 = run / "export" / "model.fp32.onnx"
+    out = {"fp32": fp32}
+    for name, spec in ONNX_VARIANTS.items():
+        if spec is None:
+            continue
+        bits, file = spec
+        path = run / "export" / file
+        if not path.is_file():
+            quantize_weights(fp32, path, bits, 32)
+        out[name] = path
+    return out
+
+
+def gguf_bundles(run: Path) -> dict[str, Path]:
+    from nanoforge.export.gguf import export_gguf
+
+    out = {}
+    for q in GGUF_QUANTS:
+        path = run / f"gguf-{q}"
+        if not (path / "manifest.json").is_file():
+            export_gguf(run, path, q)
+        out[q] = path
+    return out
+
+
+def stock_greedy(simple: Path, gguf: Path, prompt: str, suffix: str, n: int) -> str:
+    """llama-simple's greedy continuation of `prompt` (which ends with `suffix`)."""
+    r = subprocess.run([str(simple), "-m", str(gguf), "-n", str(max(n, 1)), prompt],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-300:])
+    return r.stdout.split(suffix, 1)[1] if suffix in r.stdout else r.stdout
+
+
+def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
+    r = subprocess.run([str(tool), "-m", str(gguf), "-t", "1", "-p", str(prompt), "-n", str(gen), "-r", "3",
+                        "-o", "json"], capture_output=True, text=True, timeout=1200)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-300:])
+    rows = json.loads(r.stdout)
+    pp = next(x["avg_ts"] for x in rows if x["n_prompt"] > 0)
+    tg = next(x["avg_ts"] for x in rows if x["n_gen"] > 0)
+    return {"prefill_tokens_per_s": pp, "decode_tokens_per_s": tg,
+            "ttft_ms_estimate": 1000 * (prompt / pp + 1 / tg)}
+
+
+def measure(name: str, run: Path, metric_n: int, args) -> dict:
+    from nanoforge.data import read_records
+    from nanoforge.runtime import load
+    from nanoforge.runtime.decoder import DecoderNano
+    from nanoforge.runtime.native import native_binary
+
+    records = read_records(run / "data" / "test.jsonl")
+    texts = [r.input for r in records]
+    onnx = onnx_files(run)
+    ggufs = gguf_bundles(run)
+    tools = native_binary().parent
+    result: dict = {"run": str(run), "test_prompts": len(texts), "sizes_mb": {}, "metric": {}, "speed": {}}
+    for n, p in onnx.items():
+        result["sizes_mb"][f"onnx-{n}"] = round(p.stat().st_size / 1e6, 2)
+    for q, b in ggufs.items():
+        result["sizes_mb"][f"gguf-{q}"] = round((b / "model.gguf").stat().st_size / 1e6, 2)
+
+    # 1. greedy agreement at F32: the Python runtime's FP32 answers are the reference
+    python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"]))
+    parity_texts = texts[: args.parity]
+    reference = []
+    for s in range(0, len(parity_texts), 16):
+        reference += python.predict_batch(parity_texts[s : s + 16])
+    native = load(ggufs["f32"], threads=2)
+    answers = native.predict_batch(parity_texts)
+    same = sum(a["output"] == b["output"] for a, b in zip(answers, reference))
+    before, after = _layout_text(python)
+    # the GGUF adds BOS itself when the prefix is that one token (tokenizer.ggml.add_bos_token)
+    before = "" if len(python.layout.prefix_ids) == 1 else before
+    stock_n = min(args.stock_parity, len(parity_texts))
+    stock_same = 0
+    for text, ref in zip(parity_texts[:stock_n], reference[:stock_n]):
+        got = stock_greedy(tools / "llama-simple", ggufs["f32"] / "model.gguf", before + text + after, after,
+                           ref["tokens"])
+        stock_same += got.replace("<unk>", "").strip() == ref["output"]
+    result["greedy_f32"] = {"nanoforge_run_identical": same / len(parity_texts), "prompts": len(parity_texts),
+                            "llama_simple_identical": stock_same / max(stock_n, 1), "llama_simple_prompts": stock_n,
+                            "note": "llama-simple keeps llama.cpp's default F16 KV cache; nanoforge-run F32"}
+    native.close()
+    print(name, "greedy", result["greedy_f32"], flush=True)
+
+    # 2. the task metric of every variant on test
+    metric_n = min(metric_n, len(texts))
+    if metric_n:
+        golds = [python.gold(r) for r in records[:metric_n]]
+        for n, p in onnx.items():
+            nano = DecoderNano(run / "bundle", threads=2, model_file=str(p))
+            outs = []
+            for s in range(0, metric_n, 16):
+                outs += [a["output"] for a in nano.predict_batch(texts[s : min(s + 16, metric_n)])]
+            result["metric"][f"onnx-{n}"] = nano.score(outs, golds)
+        for q, b in ggufs.items():
+            nano = load(b, threads=2)
+            result["metric"][f"gguf-{q}"] = nano.score([a["output"] for a in nano.predict_batch(texts[:metric_n])],
+                                                       golds)
+            nano.close()
+        print(name, "metric", result["metric"], flush=True)
+
+    # 3. speed, one thread: onnxruntime vs nanoforge-run vs llama-bench, the same prompts
+    speed_texts = texts[: args.prompts]
+    prompt_lens, gen_lens = [], []
+    for n, p in onnx.items():
+        nano = DecoderNano(run / "bundle", threads=1, model_file=str(p))
+        nano.timing(speed_texts[0])  # warm-up
+        t = [nano.timing(x) for x in speed_texts]
+        if n == "fp32":
+            prompt_lens = [len(nano.prompt(x)[0]) for x in speed_texts]
+            gen_lens = [x["tokens"] for x in t]
+        result["speed"][f"onnxruntime-{n}"] = _summary(t)
+    for q, b in ggufs.items():
+        nano = load(b, threads=1)
+        nano.timing(speed_texts[0])
+        result["speed"][f"nanoforge-run-{q}"] = _summary([nano.timing(x) for x in speed_texts])
+        nano.close()
+        result["speed"][f"llama-bench-{q}"] = llama_bench(tools / "llama-bench", b / "model.gguf",
+                                                          int(statistics.median(prompt_lens)),
+                                                          max(int(statistics.median(gen_lens)), 16))
+    result["speed"]["prompt_tokens_p50"] = statistics.median(prompt_lens)
+    result["speed"]["generated_tokens_p50"] = statistics.median(gen_lens)
+    result["ratios"] = {
+        f"onnxruntime-{n}/llama-bench-{q}": result["speed"][f"onnxruntime-{n}"]["decode_tokens_per_s"]
+        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for n, q in MATCHED.items()}
+    result["ratios"].update({
+        f"nanoforge-run-{q}/llama-bench-{q}": result["speed"][f"nanoforge-run-{q}"]["decode_tokens_per_s"]
+        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for q in GGUF_QUANTS})
+    print(name, "speed", json.dumps(result["speed"]), flush=True)
+    return result
+
+
+def _layout_text(nano) -> tuple[str, str]:
+    from nanoforge.export.gguf import prompt_template
+
+    return prompt_template(nano.tok, nano.layout.to_dict())
+
+
+def _summary(timings: list[dict]) -> dict:
+    return {"decode_tokens_per_s": statistics.median(t["decode_tokens_per_s"] for t in timings if t["tokens"] > 1),
+            "ttft_ms": statistics.median(t["ttft_ms"] for t in timings)}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["nanos"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        speed = result["nanos"][name]["speed"]
+        keys = [k for k in speed if isinstance(speed[k], dict)]
+        vals = [speed[k]["decode_tokens_per_s"] for k in keys]
+        colors = ["#4c72b0" if k.startswith("onnx") else "#55a868" if k.startswith("nanoforge") else "#c44e52"
+                  for k in keys]
+        ax.barh(keys, vals, color=colors)
+        ax.set_xlabel("decode tokens/s, 1 thread (higher is better)")
+        ax.set_title(name)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nano", action="append", required=True, help="NAME=RUN_DIR[:METRIC_N]")
+    ap.add_argument("--parity", type=int, default=200)
+    ap.add_argument("--stock-parity", type=int, default=50)
+    ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "native.json")
+    args = ap.parse_args()
+    started = time.time()
+    result = {"machine": platform.processor() or platform.machine(), "threads": 1, "nanos": {}}
+    for spec in args.nano:
+        name, rest = spec.split("=", 1)
+        run, _, metric_n = rest.partition(":")
+        result["nanos"][name] = measure(name, Path(run), int(metric_n) if metric_n else 10**9, args)
+    result["seconds"] = round(time.time() - started, 1)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
