@@ -56,6 +56,17 @@ def f32_bundle(random_decoder, native, tmp_path_factory):
     return export_gguf(random_decoder["run"], tmp_path_factory.mktemp("gguf") / "f32", "f32")
 
 
+def test_llama_cpp_tokenises_like_the_bundle_tokenizer(random_decoder, f32_bundle, native):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(random_decoder["run"] / "bundle" / "tokenizer.json"))
+    texts = random_decoder["texts"]
+    r = subprocess.run([native, "tokenize", str(f32_bundle)], input="\n".join(texts) + "\n", capture_output=True,
+                       text=True, timeout=60)
+    got = [json.loads(x) for x in r.stdout.splitlines()]
+    assert got == [tok.encode(t, add_special_tokens=False).ids for t in texts]
+
+
 def test_f32_gguf_answers_equal_the_python_runtime(random_decoder, f32_bundle):
     nano = load(f32_bundle)
     assert nano.manifest.model.runtime == "gguf" and nano.manifest.model.quant == "f32"
@@ -157,8 +168,31 @@ def test_cli_exports_a_run_folder_and_evals_the_gguf_bundle_like_the_onnx_one(ra
     assert r.returncode == 2 and "--quant 'q9'" in r.stderr
 
 
-def test_an_encoder_bundle_is_a_clear_error(trained_run, tmp_path):
+def test_a_span_tagger_is_a_clear_error(extract_run, tmp_path):
     from nanoforge.export.gguf import export_gguf
 
-    with pytest.raises(NanoforgeError, match="encoder-classifier bundle"):
-        export_gguf(trained_run["bundle"], tmp_path / "x")
+    with pytest.raises(NanoforgeError, match="encoder-tagger bundle"):
+        export_gguf(extract_run["out"], tmp_path / "x")
+
+
+def test_a_classifier_answers_like_the_python_runtime_with_its_gate(trained_run, native, tmp_path):
+    """The tiny intent classifier (energy gate) as a `bert` GGUF: labels, gate decisions and
+    scores as the Python runtime gives them on the FP32 model."""
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime.classifier import ClassifierNano
+    from nanoforge.runtime.session import bind, make_session
+
+    bundle = export_gguf(trained_run["out"], tmp_path / "cls", "f32")
+    python = ClassifierNano(trained_run["bundle"])
+    python.session = make_session(trained_run["out"] / "export" / "model.fp32.onnx", 1)
+    python._call = bind(python.session, python.manifest.model.graph)
+    texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()]
+    texts.append("please " * 60 + "freeze my account")  # cut to max_length
+    nano = load(bundle)
+    got, want = nano.predict_batch(texts), [python.predict(t) for t in texts]
+    nano.close()
+    assert nano.manifest.model.architecture == "bert"
+    for g, w in zip(got, want):
+        assert list(g) == list(w) and (g["output"], g["out_of_scope"]) == (w["output"], w["out_of_scope"])
+        assert g["score"] == pytest.approx(w["score"], rel=1e-4)
+    assert {g["out_of_scope"] for g in got} == {True, False}

@@ -112,6 +112,45 @@ def llama_tensors(weights: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[s
     return out
 
 
+def encoder_weights(onnx_file: Path) -> dict[str, np.ndarray]:
+    """The encoder's float weights under their torch names ([out, in]): a MatMul's weight is
+    named by the bias its output is added to (the exporter names neither the node nor the weight)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
+    out = {k: v.astype(np.float32) for k, v in inits.items() if k.endswith((".weight", ".bias"))}
+    adds = {i: n for n in model.graph.node if n.op_type == "Add" for i in n.input}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and node.output[0] in adds:
+            bias = next((i for i in adds[node.output[0]].input if i.endswith(".bias")), None)
+            if bias is not None:
+                out[bias[: -len(".bias")] + ".weight"] = inits[node.input[1]].astype(np.float32).T
+    return out
+
+
+BERT_NAMES = {"attention.self.query": "attn_q", "attention.self.key": "attn_k", "attention.self.value": "attn_v",
+              "attention.output.dense": "attn_output", "attention.output.LayerNorm": "attn_output_norm",
+              "intermediate.dense": "ffn_up", "output.dense": "ffn_down", "output.LayerNorm": "layer_output_norm"}
+
+
+def bert_tensors(weights: dict[str, np.ndarray], layers: int) -> dict[str, np.ndarray]:
+    e = "encoder.embeddings."
+    out = {"token_embd.weight": weights[e + "word_embeddings.weight"],
+           "position_embd.weight": weights[e + "position_embeddings.weight"],
+           "token_types.weight": weights[e + "token_type_embeddings.weight"],
+           "token_embd_norm.weight": weights[e + "LayerNorm.weight"], "token_embd_norm.bias": weights[e + "LayerNorm.bias"]}
+    for n in range(layers):
+        for torch_name, gguf_name in BERT_NAMES.items():
+            for part in ("weight", "bias"):
+                out[f"blk.{n}.{gguf_name}.{part}"] = weights[f"encoder.encoder.layer.{n}.{torch_name}.{part}"]
+    return out
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 
@@ -161,6 +200,36 @@ def add_tokenizer(w, tokenizer_json: dict[str, Any], layout: dict[str, Any]) -> 
     # Stock tools tokenise "prompt" with the BOS added when the prompt layout starts with it.
     w.add_add_bos_token(len(prefix) == 1)
     w.add_add_eos_token(False)
+
+
+def add_wordpiece(w, tokenizer_json: dict[str, Any]) -> None:
+    """A BERT WordPiece tokenizer.json as llama.cpp's `bert` vocabulary (word starts marked
+    with U+2581 instead of continuations with ##, as llama.cpp's converter writes it)."""
+    import gguf
+
+    model = tokenizer_json["model"]
+    vocab = model["vocab"]
+    tokens = [""] * len(vocab)
+    for piece, i in vocab.items():
+        tokens[i] = piece
+    special = {t["id"] for t in tokenizer_json.get("added_tokens", []) if t.get("special")}
+    types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    tokens = [t if i in special else t[2:] if t.startswith("##") else "\u2581" + t for i, t in enumerate(tokens)]
+    w.add_tokenizer_model("bert")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    ids = {name: vocab[name] for name in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]") if name in vocab}
+    if "[CLS]" not in ids or "[SEP]" not in ids:
+        raise NanoforgeError("the tokenizer has no [CLS]/[SEP]: not a BERT WordPiece tokenizer")
+    w.add_bos_token_id(ids["[CLS]"])
+    w.add_eos_token_id(ids["[SEP]"])
+    w.add_sep_token_id(ids["[SEP]"])
+    for key, add in (("[PAD]", w.add_pad_token_id), ("[UNK]", w.add_unk_token_id), ("[MASK]", w.add_mask_token_id)):
+        if key in ids:
+            add(ids[key])
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(True)
 
 
 def prompt_template(tokenizer, layout: dict[str, Any]) -> tuple[str, str]:
@@ -227,6 +296,54 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
     return path
 
 
+def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: Path, config_file: Path,
+                       quant: str) -> Path:
+    """A `bert` GGUF (mean pooling) that stock llama.cpp loads as an embedding model; the task
+    head and the gate ride along as `nanoforge.*` float arrays (llama.cpp refuses extra tensors)."""
+    import gguf
+
+    s = manifest.model
+    if not config_file.is_file():
+        raise NanoforgeError(f"{config_file}: missing; an encoder exports from the run folder that trained it "
+                             "(its student/config.json gives the head count)")
+    cfg = json.loads(config_file.read_text())
+    if cfg.get("model_type") != "bert":
+        raise NanoforgeError(f"{config_file}: a {cfg.get('model_type')!r} encoder; GGUF export covers BERT")
+    weights = encoder_weights(onnx_file)
+    w = gguf.GGUFWriter(str(path), "bert")
+    w.add_name(f"{manifest.name}-{manifest.version}")
+    w.add_context_length(int(cfg["max_position_embeddings"]))
+    w.add_embedding_length(int(cfg["hidden_size"]))
+    w.add_feed_forward_length(int(cfg["intermediate_size"]))
+    w.add_block_count(int(cfg["num_hidden_layers"]))
+    w.add_head_count(int(cfg["num_attention_heads"]))
+    w.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
+    w.add_causal_attention(False)
+    w.add_pooling_type(gguf.PoolingType.MEAN)
+    w.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
+    w.add_file_type(FILE_TYPES[quant])
+    add_wordpiece(w, json.loads((bundle / s.tokenizer).read_text(encoding="utf-8")))
+    w.add_string("nanoforge.manifest", json.dumps(manifest.to_dict(), ensure_ascii=False))
+    head_w, head_b = weights["head.weight"], weights["head.bias"]
+    w.add_array("nanoforge.head.shape", list(head_w.shape))
+    w.add_array("nanoforge.head.weight", head_w.astype(np.float32).ravel().tolist())
+    w.add_array("nanoforge.head.bias", head_b.astype(np.float32).ravel().tolist())
+    gate = getattr(s, "gate", None)
+    if gate is not None and gate.file:
+        from safetensors.numpy import load_file
+
+        for name, value in load_file(str(bundle / gate.file)).items():
+            w.add_array(f"nanoforge.gate.{name}", value.astype(np.float32).ravel().tolist())
+    for name, t in bert_tensors(weights, int(cfg["num_hidden_layers"])).items():
+        data, qtype = _quantise(name, t, quant)
+        w.add_tensor(name, data, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def _jinja(text: str) -> str:
     return "{{ " + json.dumps(text) + " }}" if text else ""
 
@@ -247,17 +364,27 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
     if quant not in QUANTS:
         raise NanoforgeError(f"--quant {quant!r}: not one of {', '.join(QUANTS)}")
     bundle, manifest, onnx_file = _source(Path(source))
-    if manifest.model.runtime != "decoder":
-        raise NanoforgeError(f"{bundle}: a {manifest.model.runtime} bundle; GGUF export covers decoder bundles "
-                             "(encoders are not exported yet)")
+    runtime = manifest.model.runtime
+    if runtime not in ("decoder", "encoder-classifier"):
+        raise NanoforgeError(f"{bundle}: a {runtime} bundle; GGUF export covers decoder and encoder-classifier "
+                             "bundles (span taggers are not exported yet)")
     from tokenizers import Tokenizer
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=out.parent if out.parent.exists() else None) as tmp:
         tmp = Path(tmp)
         own = quant if quant in OWN_QUANTS else "f32"
-        path = write_decoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file,
-                                  bundle / manifest.model.tokenizer, own)
+        files = {}
+        if runtime == "decoder":
+            path = write_decoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file,
+                                      bundle / manifest.model.tokenizer, own)
+            before, after = prompt_template(Tokenizer.from_file(str(bundle / manifest.model.tokenizer)),
+                                            manifest.model.prompt.to_dict())
+            (tmp / "Modelfile").write_text(modelfile(manifest, before, after))
+            files["Modelfile"] = tmp / "Modelfile"
+        else:
+            path = write_encoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file, bundle,
+                                      bundle.parent / "student" / "config.json", own)
         if quant not in OWN_QUANTS:  # llama.cpp's quantiser, from the F32 file
             quantised = tmp / GGUF_FILE
             run = subprocess.run([str(native_binary()), "quantize", str(path), str(quantised), quant],
@@ -267,13 +394,12 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
             path = quantised
         else:
             path = path.rename(tmp / GGUF_FILE)
-        before, after = prompt_template(Tokenizer.from_file(str(bundle / manifest.model.tokenizer)),
-                                        manifest.model.prompt.to_dict())
-        (tmp / "Modelfile").write_text(modelfile(manifest, before, after))
-        section = Gguf(runtime="gguf", file=GGUF_FILE, architecture="llama", quant=quant,
+        files[GGUF_FILE] = path
+        section = Gguf(runtime="gguf", file=GGUF_FILE, architecture="llama" if runtime == "decoder" else "bert",
+                       quant=quant,
                        parameters=manifest.model.parameters, source=manifest.model)
         gguf_manifest = manifest.model_copy(update={"model": section, "metrics": {
             "source": {"bundle": str(bundle), "precision": manifest.model.precision,
                        "weights": onnx_file.name}}})
-        return write_bundle(out, gguf_manifest, {GGUF_FILE: path, "Modelfile": tmp / "Modelfile"})
+        return write_bundle(out, gguf_manifest, files)
 

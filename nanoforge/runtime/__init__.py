@@ -46,13 +46,13 @@ def _decoder() -> type[Nano]:
     return DecoderNano
 
 
-def _gguf() -> type[Nano]:
-    from nanoforge.runtime.native import GgufDecoderNano
+def _gguf():
+    from nanoforge.runtime.native import load_gguf
 
-    return GgufDecoderNano
+    return load_gguf
 
 
-RUNTIMES: dict[str, Callable[[], type[Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
+RUNTIMES: dict[str, Callable[[], Callable[..., Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
                                                  "decoder": _decoder, "gguf": _gguf}
 _NAMES = {"ClassifierNano": _classifier, "TaggerNano": _tagger, "DecoderNano": _decoder}
 

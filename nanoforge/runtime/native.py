@@ -22,10 +22,11 @@ from typing import Any, Iterator
 from nanoforge.errors import BundleError, NanoforgeError
 from nanoforge.manifest import Manifest
 from nanoforge.runtime.base import Nano
+from nanoforge.runtime.classifier import ClassifierNano
 from nanoforge.runtime.decoder import DecoderNano
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-ANSWER_KEYS = ("output", "confidence", "tokens", "finish", "truncated")
+DECODER_KEYS = ("output", "confidence", "tokens", "finish", "truncated")
 
 
 def native_binary() -> Path:
@@ -39,24 +40,12 @@ def native_binary() -> Path:
                          "or set NANOFORGE_RUN to its path")
 
 
-class GgufDecoderNano(DecoderNano):
-    """A GGUF export of a decoder bundle. The decoder's rules come from DecoderNano; its
-    tokenizer and session do not (nanoforge-run tokenises and decodes with llama.cpp)."""
+class _Native:
+    """The pipe to one nanoforge-run process (started on the bundle, checksums already checked)."""
 
-    runtime = "gguf"
-
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
-                 manifest: Manifest | None = None):
-        Nano.__init__(self, bundle_dir, threads, verify, manifest)
-        s = self.manifest.model.source
-        if s.runtime != "decoder":
-            raise BundleError(f"{self.dir}: a GGUF export of a {s.runtime} bundle; nanoforge-run answers decoders")
-        if s.schema_ is not None:
-            raise BundleError(f"{self.dir}: schema-constrained decoding is not in nanoforge-run yet")
-        self.schema = self.constraint = None
-        self.max_input_tokens, self.max_new_tokens = s.max_input_tokens, s.max_new_tokens
-        # checksums were checked above, so nanoforge-run need not hash the file again
-        self.proc = subprocess.Popen([str(native_binary()), str(self.dir), "--threads", str(threads or 1),
+    def __init__(self, bundle_dir: Path, threads: int | None):
+        self.dir = bundle_dir
+        self.proc = subprocess.Popen([str(native_binary()), str(bundle_dir), "--threads", str(threads or 1),
                                       "--no-verify"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8")
 
@@ -75,26 +64,6 @@ class GgufDecoderNano(DecoderNano):
             raise NanoforgeError(answer["error"].split(": ", 1)[-1])
         return answer
 
-    def predict_batch(self, texts: list[str], max_new_tokens: int | None = None, temperature: float = 0.0,
-                      top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None
-                      ) -> list[dict[str, Any]]:
-        """Answers as DecoderNano gives them. Sampling (temperature > 0) is seeded but draws
-        from llama.cpp's side: the same seed need not give the ONNX runtime's tokens."""
-        self.check_inputs(texts)
-        options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                   "seed": seed or 0, "stop": stop}
-        return [{k: a[k] for k in ANSWER_KEYS} for a in (self.ask({"input": t, **options}) for t in texts)]
-
-    def stream(self, text: str, **options: Any) -> Iterator[str]:
-        """The answer in one piece (nanoforge-run answers whole)."""
-        output = self.predict(text, **options)["output"]
-        if output:
-            yield output
-
-    def timing(self, text: str, max_new_tokens: int | None = None) -> dict[str, float]:
-        a = self.ask({"input": text, "max_new_tokens": max_new_tokens, "timing": True})
-        return {"ttft_ms": a["ttft_ms"], "tokens": a["tokens"], "decode_tokens_per_s": a["decode_tokens_per_s"]}
-
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -104,3 +73,83 @@ class GgufDecoderNano(DecoderNano):
         proc = getattr(self, "proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+
+def _init(nano: Nano, bundle_dir, threads, verify, manifest, runtime: str):
+    Nano.__init__(nano, bundle_dir, threads, verify, manifest)
+    source = nano.manifest.model.source
+    if source.runtime != runtime:  # unreachable through load(), which picks by the source
+        raise BundleError(f"{nano.dir}: a GGUF export of a {source.runtime} bundle, not {runtime}")
+    nano.native = _Native(nano.dir, threads)
+    return source
+
+
+class GgufDecoderNano(DecoderNano):
+    """A GGUF export of a decoder bundle. The decoder's rules come from DecoderNano; its
+    tokenizer and session do not (nanoforge-run tokenises and decodes with llama.cpp)."""
+
+    runtime = "gguf"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 manifest: Manifest | None = None):
+        s = _init(self, bundle_dir, threads, verify, manifest, "decoder")
+        if s.schema_ is not None:
+            raise BundleError(f"{self.dir}: schema-constrained decoding is not in nanoforge-run yet")
+        self.schema = self.constraint = None
+        self.max_input_tokens, self.max_new_tokens = s.max_input_tokens, s.max_new_tokens
+
+    def predict_batch(self, texts: list[str], max_new_tokens: int | None = None, temperature: float = 0.0,
+                      top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None
+                      ) -> list[dict[str, Any]]:
+        """Answers as DecoderNano gives them. Sampling (temperature > 0) is seeded but draws
+        from llama.cpp's side: the same seed need not give the ONNX runtime's tokens."""
+        self.check_inputs(texts)
+        options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                   "seed": seed or 0, "stop": stop}
+        return [{k: a[k] for k in DECODER_KEYS} for a in (self.native.ask({"input": t, **options}) for t in texts)]
+
+    def stream(self, text: str, **options: Any) -> Iterator[str]:
+        """The answer in one piece (nanoforge-run answers whole)."""
+        output = self.predict(text, **options)["output"]
+        if output:
+            yield output
+
+    def timing(self, text: str, max_new_tokens: int | None = None) -> dict[str, float]:
+        a = self.native.ask({"input": text, "max_new_tokens": max_new_tokens, "timing": True})
+        return {"ttft_ms": a["ttft_ms"], "tokens": a["tokens"], "decode_tokens_per_s": a["decode_tokens_per_s"]}
+
+    def close(self) -> None:
+        self.native.close()
+
+
+class GgufClassifierNano(ClassifierNano):
+    """A GGUF export of a classifier bundle: ClassifierNano's rules, nanoforge-run's answers
+    (mean-pooled BERT in llama.cpp, then the head and the gate in C++)."""
+
+    runtime = "gguf"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 manifest: Manifest | None = None):
+        s = _init(self, bundle_dir, threads, verify, manifest, "encoder-classifier")
+        self.labels = list(s.labels)
+        self.gate = s.gate
+        self.none_word = "out_of_scope" if "none" in {x.casefold() for x in self.labels} else "none"
+
+    def predict_batch(self, texts: list[str], batch_size: int = 16) -> list[dict[str, Any]]:
+        self.check_inputs(texts)
+        return [self.native.ask({"input": t}) for t in texts]
+
+    def predict(self, text: str) -> dict[str, Any]:
+        return self.predict_batch([text])[0]
+
+    def close(self) -> None:
+        self.native.close()
+
+
+def load_gguf(bundle_dir: str | Path, threads: int | None = None, manifest: Manifest | None = None) -> Nano:
+    """The GGUF runtime class for the kind of bundle the file was exported from."""
+    cls = {"decoder": GgufDecoderNano, "encoder-classifier": GgufClassifierNano}.get(manifest.model.source.runtime)
+    if cls is None:
+        raise BundleError(f"{bundle_dir}: a GGUF export of a {manifest.model.source.runtime} bundle; "
+                          "nanoforge-run answers decoders and classifiers")
+    return cls(bundle_dir, threads=threads, manifest=manifest)

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 
+#include "gguf.h"
 #include "llama.h"
 
 extern "C" {
@@ -90,6 +91,7 @@ Nano::Nano(const std::string & path, int threads, bool verify) {
     } else if (!fs::is_regular_file(file)) {
         throw Error(path + ": no such file or bundle folder");
     }
+    threads_ = std::max(threads, 1);
     llama_log_set(quiet_log, nullptr);
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
@@ -100,12 +102,18 @@ Nano::Nano(const std::string & path, int threads, bool verify) {
     manifest_ = json::parse(text, nullptr, false);
     if (manifest_.is_discarded() || !manifest_.contains("model"))
         throw Error(file.string() + ": nanoforge.manifest is not a manifest");
+    runtime_ = manifest_["model"].value("runtime", "");
+    vocab_ = llama_model_get_vocab(model_);
+    if (runtime_ == "decoder") init_decoder(file.string());
+    else if (runtime_ == "encoder-classifier") init_classifier(file.string(), file.string());
+    else throw Error(file.string() + ": a " + runtime_ + " nano; nanoforge-run answers decoder and encoder-classifier nanos");
+    if (!ctx_) throw Error(file.string() + ": llama.cpp could not create a context");
+}
+
+void Nano::init_decoder(const std::string & where) {
     const json & m = manifest_["model"];
-    const std::string runtime = m.value("runtime", "");
-    if (runtime != "decoder")
-        throw Error(file.string() + ": a " + runtime + " nano; nanoforge-run answers decoder nanos");
     if (m.contains("schema") && !m["schema"].is_null())
-        throw Error(file.string() + ": schema-constrained extraction is not in nanoforge-run yet");
+        throw Error(where + ": schema-constrained extraction is not in nanoforge-run yet");
     prefix_ = ids(m["prompt"], "prefix_ids");
     suffix_ = ids(m["prompt"], "suffix_ids");
     eos_ = ids(m["prompt"], "eos_ids");
@@ -113,16 +121,70 @@ Nano::Nano(const std::string & path, int threads, bool verify) {
     max_new_tokens_ = m.value("max_new_tokens", 0);
     n_ctx_ = m["config"].value("max_position", 0);
     if (max_input_tokens_ <= 0 || max_new_tokens_ <= 0 || n_ctx_ <= 0)
-        throw Error(file.string() + ": nanoforge.manifest lacks max_input_tokens, max_new_tokens or config.max_position");
-    vocab_ = llama_model_get_vocab(model_);
-
+        throw Error(where + ": nanoforge.manifest lacks max_input_tokens, max_new_tokens or config.max_position");
+    // the context holds the longest prompt and answer (not the model's whole window: an F32 cache of
+    // 8,192 positions would take ~380 MB for SmolLM2-135M)
+    n_ctx_ = std::min<int>(n_ctx_, prefix_.size() + max_input_tokens_ + suffix_.size() + max_new_tokens_);
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx_;
-    cp.n_threads = cp.n_threads_batch = std::max(threads, 1);
+    cp.n_threads = cp.n_threads_batch = threads_;
     cp.type_k = cp.type_v = GGML_TYPE_F32;  // the Python runtime's cache is float32
     cp.no_perf = true;
     ctx_ = llama_init_from_model(model_, cp);
-    if (!ctx_) throw Error(file.string() + ": llama.cpp could not create a context");
+}
+
+// A float32 array stored under `key` in the GGUF's metadata (the head, the gate).
+static std::vector<float> float_array(gguf_context * g, const std::string & key, const std::string & where,
+                                      bool required = true) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) {
+        if (required) throw Error(where + ": " + key + " is missing");
+        return {};
+    }
+    if (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != GGUF_TYPE_FLOAT32)
+        throw Error(where + ": " + key + " is not an array of float32");
+    const float * data = static_cast<const float *>(gguf_get_arr_data(g, id));
+    return std::vector<float>(data, data + gguf_get_arr_n(g, id));
+}
+
+void Nano::init_classifier(const std::string & where, const std::string & file) {
+    const json & m = manifest_["model"];
+    labels_ = m.at("labels").get<std::vector<std::string>>();
+    max_length_ = m.value("max_length", 0);
+    hidden_ = llama_model_n_embd(model_);
+    gguf_init_params gp = {true, nullptr};
+    gguf_context * g = gguf_init_from_file(file.c_str(), gp);
+    if (!g) throw Error(where + ": cannot read its metadata");
+    try {
+        head_w_ = float_array(g, "nanoforge.head.weight", where);
+        head_b_ = float_array(g, "nanoforge.head.bias", where);
+        if (head_b_.size() != labels_.size() || head_w_.size() != labels_.size() * hidden_)
+            throw Error(where + ": nanoforge.head does not fit " + std::to_string(labels_.size()) + " labels x " +
+                        std::to_string(hidden_));
+        if (m.contains("gate") && m["gate"].is_object()) {
+            gate_method_ = m["gate"].value("method", "");
+            gate_threshold_ = m["gate"].value("threshold", 0.0);
+            if (gate_method_ == "mahalanobis") {
+                gate_means_ = float_array(g, "nanoforge.gate.means", where);
+                gate_precision_ = float_array(g, "nanoforge.gate.precision", where);
+                if (gate_means_.size() != labels_.size() * hidden_ || gate_precision_.size() != size_t(hidden_) * hidden_)
+                    throw Error(where + ": nanoforge.gate arrays do not fit the model");
+            } else if (gate_method_ != "msp" && gate_method_ != "energy") {
+                throw Error(where + ": unknown gate method " + gate_method_);
+            }
+        }
+    } catch (...) {
+        gguf_free(g);
+        throw;
+    }
+    gguf_free(g);
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = cp.n_batch = cp.n_ubatch = max_length_;
+    cp.n_threads = cp.n_threads_batch = threads_;
+    cp.embeddings = true;
+    cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;  // as the student: the mean of every token's last state
+    cp.no_perf = true;
+    ctx_ = llama_init_from_model(model_, cp);
 }
 
 Nano::~Nano() {
@@ -224,7 +286,73 @@ json Nano::predict(const std::string & text, const Options & options) {
     if (strip(text).empty()) throw Error("`input` is empty");
     if (utf8_length(text) > MAX_INPUT_CHARS)
         throw Error("`input` is " + std::to_string(utf8_length(text)) + " characters, over the limit of 100,000");
-    return generate(text, options);
+    return runtime_ == "decoder" ? generate(text, options) : classify(text);
+}
+
+json Nano::classify(const std::string & text) {
+    std::vector<llama_token> ids(text.size() + 8);
+    int n = llama_tokenize(vocab_, text.data(), text.size(), ids.data(), ids.size(), true, false);  // [CLS] .. [SEP]
+    if (n < 0) {
+        ids.resize(-n);
+        n = llama_tokenize(vocab_, text.data(), text.size(), ids.data(), ids.size(), true, false);
+    }
+    ids.resize(n);
+    if (n > max_length_) {  // cut the text's end, keep [SEP] (as tokenizers' truncation)
+        const llama_token sep = ids.back();
+        ids.resize(max_length_ - 1);
+        ids.push_back(sep);
+    }
+    llama_batch batch = llama_batch_init(ids.size(), 0, 1);
+    for (size_t i = 0; i < ids.size(); i++) {
+        batch.token[i] = ids[i];
+        batch.pos[i] = i;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = true;
+    }
+    batch.n_tokens = ids.size();
+    if (llama_memory_t mem = llama_get_memory(ctx_)) llama_memory_clear(mem, true);
+    const int rc = llama_decode(ctx_, batch);
+    llama_batch_free(batch);
+    const float * pooled = rc == 0 ? llama_get_embeddings_seq(ctx_, 0) : nullptr;
+    if (!pooled) throw Error("llama.cpp could not encode the input");
+
+    const size_t c_n = labels_.size();
+    std::vector<double> logits(c_n);
+    for (size_t c = 0; c < c_n; c++) {
+        double z = head_b_[c];
+        for (int d = 0; d < hidden_; d++) z += double(head_w_[c * hidden_ + d]) * pooled[d];
+        logits[c] = z;
+    }
+    const size_t top = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    double sum = 0;
+    for (double z : logits) sum += std::exp(z - logits[top]);
+    const double confidence = 1.0 / sum;  // the top label's softmax probability
+    if (gate_method_.empty())
+        return {{"output", labels_[top]}, {"confidence", confidence}, {"out_of_scope", false}, {"score", nullptr}};
+    double score;
+    if (gate_method_ == "msp") {
+        score = confidence;
+    } else if (gate_method_ == "energy") {
+        score = logits[top] + std::log(sum);
+    } else {  // minus the smallest Mahalanobis distance to a class mean, in float64
+        std::vector<double> diff(hidden_);
+        double best = INFINITY;
+        for (size_t c = 0; c < c_n; c++) {
+            for (int d = 0; d < hidden_; d++) diff[d] = double(pooled[d]) - gate_means_[c * hidden_ + d];
+            double d2 = 0;
+            for (int i = 0; i < hidden_; i++) {
+                double row = 0;
+                for (int j = 0; j < hidden_; j++) row += double(gate_precision_[size_t(i) * hidden_ + j]) * diff[j];
+                d2 += diff[i] * row;
+            }
+            best = std::min(best, d2);
+        }
+        score = -best;
+    }
+    if (score >= gate_threshold_)
+        return {{"output", labels_[top]}, {"confidence", confidence}, {"out_of_scope", false}, {"score", score}};
+    return {{"output", nullptr}, {"confidence", nullptr}, {"out_of_scope", true}, {"score", score}};
 }
 
 // The next token from one row of logits: greedy, or temperature + top-p sampling.

@@ -1,5 +1,6 @@
 // nanoforge's native runtime: a nano exported to GGUF (`nanoforge export BUNDLE --format gguf`),
-// run on libllama/ggml with the same answers as the Python runtime (nanoforge.runtime).
+// run on libllama/ggml with the same answers as the Python runtime (nanoforge.runtime):
+// decoders (generation) and classifiers (mean-pooled BERT + the head + the out-of-scope gate).
 //
 //   nanoforge::Nano nano("runs/en-ja/gguf");          // a GGUF bundle (checksums verified) or a .gguf
 //   nlohmann::json answer = nano.predict("Good morning.", {});
@@ -57,14 +58,25 @@ class Nano {
     std::string detokenize(const std::vector<int> & ids) const;
 
   private:
+    void init_decoder(const std::string & where);
+    void init_classifier(const std::string & where, const std::string & file);
     json generate(const std::string & text, const Options & options);
+    json classify(const std::string & text);
 
     json manifest_;
     llama_model * model_ = nullptr;
     llama_context * ctx_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
+    std::string runtime_;  // the source bundle's runtime: decoder or encoder-classifier
+    // decoder
     std::vector<int> prefix_, suffix_, eos_;
     int max_input_tokens_ = 0, max_new_tokens_ = 0, n_ctx_ = 0;
+    // classifier: the head (labels x hidden, row-major), the gate
+    std::vector<std::string> labels_;
+    std::vector<float> head_w_, head_b_, gate_means_, gate_precision_;
+    std::string gate_method_;  // "" = no gate (a closed label set)
+    double gate_threshold_ = 0;
+    int hidden_ = 0, max_length_ = 0, threads_ = 1;
 };
 
 // sha256 of a file, lowercase hex.
