@@ -16,7 +16,7 @@ NATIVE_RUN := native/build/nanoforge-run
 NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family
 JOBS ?= 2
 
-.PHONY: install demo test bench lint clean smollm2 web browser native
+.PHONY: install demo test bench lint clean smollm2 web browser native native-bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,10 @@ $(NATIVE_RUN): $(NATIVE_SRC)/include/llama.h native/CMakeLists.txt $(wildcard na
 	cmake --build native/build -j$(JOBS) --target nanoforge-run llama-simple
 
 native: $(NATIVE_RUN)
+
+# Stock llama-bench beside it, for bench/native.py (builds llama.cpp's common library too).
+native-bench: $(NATIVE_RUN)
+	cmake --build native/build -j$(JOBS) --target llama-bench
 
 test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -6,7 +6,7 @@ text) and `nanoforge-run`, at matched precisions:
     INT8 weight-only     <->  Q8_0      (both: symmetric 8-bit, blocks of 32)
     INT4 weight-only     <->  Q4_0      (both: symmetric 4-bit, blocks of 32); and Q4_K_M
 
-    make native && cmake --build native/build --target llama-bench
+    make native-bench                     # nanoforge-run, llama-simple and llama-bench
     python bench/native.py --nano en-ja=runs/en-ja-minimal --nano smollm2=runs/smollm2-smoke/run
 
 Each --nano is NAME=RUN_DIR (a trained run folder: bundle/, export/model.fp32.onnx, data/test.jsonl)
@@ -112,9 +112,7 @@ def measure(name: str, run: Path, metric_n: int, args) -> dict:
     native = load(ggufs["f32"], threads=2)
     answers = native.predict_batch(parity_texts)
     same = sum(a["output"] == b["output"] for a, b in zip(answers, reference))
-    before, after = _layout_text(python)
-    # the GGUF adds BOS itself when the prefix is that one token (tokenizer.ggml.add_bos_token)
-    before = "" if len(python.layout.prefix_ids) == 1 else before
+    before, after = _layout_text(python)  # as llama-simple is to be given it (llama.cpp adds the BOS)
     stock_n = min(args.stock_parity, len(parity_texts))
     stock_same = 0
     for text, ref in zip(parity_texts[:stock_n], reference[:stock_n]):

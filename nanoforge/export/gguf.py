@@ -197,8 +197,7 @@ def add_tokenizer(w, tokenizer_json: dict[str, Any], layout: dict[str, Any]) -> 
         w.add_bos_token_id(prefix[0])
     w.add_eos_token_id(eos[0])
     w.add_pad_token_id(layout["pad_id"])
-    # Stock tools tokenise "prompt" with the BOS added when the prompt layout starts with it.
-    w.add_add_bos_token(len(prefix) == 1)
+    w.add_add_bos_token(adds_bos(layout))
     w.add_add_eos_token(False)
 
 
@@ -232,11 +231,18 @@ def add_wordpiece(w, tokenizer_json: dict[str, Any]) -> None:
     w.add_add_eos_token(True)
 
 
+def adds_bos(layout: dict[str, Any]) -> bool:
+    """Whether llama.cpp adds the layout's first token itself (a prefix of just the BOS)."""
+    return len(layout["prefix_ids"]) == 1
+
+
 def prompt_template(tokenizer, layout: dict[str, Any]) -> tuple[str, str]:
-    """(text before the input, text after it): the prompt layout's special ids as text."""
+    """(text before the input, text after it) as stock tools are to be given it: the layout's
+    special ids as text, without the BOS that llama.cpp adds itself."""
     def text(ids: list[int]) -> str:
         return tokenizer.decode(ids, skip_special_tokens=False)
-    return text(layout["prefix_ids"]), text(layout["suffix_ids"])
+    prefix = [] if adds_bos(layout) else layout["prefix_ids"]
+    return text(prefix), text(layout["suffix_ids"])
 
 
 # ----------------------------------------------------------------------------- writing
