@@ -1,20 +1,21 @@
 """Bundles as GGUF, for llama.cpp and the tools built on it (llama-server, Ollama, LM Studio)
 and nanoforge's native runtime (native/, `nanoforge-run`).
 
-    nanoforge export runs/en-ja/bundle --format gguf --quant q8_0 --out runs/en-ja/gguf
+    nanoforge export runs/en-ja --format gguf --quant q8_0 --out runs/en-ja/gguf
 
 A decoder bundle becomes a standard `llama`-architecture GGUF: the weights (q/k rows in
-llama.cpp's rotary order), the tokenizer (Unigram -> llama.cpp's `llama` SentencePiece
-vocabulary; byte-level BPE -> `gpt2`), and the prompt as a chat template, so stock
-llama.cpp runs it unchanged. Every file also carries `nanoforge.manifest`, the source
-bundle's manifest as JSON (prompt ids, limits, task), which is all `nanoforge-run` needs
-beside the weights. The output folder is itself a bundle (runtime `gguf`, checksums), with
-an Ollama `Modelfile` beside the GGUF.
+llama.cpp's rotary order), the tokenizer (Unigram -> llama.cpp's UGM vocabulary, byte-level
+BPE -> `gpt2`) and the prompt layout as a chat template (an Ollama `Modelfile` beside it).
+A classifier bundle becomes a `bert` GGUF with mean pooling, which stock llama.cpp loads as
+an embedding model; its head and gate ride along as `nanoforge.*` float arrays. Every file
+carries `nanoforge.manifest`, the source bundle's manifest as JSON, which is all
+`nanoforge-run` needs beside the weights and the vocabulary. The output folder is itself a
+bundle (runtime `gguf`, checksums). docs/BUNDLE.md describes it.
 
 Weights are read from the bundle's ONNX file; a bundle that ships quantised weights is
-exported from its run folder's FP32 model instead (`nanoforge export RUN_DIR ...`).
-Quantisation: f32, f16, q8_0, q5_0, q5_1, q4_0, q4_1 here (the `gguf` package); k-quants
-(q4_k_m, q5_k_m, q6_k, ...) by llama.cpp's own quantiser through `nanoforge-run quantize`.
+exported from its run folder's FP32 model instead (pass the run folder, or a bundle inside
+one). Quantisation: f32, f16, q8_0, q5_0, q5_1, q4_0, q4_1 here (the `gguf` package);
+k-quants (q4_k_m, q5_k_m, q6_k, ...) by llama.cpp's own quantiser (`nanoforge-run quantize`).
 """
 
 from __future__ import annotations
