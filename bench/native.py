@@ -7,10 +7,13 @@ text) and `nanoforge-run`, at matched precisions:
     INT4 weight-only     <->  Q4_0      (both: symmetric 4-bit, blocks of 32); and Q4_K_M
 
     make native-bench                     # nanoforge-run, llama-simple and llama-bench
-    python bench/native.py --nano en-ja=runs/en-ja-minimal --nano smollm2=runs/smollm2-smoke/run
+    python bench/native.py --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja \
+                           --nano smollm2=runs/smollm2-smoke/run:runs/smollm2-smoke/test.jsonl \
+                           --limits smollm2=0,100
 
-Each --nano is NAME=RUN_DIR (a trained run folder: bundle/, export/model.fp32.onnx, data/test.jsonl)
-and optionally :METRIC_N (test prompts scored per variant; 0 skips the task metric).
+Each --nano is NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD] (a trained run folder: bundle/,
+export/model.fp32.onnx); --limits NAME=METRIC_N,PARITY_N caps the test prompts scored per
+variant (0 skips the task metric) and those of the greedy agreement (default --parity).
 For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
 --parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
 cache on up to --stock-parity of them); the task metric of every variant on test; decode
@@ -86,13 +89,13 @@ def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
             "ttft_ms_estimate": 1000 * (prompt / pp + 1 / tg)}
 
 
-def measure(name: str, run: Path, metric_n: int, args) -> dict:
+def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n: int, parity_n: int, args) -> dict:
     from nanoforge.data import read_records
     from nanoforge.runtime import load
     from nanoforge.runtime.decoder import DecoderNano
     from nanoforge.runtime.native import native_binary
 
-    records = read_records(run / "data" / "test.jsonl")
+    records = read_records(test, *fields)
     texts = [r.input for r in records]
     onnx = onnx_files(run)
     ggufs = gguf_bundles(run)
@@ -105,7 +108,7 @@ def measure(name: str, run: Path, metric_n: int, args) -> dict:
 
     # 1. greedy agreement at F32: the Python runtime's FP32 answers are the reference
     python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"]))
-    parity_texts = texts[: args.parity]
+    parity_texts = texts[:parity_n]
     reference = []
     for s in range(0, len(parity_texts), 16):
         reference += python.predict_batch(parity_texts[s : s + 16])
@@ -208,7 +211,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nano", action="append", required=True, help="NAME=RUN_DIR[:METRIC_N]")
+    ap.add_argument("--nano", action="append", required=True, help="NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD]")
+    ap.add_argument("--limits", action="append", default=[], help="NAME=METRIC_N,PARITY_N")
     ap.add_argument("--parity", type=int, default=200)
     ap.add_argument("--stock-parity", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=20)
@@ -218,8 +222,11 @@ def main() -> None:
     result = {"machine": platform.processor() or platform.machine(), "threads": 1, "nanos": {}}
     for spec in args.nano:
         name, rest = spec.split("=", 1)
-        run, _, metric_n = rest.partition(":")
-        result["nanos"][name] = measure(name, Path(run), int(metric_n) if metric_n else 10**9, args)
+        run, test, *fields = rest.split(":")
+        limits = dict(x.split("=", 1) for x in args.limits).get(name)
+        metric_n, parity_n = map(int, limits.split(",")) if limits else (10**9, args.parity)
+        result["nanos"][name] = measure(name, Path(run), Path(test), tuple(fields) if fields else ("input", "output"),
+                                        metric_n, parity_n, args)
     result["seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot(result, args.out.with_suffix(".png"))

@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "web.json")
     ap.add_argument("--site-root", type=Path, default=Path("runs/web-bench"))
+    ap.add_argument("--keep", action="store_true", help="keep the nanos of --out that this run does not measure "
+                    "(each entry says the day it was measured)")
     args = ap.parse_args()
     import platform
 
@@ -138,13 +140,18 @@ def main() -> None:
         name, _, rest = item.partition("=")
         bundle, data, *field = rest.split(":")
         fields = (field[0], field[1] if len(field) > 1 else "output") if field else ("input", "output")
-        nanos[name] = measure(name, Path(bundle), Path(data), args, args.site_root, fields)
+        nanos[name] = {**measure(name, Path(bundle), Path(data), args, args.site_root, fields),
+                       "date": time.strftime("%Y-%m-%d")}
         r = nanos[name]
         print(f"{name}: identical {r['agreement']['identical']:.2%} of {r['agreement']['n']} "
               f"({r['agreement']['unit']}); p50 python {r['p50_ms']['python_1_thread']:.2f} ms, browser 1t "
               f"{r['p50_ms']['browser_1_thread']:.2f} ms, 2t {r['p50_ms']['browser_2_threads']:.2f} ms; to the first "
               f"answer {r['cold_start_ms']['navigation_to_first_answer_p50']:.0f} ms; payload "
               f"{r['payload_bytes']['raw'] / 1e6:.1f} MB ({r['payload_bytes']['gzip'] / 1e6:.1f} MB gzip)")
+    if args.keep and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        for name, entry in earlier["nanos"].items():
+            nanos.setdefault(name, {**entry, "date": entry.get("date", earlier.get("date"))})
     result = {"nanos": nanos, "chromium": subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True,
                                                           text=True).stdout.strip(),
               "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
