@@ -1,7 +1,7 @@
 // nanoforge-run: a nano exported to GGUF, answering JSONL on stdin with JSONL on stdout.
 //
 //   nanoforge-run runs/en-ja/gguf < inputs.jsonl > answers.jsonl
-//   echo '{"input": "Good morning.", "max_new_tokens": 16}' | nanoforge-run runs/en-ja/gguf
+//   echo '{"input": "Where is the station?", "max_new_tokens": 16}' | nanoforge-run runs/en-ja/gguf
 //   nanoforge-run quantize model.f32.gguf model.q4_k_m.gguf q4_k_m
 //   nanoforge-run info runs/en-ja/gguf          # the manifest it carries
 //   nanoforge-run tokenize runs/en-ja/gguf      # text lines -> token ids (llama.cpp's tokenizer)

@@ -3,8 +3,8 @@
 // decoders (generation) and classifiers (mean-pooled BERT + the head + the out-of-scope gate).
 //
 //   nanoforge::Nano nano("runs/en-ja/gguf");          // a GGUF bundle (checksums verified) or a .gguf
-//   nlohmann::json answer = nano.predict("Good morning.", {});
-//   // {"output": "おはよう。", "confidence": 0.81, "tokens": 5, "finish": "eos", "truncated": false}
+//   nanoforge::json answer = nano.predict("Where is the station?", {});
+//   // {"output": "駅はどこにありますか。", "confidence": 0.81, "tokens": 5, "finish": "eos", "truncated": false}
 //
 // The GGUF carries the source bundle's manifest (`nanoforge.manifest`): the prompt layout
 // (prefix ids + input tokens + suffix ids), the eos ids and the limits come from there.
