@@ -78,8 +78,9 @@ def stock_greedy(simple: Path, gguf: Path, prompt: str, suffix: str, n: int) -> 
 
 
 def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
+    # the KV cache in F32, as nanoforge-run keeps it
     r = subprocess.run([str(tool), "-m", str(gguf), "-t", "1", "-p", str(prompt), "-n", str(gen), "-r", "3",
-                        "-o", "json"], capture_output=True, text=True, timeout=1200)
+                        "-ctk", "f32", "-ctv", "f32", "-o", "json"], capture_output=True, text=True, timeout=1200)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-300:])
     rows = json.loads(r.stdout)
@@ -107,7 +108,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
         result["sizes_mb"][f"gguf-{q}"] = round((b / "model.gguf").stat().st_size / 1e6, 2)
 
     # 1. greedy agreement at F32: the Python runtime's FP32 answers are the reference
-    python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"]))
+    python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"].resolve()))
     parity_texts = texts[:parity_n]
     reference = []
     for s in range(0, len(parity_texts), 16):
@@ -133,7 +134,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     if metric_n:
         golds = [python.gold(r) for r in records[:metric_n]]
         for n, p in onnx.items():
-            nano = DecoderNano(run / "bundle", threads=2, model_file=str(p))
+            nano = DecoderNano(run / "bundle", threads=2, model_file=str(p.resolve()))
             outs = []
             for s in range(0, metric_n, 16):
                 outs += [a["output"] for a in nano.predict_batch(texts[s : min(s + 16, metric_n)])]
@@ -149,7 +150,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     speed_texts = texts[: args.prompts]
     prompt_lens, gen_lens = [], []
     for n, p in onnx.items():
-        nano = DecoderNano(run / "bundle", threads=1, model_file=str(p))
+        nano = DecoderNano(run / "bundle", threads=1, model_file=str(p.resolve()))
         nano.timing(speed_texts[0])  # warm-up
         t = [nano.timing(x) for x in speed_texts]
         if n == "fp32":
