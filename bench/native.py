@@ -9,11 +9,13 @@ text) and `nanoforge-run`, at matched precisions:
     make native-bench                     # nanoforge-run, llama-simple and llama-bench
     python bench/native.py --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja \
                            --nano smollm2=runs/smollm2-smoke/run:runs/smollm2-smoke/test.jsonl \
-                           --limits smollm2=0,100
+                           --limits smollm2=0,50,0 --encoder clinc150=runs/demo:examples/clinc150/test.jsonl
 
 Each --nano is NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD] (a trained run folder: bundle/,
 export/model.fp32.onnx); --limits NAME=METRIC_N,PARITY_N caps the test prompts scored per
-variant (0 skips the task metric) and those of the greedy agreement (default --parity).
+variant (0 skips the task metric), those of the greedy agreement (default --parity) and of
+llama-simple's (default --stock-parity; each call loads the model again, and llama-simple runs its
+default 4 threads, which on 2 cores took over 3 minutes per SmolLM2 prompt: 0 there).
 For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
 --parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
 cache on up to --stock-parity of them); the task metric of every variant on test; decode
@@ -78,9 +80,9 @@ def stock_greedy(simple: Path, gguf: Path, prompt: str, suffix: str, n: int) -> 
 
 
 def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
-    # the KV cache in F32, as nanoforge-run keeps it
+    # llama-bench takes no F32 KV cache (-ctk f16/q8_0/...): it keeps its default F16 one, nanoforge-run F32
     r = subprocess.run([str(tool), "-m", str(gguf), "-t", "1", "-p", str(prompt), "-n", str(gen), "-r", "3",
-                        "-ctk", "f32", "-ctv", "f32", "-o", "json"], capture_output=True, text=True, timeout=1200)
+                        "-o", "json"], capture_output=True, text=True, timeout=1200)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-300:])
     rows = json.loads(r.stdout)
@@ -90,7 +92,8 @@ def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
             "ttft_ms_estimate": 1000 * (prompt / pp + 1 / tg)}
 
 
-def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n: int, parity_n: int, args) -> dict:
+def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n: int, parity_n: int, stock_n: int,
+            args) -> dict:
     from nanoforge.data import read_records
     from nanoforge.runtime import load
     from nanoforge.runtime.decoder import DecoderNano
@@ -117,14 +120,15 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     answers = native.predict_batch(parity_texts)
     same = sum(a["output"] == b["output"] for a, b in zip(answers, reference))
     before, after = _layout_text(python)  # as llama-simple is to be given it (llama.cpp adds the BOS)
-    stock_n = min(args.stock_parity, len(parity_texts))
+    stock_n = min(stock_n, len(parity_texts))
     stock_same = 0
     for text, ref in zip(parity_texts[:stock_n], reference[:stock_n]):
         got = stock_greedy(tools / "llama-simple", ggufs["f32"] / "model.gguf", before + text + after, after,
                            ref["tokens"])
         stock_same += got.replace("<unk>", "").strip() == ref["output"]
     result["greedy_f32"] = {"nanoforge_run_identical": same / len(parity_texts), "prompts": len(parity_texts),
-                            "llama_simple_identical": stock_same / max(stock_n, 1), "llama_simple_prompts": stock_n,
+                            "llama_simple_identical": stock_same / stock_n if stock_n else None,
+                            "llama_simple_prompts": stock_n,
                             "note": "llama-simple keeps llama.cpp's default F16 KV cache; nanoforge-run F32"}
     native.close()
     print(name, "greedy", result["greedy_f32"], flush=True)
@@ -177,6 +181,42 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     return result
 
 
+def measure_encoder(name: str, run: Path, test: Path, args) -> dict:
+    """A classifier: nanoforge-run (F32 and Q8_0 GGUF) against the Python runtime on the FP32
+    ONNX model and on the shipped bundle: label + gate agreement on test, p50 on one thread."""
+    from nanoforge.data import read_records
+    from nanoforge.evaluate import latency_ms
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime import load
+    from nanoforge.runtime.classifier import ClassifierNano
+    from nanoforge.runtime.session import bind, make_session
+
+    texts = [r.input for r in read_records(test)]
+    shipped = load(run / "bundle", threads=1)
+    fp32 = ClassifierNano(run / "bundle", threads=1)
+    fp32.session = make_session(run / "export" / "model.fp32.onnx", 1)
+    fp32._call = bind(fp32.session, fp32.manifest.model.graph)
+    result: dict = {"run": str(run), "test_inputs": len(texts), "agreement": {}, "p50_ms": {}, "sizes_mb": {}}
+    reference = {"onnx-fp32": [fp32.predict(t) for t in texts], f"onnx-{shipped.manifest.model.precision}":
+                 [shipped.predict(t) for t in texts]}
+    for key, nano in (("onnx-fp32", fp32), (f"onnx-{shipped.manifest.model.precision}", shipped)):
+        result["p50_ms"][key] = latency_ms(nano.predict, texts, n=args.latency_n)["p50"]
+    for q in ("f32", "q8_0"):
+        path = run / f"gguf-{q}"
+        if not (path / "manifest.json").is_file():
+            export_gguf(run, path, q)
+        result["sizes_mb"][f"gguf-{q}"] = round((path / "model.gguf").stat().st_size / 1e6, 2)
+        nano = load(path, threads=1)
+        answers = nano.predict_batch(texts)
+        for ref_name, ref in reference.items():
+            same = sum((a["output"], a["out_of_scope"]) == (b["output"], b["out_of_scope"]) for a, b in zip(answers, ref))
+            result["agreement"][f"gguf-{q} vs {ref_name}"] = same / len(texts)
+        result["p50_ms"][f"nanoforge-run-{q}"] = latency_ms(nano.predict, texts, n=args.latency_n)["p50"]
+        nano.close()
+    print(name, json.dumps(result), flush=True)
+    return result
+
+
 def _layout_text(nano) -> tuple[str, str]:
     from nanoforge.export.gguf import prompt_template
 
@@ -195,6 +235,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result["nanos"])
+    if not names:
+        return
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
         speed = result["nanos"][name]["speed"]
@@ -212,22 +254,33 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nano", action="append", required=True, help="NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD]")
-    ap.add_argument("--limits", action="append", default=[], help="NAME=METRIC_N,PARITY_N")
+    ap.add_argument("--nano", action="append", default=[], help="NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD]")
+    ap.add_argument("--limits", action="append", default=[], help="NAME=METRIC_N,PARITY_N[,STOCK_PARITY_N]")
+    ap.add_argument("--encoder", action="append", default=[], help="NAME=RUN_DIR:TEST.jsonl (a classifier run)")
+    ap.add_argument("--latency-n", type=int, default=500, help="encoder inputs timed one at a time")
+    ap.add_argument("--keep", action="store_true", help="keep the entries of --out this run does not measure")
     ap.add_argument("--parity", type=int, default=200)
     ap.add_argument("--stock-parity", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "native.json")
     args = ap.parse_args()
     started = time.time()
-    result = {"machine": platform.processor() or platform.machine(), "threads": 1, "nanos": {}}
+    result = {"machine": platform.processor() or platform.machine(), "threads": 1, "nanos": {}, "encoders": {}}
+    if args.keep and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        result["nanos"], result["encoders"] = earlier.get("nanos", {}), earlier.get("encoders", {})
     for spec in args.nano:
         name, rest = spec.split("=", 1)
         run, test, *fields = rest.split(":")
         limits = dict(x.split("=", 1) for x in args.limits).get(name)
-        metric_n, parity_n = map(int, limits.split(",")) if limits else (10**9, args.parity)
+        counts = [int(x) for x in limits.split(",")] if limits else []
+        metric_n, parity_n, stock_n = (counts + [10**9, args.parity, args.stock_parity][len(counts):])[:3]
         result["nanos"][name] = measure(name, Path(run), Path(test), tuple(fields) if fields else ("input", "output"),
-                                        metric_n, parity_n, args)
+                                        metric_n, parity_n, stock_n, args)
+    for spec in args.encoder:
+        name, rest = spec.split("=", 1)
+        run, test = rest.split(":")
+        result["encoders"][name] = measure_encoder(name, Path(run), Path(test), args)
     result["seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot(result, args.out.with_suffix(".png"))

@@ -275,8 +275,9 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
 
         written = export_gguf(bundle, out, quant)
         size = sum(f.stat().st_size for f in written.iterdir())
-        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`, "
-                   f"llama.cpp (model.gguf) or Ollama (`ollama create NAME -f {written / 'Modelfile'}`)")
+        also = (f", llama.cpp (model.gguf) or Ollama (`ollama create NAME -f {written / 'Modelfile'}`)"
+                if (written / "Modelfile").is_file() else " or llama.cpp as an embedding model (model.gguf)")
+        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`{also}")
         return
     if format != "web":
         raise NanoforgeError(f"--format {format!r}: not one of web, gguf")

@@ -249,8 +249,13 @@ def prompt_template(tokenizer, layout: dict[str, Any]) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- writing
 
 
+# Tensors llama.cpp adds to activations (ggml_add takes no quantised operand): always F32.
+KEEP_F32 = ("position_embd.weight", "token_types.weight")
+
+
 def _quantise(name: str, w: np.ndarray, quant: str):
-    """(data, GGML type) of one tensor: 1-D tensors and rows that do not fill a block stay F32."""
+    """(data, GGML type) of one tensor: 1-D tensors, rows that do not fill a block and the
+    tensors of KEEP_F32 stay F32."""
     import gguf
 
     qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
@@ -258,7 +263,7 @@ def _quantise(name: str, w: np.ndarray, quant: str):
              "q5_0": gguf.GGMLQuantizationType.Q5_0, "q4_1": gguf.GGMLQuantizationType.Q4_1,
              "q4_0": gguf.GGMLQuantizationType.Q4_0}[quant]
     block = gguf.GGML_QUANT_SIZES[qtype][0]
-    if w.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block:
+    if w.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block or name in KEEP_F32:
         return np.ascontiguousarray(w, dtype=np.float32), gguf.GGMLQuantizationType.F32
     return gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), qtype), qtype
 

@@ -59,7 +59,12 @@ class _Native:
         if not line:
             self.proc.wait()
             raise BundleError(f"{self.dir}: nanoforge-run stopped: {self.proc.stderr.read().strip()[-500:]}")
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except json.JSONDecodeError:  # it crashed mid-answer (llama.cpp aborts print to stdout)
+            self.proc.kill()
+            raise BundleError(f"{self.dir}: nanoforge-run failed: {line.strip()[:200]} "
+                              f"{self.proc.stderr.read().strip()[-300:]}") from None
         if "error" in answer:
             raise NanoforgeError(answer["error"].split(": ", 1)[-1])
         return answer
