@@ -195,7 +195,7 @@ def test_a_classifier_answers_like_the_python_runtime_with_its_gate(trained_run,
     assert nano.manifest.model.architecture == "bert"
     for g, w in zip(got, want):
         assert list(g) == list(w) and (g["output"], g["out_of_scope"]) == (w["output"], w["out_of_scope"])
-        assert g["score"] == pytest.approx(w["score"], rel=1e-4)
+        assert g["score"] == pytest.approx(w["score"], rel=1e-3)  # llama.cpp and onnxruntime kernels round differently
     assert {g["out_of_scope"] for g in got} == {True, False}
     q8 = load(export_gguf(trained_run["out"], tmp_path / "cls-q8", "q8_0"))  # position/type tables stay F32
     assert q8.predict(texts[0])["output"] is None or q8.predict(texts[0])["output"] in python.labels
