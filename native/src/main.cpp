@@ -19,22 +19,28 @@
 using nanoforge::json;
 
 static int usage() {
-    std::cerr << "usage: nanoforge-run MODEL [--threads N] [--no-verify]   (JSONL on stdin -> answers on stdout)\n"
+    std::cerr << "usage: nanoforge-run MODEL [--threads N] [--no-verify] [--kv-cache f32|f16]   (JSONL in -> answers out)\n"
                  "       nanoforge-run info MODEL\n"
                  "       nanoforge-run tokenize MODEL             (a line of text -> its token ids)\n"
                  "       nanoforge-run quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
-                 "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n";
+                 "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n"
+                 "--kv-cache f16: ~2x faster decoding on CPU; logits ~5e-3 off the Python runtime's (default f32)\n";
     return 2;
 }
 
 int main(int argc, char ** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     int threads = 1;
-    bool verify = true;
+    bool verify = true, f16_cache = false;
     std::vector<std::string> pos;
     for (size_t i = 0; i < args.size(); i++) {
         if (args[i] == "--threads" && i + 1 < args.size()) threads = std::atoi(args[++i].c_str());
         else if (args[i] == "--no-verify") verify = false;
+        else if (args[i] == "--kv-cache" && i + 1 < args.size()) {
+            const std::string t = args[++i];
+            if (t != "f16" && t != "f32") { std::cerr << "nanoforge-run: --kv-cache f16 or f32\n"; return usage(); }
+            f16_cache = t == "f16";
+        }
         else if (args[i] == "-h" || args[i] == "--help") return usage(), 0;
         else if (args[i].rfind("--", 0) == 0) { std::cerr << "nanoforge-run: unknown option " << args[i] << "\n"; return usage(); }
         else pos.push_back(args[i]);
@@ -56,7 +62,7 @@ int main(int argc, char ** argv) {
             return 0;
         }
         if (pos.size() != 1) return usage();
-        nanoforge::Nano nano(pos[0], threads, verify);
+        nanoforge::Nano nano(pos[0], threads, verify, f16_cache);
         std::string line;
         for (long n = 1; std::getline(std::cin, line); n++) {
             json answer;

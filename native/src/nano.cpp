@@ -83,7 +83,8 @@ static std::vector<int> ids(const json & v, const char * key) {
     return v[key].get<std::vector<int>>();
 }
 
-Nano::Nano(const std::string & path, int threads, bool verify) {
+Nano::Nano(const std::string & path, int threads, bool verify, bool f16_cache) {
+    f16_cache_ = f16_cache;
     fs::path file = path;
     if (fs::is_directory(file)) {
         json bundle = read_bundle(file, verify);
@@ -128,7 +129,7 @@ void Nano::init_decoder(const std::string & where) {
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = cp.n_batch = cp.n_ubatch = n_ctx_;
     cp.n_threads = cp.n_threads_batch = threads_;
-    cp.type_k = cp.type_v = GGML_TYPE_F32;  // the Python runtime's cache is float32
+    cp.type_k = cp.type_v = f16_cache_ ? GGML_TYPE_F16 : GGML_TYPE_F32;  // the Python runtime's cache is float32
     cp.no_perf = true;
     ctx_ = llama_init_from_model(model_, cp);
 }

@@ -45,7 +45,9 @@ class Nano {
   public:
     // `path`: a GGUF bundle folder (manifest.json + model.gguf; sha256 checked unless verify
     // is false) or a .gguf file. `threads`: 0 = one.
-    explicit Nano(const std::string & path, int threads = 1, bool verify = true);
+    // `f16_cache`: llama.cpp's F16 KV cache, ~2x the decode speed of the F32 one on CPU, at the price
+    // of logits ~5e-3 off the Python runtime's (greedy answers may then differ).
+    explicit Nano(const std::string & path, int threads = 1, bool verify = true, bool f16_cache = false);
     ~Nano();
     Nano(const Nano &) = delete;
     Nano & operator=(const Nano &) = delete;
@@ -77,6 +79,7 @@ class Nano {
     std::string gate_method_;  // "" = no gate (a closed label set)
     double gate_threshold_ = 0;
     int hidden_ = 0, max_length_ = 0, threads_ = 1;
+    bool f16_cache_ = false;
 };
 
 // sha256 of a file, lowercase hex.
