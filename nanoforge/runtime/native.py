@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,15 +46,17 @@ class _Native:
 
     def __init__(self, bundle_dir: Path, threads: int | None):
         self.dir = bundle_dir
+        self.lock = threading.Lock()  # one request on the pipe at a time (the server calls from threads)
         self.proc = subprocess.Popen([str(native_binary()), str(bundle_dir), "--threads", str(threads or 1),
                                       "--no-verify"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8")
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            self.proc.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            with self.lock:
+                self.proc.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
+                self.proc.stdin.flush()
+                line = self.proc.stdout.readline()
         except (BrokenPipeError, ValueError):
             line = ""
         if not line:
