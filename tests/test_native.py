@@ -26,8 +26,9 @@ def native() -> str:
 
 @pytest.fixture(scope="module")
 def random_decoder(translate_run, tmp_path_factory):
-    """translate_run's bundle with random FP32 weights beside it, as a run folder keeps them:
-    its greedy answers are long and varied, so any difference in the maths shows."""
+    """translate_run's bundle with random FP32 weights beside it, as a run folder keeps them
+    (exports of the run folder read them): greedy answers long and varied, so any difference in
+    the maths shows."""
     import torch
 
     from nanoforge.export.onnx import export_causal

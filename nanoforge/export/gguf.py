@@ -45,7 +45,8 @@ UNIGRAM_MODEL = "t5"
 
 
 def _source(path: Path) -> tuple[Path, Manifest, Path]:
-    """(bundle folder, its manifest, the ONNX file holding float weights) for a bundle or a run folder."""
+    """(bundle folder, its manifest, the ONNX file holding float weights): for a run folder its
+    FP32 export; for a bundle its own model, or the FP32 export beside it when it is quantised."""
     run = path if (path / "bundle" / "manifest.json").is_file() else None
     bundle = path / "bundle" if run else path
     if not (bundle / "manifest.json").is_file():
@@ -55,7 +56,9 @@ def _source(path: Path) -> tuple[Path, Manifest, Path]:
     if model.runtime == "gguf":
         raise NanoforgeError(f"{bundle}: already a GGUF bundle; export its source bundle instead")
     onnx_file = bundle / model.file
-    if model.precision in ("int8", "int4"):
+    if run is not None and (run / "export" / "model.fp32.onnx").is_file():  # a run folder: its FP32 export
+        onnx_file = run / "export" / "model.fp32.onnx"
+    elif model.precision in ("int8", "int4"):
         fp32 = (run or bundle.parent) / "export" / "model.fp32.onnx"
         if not fp32.is_file():
             raise NanoforgeError(f"{bundle}: ships {model.precision} weights and no FP32 model is beside it "
