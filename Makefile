@@ -60,9 +60,9 @@ $(NATIVE_RUN): $(NATIVE_SRC)/include/llama.h native/CMakeLists.txt $(wildcard na
 
 native: $(NATIVE_RUN)
 
-# Stock llama-bench beside it, for bench/native.py (builds llama.cpp's common library too).
+# Stock llama-bench and llama-embedding beside it, for bench/native.py (builds llama.cpp's common library too).
 native-bench: $(NATIVE_RUN)
-	cmake --build native/build -j$(JOBS) --target llama-bench
+	cmake --build native/build -j$(JOBS) --target llama-bench llama-embedding
 
 test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
