@@ -147,6 +147,11 @@ def test_nanoforge_run_answers_bad_lines_with_errors_and_goes_on(f32_bundle, nat
     assert "string `input`" in out[3]["error"] and "`max_new_tokens` must be a number" in out[4]["error"]
     r = subprocess.run([native, str(f32_bundle / "manifest.json")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a GGUF" in r.stderr
+    r = subprocess.run([native, str(f32_bundle), "--kv-cache", "f16"], input='"Good night."\n', capture_output=True,
+                       text=True, timeout=60)  # llama.cpp's faster cache: an answer of the same shape
+    assert r.returncode == 0 and list(json.loads(r.stdout)) == list(out[5])
+    r = subprocess.run([native, str(f32_bundle), "--kv-cache", "q4"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--kv-cache f16 or f32" in r.stderr
 
 
 def test_cli_exports_a_run_folder_and_evals_the_gguf_bundle_like_the_onnx_one(random_decoder, native, tmp_path,
