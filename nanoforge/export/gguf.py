@@ -274,15 +274,35 @@ def _quantise(name: str, w: np.ndarray, quant: str):
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
 
 
-def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenizer_file: Path, quant: str) -> Path:
+def _start(arch: str, path: Path, manifest: Manifest, quant: str):
+    """A writer with the keys every nanoforge GGUF has: name, file type, the source manifest."""
     import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(f"{manifest.name}-{manifest.version}")
+    w.add_file_type(FILE_TYPES[quant])
+    w.add_string("nanoforge.manifest", json.dumps(manifest.to_dict(), ensure_ascii=False))
+    return w
+
+
+def _finish(w, tensors: dict[str, np.ndarray], quant: str, path: Path) -> Path:
+    for name, t in tensors.items():
+        data, qtype = _quantise(name, t, quant)
+        w.add_tensor(name, data, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenizer_file: Path, quant: str) -> Path:
     from tokenizers import Tokenizer
 
     section: Decoder = manifest.model
     cfg = section.config
     tensors = llama_tensors(decoder_weights(onnx_file), cfg)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(f"{manifest.name}-{manifest.version}")
+    w = _start("llama", path, manifest, quant)
     w.add_context_length(int(cfg["max_position"]))
     w.add_embedding_length(int(cfg["hidden_size"]))
     w.add_block_count(int(cfg["num_layers"]))
@@ -293,22 +313,13 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
     w.add_rope_freq_base(float(cfg["rope_theta"]))
     w.add_layer_norm_rms_eps(float(cfg["rms_eps"]))
     w.add_vocab_size(int(cfg["vocab_size"]))
-    w.add_file_type(FILE_TYPES[quant])
     layout = section.prompt.to_dict()
     add_tokenizer(w, json.loads(tokenizer_file.read_text(encoding="utf-8")), layout)
     before, after = prompt_template(Tokenizer.from_file(str(tokenizer_file)), layout)
     # The chat template llama-server and Ollama apply: the last user message inside the layout.
     w.add_chat_template("{%- for m in messages %}{%- if m['role'] == 'user' %}" + _jinja(before)
                         + "{{ m['content'] }}" + _jinja(after) + "{%- endif %}{%- endfor %}")
-    w.add_string("nanoforge.manifest", json.dumps(manifest.to_dict(), ensure_ascii=False))
-    for name, t in tensors.items():
-        data, qtype = _quantise(name, t, quant)
-        w.add_tensor(name, data, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return _finish(w, tensors, quant, path)
 
 
 def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: Path, config_file: Path,
@@ -325,8 +336,7 @@ def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: 
     if cfg.get("model_type") != "bert":
         raise NanoforgeError(f"{config_file}: a {cfg.get('model_type')!r} encoder; GGUF export covers BERT")
     weights = encoder_weights(onnx_file)
-    w = gguf.GGUFWriter(str(path), "bert")
-    w.add_name(f"{manifest.name}-{manifest.version}")
+    w = _start("bert", path, manifest, quant)
     w.add_context_length(int(cfg["max_position_embeddings"]))
     w.add_embedding_length(int(cfg["hidden_size"]))
     w.add_feed_forward_length(int(cfg["intermediate_size"]))
@@ -336,9 +346,7 @@ def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: 
     w.add_causal_attention(False)
     w.add_pooling_type(gguf.PoolingType.MEAN)
     w.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
-    w.add_file_type(FILE_TYPES[quant])
     add_wordpiece(w, json.loads((bundle / s.tokenizer).read_text(encoding="utf-8")))
-    w.add_string("nanoforge.manifest", json.dumps(manifest.to_dict(), ensure_ascii=False))
     head_w, head_b = weights["head.weight"], weights["head.bias"]
     w.add_array("nanoforge.head.shape", list(head_w.shape))
     w.add_array("nanoforge.head.weight", head_w.astype(np.float32).ravel().tolist())
@@ -349,14 +357,7 @@ def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: 
 
         for name, value in load_file(str(bundle / gate.file)).items():
             w.add_array(f"nanoforge.gate.{name}", value.astype(np.float32).ravel().tolist())
-    for name, t in bert_tensors(weights, int(cfg["num_hidden_layers"])).items():
-        data, qtype = _quantise(name, t, quant)
-        w.add_tensor(name, data, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return _finish(w, bert_tensors(weights, int(cfg["num_hidden_layers"])), quant, path)
 
 
 def _jinja(text: str) -> str:

@@ -106,7 +106,7 @@ Nano::Nano(const std::string & path, int threads, bool verify, bool f16_cache) {
     runtime_ = manifest_["model"].value("runtime", "");
     vocab_ = llama_model_get_vocab(model_);
     if (runtime_ == "decoder") init_decoder(file.string());
-    else if (runtime_ == "encoder-classifier") init_classifier(file.string(), file.string());
+    else if (runtime_ == "encoder-classifier") init_classifier(file.string());
     else throw Error(file.string() + ": a " + runtime_ + " nano; nanoforge-run answers decoder and encoder-classifier nanos");
     if (!ctx_) throw Error(file.string() + ": llama.cpp could not create a context");
 }
@@ -148,7 +148,8 @@ static std::vector<float> float_array(gguf_context * g, const std::string & key,
     return std::vector<float>(data, data + gguf_get_arr_n(g, id));
 }
 
-void Nano::init_classifier(const std::string & where, const std::string & file) {
+void Nano::init_classifier(const std::string & file) {
+    const std::string & where = file;
     const json & m = manifest_["model"];
     labels_ = m.at("labels").get<std::vector<std::string>>();
     max_length_ = m.value("max_length", 0);
@@ -193,12 +194,12 @@ Nano::~Nano() {
     if (model_) llama_model_free(model_);
 }
 
-std::vector<int> Nano::tokenize(const std::string & text) const {
+std::vector<int> Nano::tokenize(const std::string & text, bool special) const {
     std::vector<llama_token> out(text.size() + 8);
-    int n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), false, false);
+    int n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), special, false);
     if (n < 0) {
         out.resize(-n);
-        n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), false, false);
+        n = llama_tokenize(vocab_, text.data(), text.size(), out.data(), out.size(), special, false);
     }
     out.resize(std::max(n, 0));
     return out;
@@ -291,14 +292,8 @@ json Nano::predict(const std::string & text, const Options & options) {
 }
 
 json Nano::classify(const std::string & text) {
-    std::vector<llama_token> ids(text.size() + 8);
-    int n = llama_tokenize(vocab_, text.data(), text.size(), ids.data(), ids.size(), true, false);  // [CLS] .. [SEP]
-    if (n < 0) {
-        ids.resize(-n);
-        n = llama_tokenize(vocab_, text.data(), text.size(), ids.data(), ids.size(), true, false);
-    }
-    ids.resize(n);
-    if (n > max_length_) {  // cut the text's end, keep [SEP] (as tokenizers' truncation)
+    std::vector<llama_token> ids = tokenize(text, true);  // [CLS] .. [SEP]
+    if (static_cast<int>(ids.size()) > max_length_) {  // cut the text's end, keep [SEP] (as tokenizers' truncation)
         const llama_token sep = ids.back();
         ids.resize(max_length_ - 1);
         ids.push_back(sep);

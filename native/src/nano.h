@@ -54,14 +54,14 @@ class Nano {
 
     json predict(const std::string & text, const Options & options);
     const json & manifest() const { return manifest_; }
-    std::string kind() const { return manifest_.value("kind", ""); }
 
-    std::vector<int> tokenize(const std::string & text) const;
+    // Token ids of `text`; `special`: with the model's own BOS/EOS ([CLS] .. [SEP] for a classifier).
+    std::vector<int> tokenize(const std::string & text, bool special = false) const;
     std::string detokenize(const std::vector<int> & ids) const;
 
   private:
     void init_decoder(const std::string & where);
-    void init_classifier(const std::string & where, const std::string & file);
+    void init_classifier(const std::string & file);
     json generate(const std::string & text, const Options & options);
     json classify(const std::string & text);
 
