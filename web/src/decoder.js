@@ -182,8 +182,8 @@ export class DecoderNano extends Nano {
     return [[...prefix, ...ids.slice(0, this.maxInputTokens), ...suffix], ids.length > this.maxInputTokens];
   }
 
-  decode(ids) {
-    return this.tok.decode(ids, { skip_special_tokens: true }).trim();
+  decode(ids) { // the tokenizer refuses an empty list: a first-step EOS is the empty answer
+    return ids.length ? this.tok.decode(ids, { skip_special_tokens: true }).trim() : "";
   }
 
   async predict(text, options = {}) {

@@ -2,10 +2,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { NanoError, checkText, readBundle, sha256 } from "../src/bundle.js";
-import { pick, rng } from "../src/decoder.js";
+import { DecoderNano, pick, rng } from "../src/decoder.js";
 import { Gate, logsumexp, softmax } from "../src/gate.js";
 import { readSafetensors } from "../src/safetensors.js";
-import { lengthBatches, lengthGroups, padRows } from "../src/text.js";
+import { lengthBatches, lengthGroups, loadTokenizer, padRows } from "../src/text.js";
 
 function safetensors(tensors) {
   let offset = 0;
@@ -84,6 +84,17 @@ test("sampling: greedy is argmax; a seed repeats; top-p 0 keeps only the likelie
   assert.ok(draws(rng(3)).some((t) => t !== 1));
   const r = rng(2);
   assert.deepEqual(new Set(Array.from({ length: 20 }, () => pick(row, { temperature: 1, topP: 0 }, r))), new Set([1]));
+});
+
+test("a decoder that ends at once (EOS first) answers the empty string, as the Python runtime does", () => {
+  const json = { version: "1.0", added_tokens: [{ id: 0, content: "</s>", single_word: false, lstrip: false,
+    rstrip: false, normalized: false, special: true }], normalizer: null, pre_tokenizer: { type: "Whitespace" },
+    post_processor: null, decoder: null, model: { type: "WordLevel", vocab: { "</s>": 0, hello: 1, world: 2 }, unk_token: "</s>" } };
+  const tok = loadTokenizer(new TextEncoder().encode(JSON.stringify(json)));
+  const decode = (ids) => DecoderNano.prototype.decode.call({ tok }, ids);
+  assert.equal(decode([]), "");
+  assert.equal(decode([0]), "");
+  assert.equal(decode([1, 2, 0]), "hello world");
 });
 
 async function fakeBundle(files, manifest) {
