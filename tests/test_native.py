@@ -1,6 +1,6 @@
 """GGUF export and the native runtime (native/, built by `make native`): a tiny decoder goes
 bundle -> GGUF -> nanoforge-run and stock llama.cpp (its `llama-simple` example, unchanged),
-and answers like the Python runtime."""
+and answers like the Python runtime; so do a tiny classifier and a tiny span tagger."""
 
 from __future__ import annotations
 
@@ -185,11 +185,83 @@ def test_cli_exports_a_run_folder_and_evals_the_gguf_bundle_like_the_onnx_one(ra
     assert r.returncode == 2 and "--quant 'q9'" in r.stderr
 
 
-def test_a_span_tagger_is_a_clear_error(extract_run, tmp_path):
+@pytest.fixture(scope="module")
+def tagger_texts(extract_run) -> list[str]:
+    rows = [json.loads(x) for x in (extract_run["root"] / "test.jsonl").read_text().splitlines()]
+    texts = [r["input"] for r in rows]
+    long = " ".join(texts)  # several overlapping windows of 64 tokens
+    return texts + [long, "Caf\u00e9 cr\u00e8me \u00a5500 \u6771\u4eac Total: 1.234,50", "\x07 ###", "x" * 120]
+
+
+def test_a_span_tagger_tokenises_with_the_bundle_tokenizers_ids_and_character_spans(extract_run, tagger_texts,
+                                                                                   native, tmp_path):
+    """Offsets are what turns tags back into text: llama.cpp's WordPiece ids, and each token's span
+    in the input's characters as `tokenizers` gives it (accents, CJK, [UNK] words included)."""
+    from tokenizers import Tokenizer
+
     from nanoforge.export.gguf import export_gguf
 
-    with pytest.raises(NanoforgeError, match="encoder-tagger bundle"):
-        export_gguf(extract_run["out"], tmp_path / "x")
+    bundle = export_gguf(extract_run["out"], tmp_path / "tagger", "f32")
+    tok = Tokenizer.from_file(str(extract_run["bundle"] / "tokenizer.json"))
+    tok.no_truncation()  # as DocumentEncoder reads a whole document
+    r = subprocess.run([native, "offsets", str(bundle)], input="".join(json.dumps(t) + "\n" for t in tagger_texts),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-500:]
+    for text, line in zip(tagger_texts, r.stdout.splitlines()):
+        ids, spans = json.loads(line)
+        enc = tok.encode(text, add_special_tokens=False)
+        assert ids == enc.ids, text[:60]
+        assert [tuple(x) for x in spans] == [tuple(o) for o in enc.offsets], text[:60]
+
+
+def test_a_span_tagger_answers_like_the_python_runtime(extract_run, tagger_texts, native, tmp_path):
+    """The invoice tagger (random BERT, windows of 64 tokens) as a `bert` GGUF without pooling:
+    nanoforge-run's fields, confidences and validity are TaggerNano's on the FP32 model."""
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime.session import make_session
+    from nanoforge.runtime.tagger import TaggerNano
+
+    bundle = export_gguf(extract_run["out"], tmp_path / "tagger", "f32")
+    python = TaggerNano(extract_run["bundle"])
+    python.session = make_session(extract_run["out"] / "export" / "model.fp32.onnx", 1)
+    nano = load(bundle)
+    got, want = nano.predict_batch(tagger_texts), python.predict_batch(tagger_texts)
+    nano.close()
+    assert nano.manifest.model.architecture == "bert" and nano.manifest.model.source.runtime == "encoder-tagger"
+    for g, w in zip(got, want):
+        assert list(g) == list(w) and list(g["output"]) == list(w["output"])
+        assert g["output"] == w["output"] and g["valid"] == w["valid"]
+        assert g["confidence"] == pytest.approx(w["confidence"], abs=2e-4)  # rounded to 4 places on both sides
+    assert sum(v is not None for g in got for v in g["output"].values()) >= len(got)  # it does find values
+    r = subprocess.run([sys.executable, "-m", "nanoforge.cli", "eval", str(bundle), "--data",
+                        str(extract_run["root"] / "test.jsonl"), "--json"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "field_f1" in json.dumps(json.loads(r.stdout)["metrics"])
+
+
+def test_the_native_value_reader_reads_like_nanoforge_extract_values(native):
+    """values.cpp (numbers, dates, enums, strings) against nanoforge.extract.values on written forms
+    from receipts and the edge cases the Python rules name."""
+    from nanoforge.extract.schema import Field
+    from nanoforge.extract.values import normalise_value
+
+    texts = ["25/12/2018 8:13:39 PM", "25THDEC2018", "25TH DEC 2018", "Dec 25th, 2018", "2018 DEC 25", "20180428",
+             "25032018", "18-12-25", "12/01/19 21:13", "Mon, 12/01/2019", "29/02/2019", "29/02/2020", "31/04/2018",
+             "2/13/2018", "Sept 3 2019", "03-SEP-19", "tue. 3 jan 2019 10:00 AM", "2019.01.03T10:00:00Z", "12 dec 18",
+             "1.234,50", "(1.00)", "RM-9.00", "9,00", "1,234", "12,3456", "$ 12", "S$12.50", "\u22120.02", "12.50-",
+             "Rs. 100", "\u20ac1.234,56", "1'234.50", "1 234", "12.", ".5", "1e5", "RM 9.00\u00a0", " ", "",
+             "cash", " CARD ", "e-wallet", "E - Wallet", "TOTAL  9.00\n", "NO.53 55,57 & 59"]
+    fields = [Field("x", t) for t in ("date", "number", "integer", "string")]
+    fields.append(Field("x", "enum", enum=["Cash", "Card", "E-Wallet"]))
+    cases = [(f, t) for f in fields for t in texts]
+    lines = "".join(json.dumps({"type": f.type, "enum": f.enum or [], "text": t}) + "\n" for f, t in cases)
+    r = subprocess.run([native, "normalise"], input=lines, capture_output=True, text=True, timeout=60)
+    got = [json.loads(x) for x in r.stdout.splitlines()]
+    want = [normalise_value(f, t) for f, t in cases]
+    assert [(type(g), g) for g in got] == [(type(w), w) for w in want]
+    for f in fields:  # each type reads some of them and refuses others
+        assert {w is None for (g, t), w in zip(cases, want) if g is f} == {True, False}
 
 
 def test_a_classifier_answers_like_the_python_runtime_with_its_gate(trained_run, native, tmp_path):

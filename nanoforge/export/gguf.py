@@ -7,7 +7,9 @@ A decoder bundle becomes a standard `llama`-architecture GGUF: the weights (q/k 
 llama.cpp's rotary order), the tokenizer (Unigram -> llama.cpp's UGM vocabulary, byte-level
 BPE -> `gpt2`) and the prompt layout as a chat template (an Ollama `Modelfile` beside it).
 A classifier bundle becomes a `bert` GGUF with mean pooling, which stock llama.cpp loads as
-an embedding model; its head and gate ride along as `nanoforge.*` float arrays. Every file
+an embedding model; its head and gate ride along as `nanoforge.*` float arrays. A span
+tagger becomes a `bert` GGUF without pooling (per-token states), its BIO head likewise and
+its schema's fields as `nanoforge.fields`. Every file
 carries `nanoforge.manifest`, the source bundle's manifest as JSON, which is all
 `nanoforge-run` needs beside the weights and the vocabulary. The output folder is itself a
 bundle (runtime `gguf`, checksums). docs/BUNDLE.md describes it.
@@ -233,6 +235,14 @@ def add_wordpiece(w, tokenizer_json: dict[str, Any]) -> None:
             add(ids[key])
     w.add_add_bos_token(True)
     w.add_add_eos_token(True)
+    # tokenizers reads a word longer than this as one [UNK] (llama.cpp has no such limit; nanoforge-run does)
+    w.add_uint32("nanoforge.wordpiece.max_input_chars_per_word", int(model.get("max_input_chars_per_word", 100)))
+    norm = tokenizer_json.get("normalizer") or {}
+    if norm.get("type") == "BertNormalizer":  # llama.cpp's defaults are an uncased BERT's: say which this is
+        lowercase = bool(norm.get("lowercase", True))
+        strip = norm.get("strip_accents")
+        w.add_bool("tokenizer.ggml.normalizer.lowercase", lowercase)
+        w.add_bool("tokenizer.ggml.normalizer.strip_accents", lowercase if strip is None else bool(strip))
 
 
 def adds_bos(layout: dict[str, Any]) -> bool:
@@ -324,8 +334,9 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
 
 def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: Path, config_file: Path,
                        quant: str) -> Path:
-    """A `bert` GGUF (mean pooling) that stock llama.cpp loads as an embedding model; the task
-    head and the gate ride along as `nanoforge.*` float arrays (llama.cpp refuses extra tensors)."""
+    """A `bert` GGUF that stock llama.cpp loads as an embedding model (mean pooling for a
+    classifier, none for a span tagger); the task head and the gate ride along as `nanoforge.*`
+    float arrays (llama.cpp refuses extra tensors), a tagger's fields as `nanoforge.fields`."""
     import gguf
 
     s = manifest.model
@@ -344,13 +355,21 @@ def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: 
     w.add_head_count(int(cfg["num_attention_heads"]))
     w.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
     w.add_causal_attention(False)
-    w.add_pooling_type(gguf.PoolingType.MEAN)
+    tagger = s.runtime == "encoder-tagger"  # per-token states (no pooling) for the BIO head
+    w.add_pooling_type(gguf.PoolingType.NONE if tagger else gguf.PoolingType.MEAN)
     w.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
     add_wordpiece(w, json.loads((bundle / s.tokenizer).read_text(encoding="utf-8")))
     head_w, head_b = weights["head.weight"], weights["head.bias"]
     w.add_array("nanoforge.head.shape", list(head_w.shape))
     w.add_array("nanoforge.head.weight", head_w.astype(np.float32).ravel().tolist())
     w.add_array("nanoforge.head.bias", head_b.astype(np.float32).ravel().tolist())
+    if tagger:  # the schema's fields, read once here (nanoforge.extract.schema) for the C++ side
+        from nanoforge.extract.schema import Schema
+
+        schema = Schema.from_json_schema(s.schema_)
+        w.add_string("nanoforge.fields", json.dumps(
+            [{"name": f.name, "type": f.type, "enum": f.enum, "required": f.required, "nullable": f.nullable}
+             for f in schema.fields], ensure_ascii=False))
     gate = getattr(s, "gate", None)
     if gate is not None and gate.file:
         from safetensors.numpy import load_file
@@ -381,9 +400,9 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
         raise NanoforgeError(f"--quant {quant!r}: not one of {', '.join(QUANTS)}")
     bundle, manifest, onnx_file = _source(Path(source))
     runtime = manifest.model.runtime
-    if runtime not in ("decoder", "encoder-classifier"):
-        raise NanoforgeError(f"{bundle}: a {runtime} bundle; GGUF export covers decoder and encoder-classifier "
-                             "bundles (span taggers are not exported yet)")
+    if runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
+        raise NanoforgeError(f"{bundle}: a {runtime} bundle; GGUF export covers decoder, encoder-classifier "
+                             "and encoder-tagger bundles")
     from tokenizers import Tokenizer
 
     out = Path(out)

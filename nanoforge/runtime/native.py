@@ -25,6 +25,7 @@ from nanoforge.manifest import Manifest
 from nanoforge.runtime.base import Nano
 from nanoforge.runtime.classifier import ClassifierNano
 from nanoforge.runtime.decoder import DecoderNano
+from nanoforge.runtime.tagger import TaggerNano
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DECODER_KEYS = ("output", "confidence", "tokens", "finish", "truncated")
@@ -154,10 +155,34 @@ class GgufClassifierNano(ClassifierNano):
         self.native.close()
 
 
+class GgufTaggerNano(TaggerNano):
+    """A GGUF export of a span-tagger bundle: TaggerNano's rules (validity, gold, metrics),
+    nanoforge-run's answers (per-token BERT states in llama.cpp, windows, the BIO head and the
+    reading of typed values in C++)."""
+
+    runtime = "gguf"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
+                 manifest: Manifest | None = None):
+        from nanoforge.extract.schema import Schema
+
+        s = _init(self, bundle_dir, threads, verify, manifest, "encoder-tagger")
+        self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: model.source.schema")
+        self.thresholds = dict(s.thresholds)
+
+    def predict_batch(self, texts: list[str], batch_size: int = 16) -> list[dict[str, Any]]:
+        self.check_inputs(texts)
+        return [self.native.ask({"input": t}) for t in texts]
+
+    def close(self) -> None:
+        self.native.close()
+
+
 def load_gguf(bundle_dir: str | Path, threads: int | None = None, manifest: Manifest | None = None) -> Nano:
     """The GGUF runtime class for the kind of bundle the file was exported from."""
-    cls = {"decoder": GgufDecoderNano, "encoder-classifier": GgufClassifierNano}.get(manifest.model.source.runtime)
+    cls = {"decoder": GgufDecoderNano, "encoder-classifier": GgufClassifierNano,
+           "encoder-tagger": GgufTaggerNano}.get(manifest.model.source.runtime)
     if cls is None:
         raise BundleError(f"{bundle_dir}: a GGUF export of a {manifest.model.source.runtime} bundle; "
-                          "nanoforge-run answers decoders and classifiers")
+                          "nanoforge-run answers decoders, classifiers and span taggers")
     return cls(bundle_dir, threads=threads, manifest=manifest)

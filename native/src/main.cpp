@@ -5,6 +5,8 @@
 //   nanoforge-run quantize model.f32.gguf model.q4_k_m.gguf q4_k_m
 //   nanoforge-run info runs/en-ja/gguf          # the manifest it carries
 //   nanoforge-run tokenize runs/en-ja/gguf      # text lines -> token ids (llama.cpp's tokenizer)
+//   nanoforge-run offsets runs/receipts/gguf    # text lines -> [ids, character spans] (a span tagger's)
+//   nanoforge-run normalise                     # {"type": "date", "text": "25 Dec 2018"} -> "2018-12-25"
 //
 // Each input line is a JSON string or an object with `input` (and optional max_new_tokens,
 // temperature, top_p, seed, stop, timing); each output line is the Python runtime's answer,
@@ -22,6 +24,8 @@ static int usage() {
     std::cerr << "usage: nanoforge-run MODEL [--threads N] [--no-verify] [--kv-cache f32|f16]   (JSONL in -> answers out)\n"
                  "       nanoforge-run info MODEL\n"
                  "       nanoforge-run tokenize MODEL             (a line of text -> its token ids)\n"
+                 "       nanoforge-run offsets MODEL              (a line of text -> [ids, spans], span taggers)\n"
+                 "       nanoforge-run normalise                  ({\"type\": T, \"enum\": [..], \"text\": S} -> the typed value)\n"
                  "       nanoforge-run quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
                  "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n"
                  "--kv-cache f16: ~2x faster decoding on CPU; logits ~5e-3 off the Python runtime's (default f32)\n";
@@ -59,6 +63,22 @@ int main(int argc, char ** argv) {
         if (pos.size() == 2 && pos[0] == "tokenize") {  // one line of text in, its token ids out
             nanoforge::Nano nano(pos[1], threads, verify);
             for (std::string line; std::getline(std::cin, line);) std::cout << json(nano.tokenize(line)).dump() << "\n";
+            return 0;
+        }
+        if (pos.size() == 2 && pos[0] == "offsets") {  // a line of text (JSON-quoted) in, [ids, spans] out
+            nanoforge::Nano nano(pos[1], threads, verify);
+            for (std::string line; std::getline(std::cin, line);) {
+                const auto doc = nano.document(json::parse(line).get<std::string>());
+                std::cout << json::array({doc.ids, doc.offsets}).dump() << "\n";
+            }
+            return 0;
+        }
+        if (pos.size() == 1 && pos[0] == "normalise") {  // values.cpp against nanoforge.extract.values
+            for (std::string line; std::getline(std::cin, line);) {
+                const json r = json::parse(line);
+                nanoforge::Field f{"x", r.at("type"), r.value("enum", std::vector<std::string>{}), false, false};
+                std::cout << nanoforge::normalise_value(f, r.at("text").get<std::string>()).dump() << "\n";
+            }
             return 0;
         }
         if (pos.size() != 1) return usage();

@@ -69,7 +69,7 @@ static json read_bundle(const fs::path & dir, bool verify) {
     return m;
 }
 
-static std::string meta(const llama_model * model, const char * key) {
+std::string meta(const llama_model * model, const char * key) {
     int n = llama_model_meta_val_str(model, key, nullptr, 0);
     if (n < 0) return "";
     std::string out(n + 1, '\0');
@@ -107,7 +107,9 @@ Nano::Nano(const std::string & path, int threads, bool verify, bool f16_cache) {
     vocab_ = llama_model_get_vocab(model_);
     if (runtime_ == "decoder") init_decoder(file.string());
     else if (runtime_ == "encoder-classifier") init_classifier(file.string());
-    else throw Error(file.string() + ": a " + runtime_ + " nano; nanoforge-run answers decoder and encoder-classifier nanos");
+    else if (runtime_ == "encoder-tagger") init_tagger(file.string());
+    else throw Error(file.string() + ": a " + runtime_ + " nano; nanoforge-run answers decoder, encoder-classifier and "
+                     "encoder-tagger nanos");
     if (!ctx_) throw Error(file.string() + ": llama.cpp could not create a context");
 }
 
@@ -148,11 +150,9 @@ static std::vector<float> float_array(gguf_context * g, const std::string & key,
     return std::vector<float>(data, data + gguf_get_arr_n(g, id));
 }
 
-void Nano::init_classifier(const std::string & file) {
+void Nano::read_head(const std::string & file, bool gate) {
     const std::string & where = file;
     const json & m = manifest_["model"];
-    labels_ = m.at("labels").get<std::vector<std::string>>();
-    max_length_ = m.value("max_length", 0);
     hidden_ = llama_model_n_embd(model_);
     gguf_init_params gp = {true, nullptr};
     gguf_context * g = gguf_init_from_file(file.c_str(), gp);
@@ -163,7 +163,7 @@ void Nano::init_classifier(const std::string & file) {
         if (head_b_.size() != labels_.size() || head_w_.size() != labels_.size() * hidden_)
             throw Error(where + ": nanoforge.head does not fit " + std::to_string(labels_.size()) + " labels x " +
                         std::to_string(hidden_));
-        if (m.contains("gate") && m["gate"].is_object()) {
+        if (gate && m.contains("gate") && m["gate"].is_object()) {
             gate_method_ = m["gate"].value("method", "");
             gate_threshold_ = m["gate"].value("threshold", 0.0);
             if (gate_method_ == "mahalanobis") {
@@ -180,11 +180,34 @@ void Nano::init_classifier(const std::string & file) {
         throw;
     }
     gguf_free(g);
+}
+
+void Nano::init_classifier(const std::string & file) {
+    labels_ = manifest_["model"].at("labels").get<std::vector<std::string>>();
+    read_head(file, true);
+    init_encoder(file, LLAMA_POOLING_TYPE_MEAN);  // as the student: the mean of every token's last state
+}
+
+void Nano::init_encoder(const std::string & file, int pooling) {
+    max_length_ = manifest_["model"].value("max_length", 0);
+    lowercase_ = meta(model_, "tokenizer.ggml.normalizer.lowercase") != "false";
+    const std::string strip = meta(model_, "tokenizer.ggml.normalizer.strip_accents");
+    strip_accents_ = strip.empty() ? lowercase_ : strip == "true";
+    const std::string chars = meta(model_, "nanoforge.wordpiece.max_input_chars_per_word");
+    max_word_chars_ = chars.empty() ? 100 : std::stoi(chars);
+    const std::string unk = meta(model_, "tokenizer.ggml.unknown_token_id");
+    if (unk.empty()) throw Error(file + ": tokenizer.ggml.unknown_token_id is missing");
+    unk_ = std::stoi(unk);
+    const std::vector<int> specials = tokenize("", true);  // [CLS] [SEP]: prefix and suffix, as tagging.py splits them
+    prefix_.assign(specials.begin(), specials.begin() + std::min<size_t>(1, specials.size()));
+    suffix_.assign(specials.begin() + prefix_.size(), specials.end());
+    if (max_length_ - static_cast<int>(prefix_.size() + suffix_.size()) < 8)
+        throw Error(file + ": model.max_length is too small for the special tokens");
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = cp.n_batch = cp.n_ubatch = max_length_;
     cp.n_threads = cp.n_threads_batch = threads_;
     cp.embeddings = true;
-    cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;  // as the student: the mean of every token's last state
+    cp.pooling_type = static_cast<enum llama_pooling_type>(pooling);
     cp.no_perf = true;
     ctx_ = llama_init_from_model(model_, cp);
 }
@@ -225,11 +248,6 @@ static size_t utf8_char_at(const std::string & s, size_t i, uint32_t & cp) {
     cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
     for (size_t k = 1; k < n; k++) cp = (cp << 6) | (s[i + k] & 0x3F);
     return n;
-}
-
-static bool is_space(uint32_t c) {  // Python's str.isspace()
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 static std::string strip(const std::string & s, bool left = true) {
@@ -288,16 +306,16 @@ json Nano::predict(const std::string & text, const Options & options) {
     if (strip(text).empty()) throw Error("`input` is empty");
     if (utf8_length(text) > MAX_INPUT_CHARS)
         throw Error("`input` is " + std::to_string(utf8_length(text)) + " characters, over the limit of 100,000");
-    return runtime_ == "decoder" ? generate(text, options) : classify(text);
+    if (runtime_ == "decoder") return generate(text, options);
+    return runtime_ == "encoder-tagger" ? extract(text) : classify(text);
 }
 
 json Nano::classify(const std::string & text) {
-    std::vector<llama_token> ids = tokenize(text, true);  // [CLS] .. [SEP]
-    if (static_cast<int>(ids.size()) > max_length_) {  // cut the text's end, keep [SEP] (as tokenizers' truncation)
-        const llama_token sep = ids.back();
-        ids.resize(max_length_ - 1);
-        ids.push_back(sep);
-    }
+    // [CLS] + the text's tokens, cut to fit (as tokenizers' truncation) + [SEP]
+    const std::vector<int> body = document(text).ids;
+    std::vector<llama_token> ids(prefix_);
+    ids.insert(ids.end(), body.begin(), body.begin() + std::min<size_t>(body.size(), max_length_ - prefix_.size() - suffix_.size()));
+    ids.insert(ids.end(), suffix_.begin(), suffix_.end());
     llama_batch batch = llama_batch_init(ids.size(), 0, 1);
     for (size_t i = 0; i < ids.size(); i++) {
         batch.token[i] = ids[i];

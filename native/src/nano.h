@@ -1,6 +1,7 @@
 // nanoforge's native runtime: a nano exported to GGUF (`nanoforge export BUNDLE --format gguf`),
 // run on libllama/ggml with the same answers as the Python runtime (nanoforge.runtime):
-// decoders (generation) and classifiers (mean-pooled BERT + the head + the out-of-scope gate).
+// decoders (generation), classifiers (mean-pooled BERT + the head + the out-of-scope gate) and
+// span taggers (per-token BERT states + the BIO head, read into the schema's typed fields).
 //
 //   nanoforge::Nano nano("runs/en-ja/gguf");          // a GGUF bundle (checksums verified) or a .gguf
 //   nanoforge::json answer = nano.predict("Where is the station?", {});
@@ -15,7 +16,11 @@
 #include <string>
 #include <vector>
 
+#include <map>
+#include <utility>
+
 #include "nlohmann/json.hpp"
+#include "values.h"
 
 struct llama_model;
 struct llama_context;
@@ -59,28 +64,53 @@ class Nano {
     std::vector<int> tokenize(const std::string & text, bool special = false) const;
     std::string detokenize(const std::vector<int> & ids) const;
 
+    // An encoder's view of a text: its code points, tokens with their character spans (as
+    // `tokenizers` gives them), and a span tagger's windows.
+    struct Document {
+        std::u32string text;
+        std::vector<int> ids;
+        std::vector<std::pair<int, int>> offsets;  // [start, end) in code points, as tokenizers' offsets
+        std::vector<std::pair<int, int>> windows;  // [start, end) token ranges
+    };
+    Document document(const std::string & text) const;
+
   private:
     void init_decoder(const std::string & where);
     void init_classifier(const std::string & file);
+    void init_tagger(const std::string & file);
+    void init_encoder(const std::string & file, int pooling);  // both kinds: tokenizer rules, context
+    void read_head(const std::string & file, bool gate);  // nanoforge.head.* (and nanoforge.gate.*)
     json generate(const std::string & text, const Options & options);
     json classify(const std::string & text);
+    json extract(const std::string & text);
+    std::vector<std::vector<double>> tag_probs(const Document & doc);
 
     json manifest_;
     llama_model * model_ = nullptr;
     llama_context * ctx_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
-    std::string runtime_;  // the source bundle's runtime: decoder or encoder-classifier
-    // decoder
+    std::string runtime_;  // the source bundle's runtime: decoder, encoder-classifier or encoder-tagger
+    // decoder (and a tagger's [CLS] / [SEP] around each window)
     std::vector<int> prefix_, suffix_, eos_;
     int max_input_tokens_ = 0, max_new_tokens_ = 0, n_ctx_ = 0;
-    // classifier: the head (labels x hidden, row-major), the gate
+    // classifier: the head (labels x hidden, row-major), the gate; a tagger's labels are its tags
     std::vector<std::string> labels_;
     std::vector<float> head_w_, head_b_, gate_means_, gate_precision_;
     std::string gate_method_;  // "" = no gate (a closed label set)
     double gate_threshold_ = 0;
     int hidden_ = 0, max_length_ = 0, threads_ = 1;
     bool f16_cache_ = false;
+    // tagger
+    std::vector<Field> fields_;
+    std::map<std::string, double> thresholds_;  // nullable fields that answer from P(B) >= threshold
+    int stride_ = 0;
+    // encoders: the vocabulary's BertNormalizer settings, tokenizers' longest word, [UNK]
+    bool lowercase_ = true, strip_accents_ = true;
+    int max_word_chars_ = 100, unk_ = 0;
 };
+
+// A GGUF metadata value as a string ("" when absent).
+std::string meta(const llama_model * model, const char * key);
 
 // sha256 of a file, lowercase hex.
 std::string sha256_file(const std::string & path);
