@@ -9,7 +9,8 @@ text) and `nanoforge-run`, at matched precisions:
     make native-bench                     # nanoforge-run, llama-simple and llama-bench
     python bench/native.py --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja \
                            --nano smollm2=runs/smollm2-smoke/run:runs/smollm2-smoke/test.jsonl \
-                           --limits smollm2=0,50,0 --encoder clinc150=runs/demo:examples/clinc150/test.jsonl
+                           --limits smollm2=0,50,0 --encoder clinc150=runs/demo:examples/clinc150/test.jsonl \
+                           --encoder sroie=runs/sroie-minimal:runs/sroie-minimal/data-split/test.jsonl
 
 Each --nano is NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD] (a trained run folder: bundle/,
 export/model.fp32.onnx); --limits NAME=METRIC_N,PARITY_N caps the test prompts scored per
@@ -19,7 +20,10 @@ default 4 threads, which on 2 cores took over 3 minutes per SmolLM2 prompt: 0 th
 For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
 --parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
 cache on up to --stock-parity of them); the task metric of every variant on test; decode
-tokens/s and time to first token on --prompts prompts. Writes bench/results/native.json/.png.
+tokens/s and time to first token on --prompts prompts. Each --encoder (a classifier or a span
+tagger) is answered by nanoforge-run from F32 and Q8_0 GGUFs beside the Python runtime on the FP32
+and the shipped model: labels + gate decisions (classifier) or fields (tagger) identical, field F1,
+p50 on one thread. Writes bench/results/native.json/.png.
 Run it alone: the timings are only comparable within one run on an idle machine.
 """
 
@@ -217,6 +221,49 @@ def measure_encoder(name: str, run: Path, test: Path, args) -> dict:
     return result
 
 
+def measure_tagger(name: str, run: Path, test: Path, args) -> dict:
+    """A span tagger: nanoforge-run (F32 and Q8_0 GGUF) against the Python runtime on the FP32
+    ONNX model and on the shipped bundle: fields identical on test, field F1, p50 per document."""
+    from nanoforge.data import read_records
+    from nanoforge.evaluate import latency_ms
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime import load
+    from nanoforge.runtime.session import make_session
+    from nanoforge.runtime.tagger import TaggerNano
+
+    records = read_records(test)
+    texts = [r.input for r in records]
+    shipped = load(run / "bundle", threads=1)
+    fp32 = TaggerNano(run / "bundle", threads=1)
+    fp32.session = make_session(run / "export" / "model.fp32.onnx", 1)
+    golds = [shipped.gold(r) for r in records]
+    result: dict = {"run": str(run), "test_inputs": len(texts), "fields": len(texts) * len(shipped.schema.fields),
+                    "fields_identical": {}, "answers_identical": {}, "field_f1": {}, "p50_ms": {}, "sizes_mb": {}}
+    ref_name = f"onnx-{shipped.manifest.model.precision}"
+    reference = {"onnx-fp32": fp32.predict_batch(texts), ref_name: shipped.predict_batch(texts)}
+    n = min(args.latency_n, len(texts))
+    for key, nano in (("onnx-fp32", fp32), (ref_name, shipped)):
+        result["field_f1"][key] = nano.score([a["output"] for a in reference[key]], golds)["field_f1"]
+        result["p50_ms"][key] = latency_ms(nano.predict, texts, n=n)["p50"]
+    for q in ("f32", "q8_0"):
+        path = run / f"gguf-{q}"
+        if not (path / "manifest.json").is_file():
+            export_gguf(run, path, q)
+        result["sizes_mb"][f"gguf-{q}"] = round((path / "model.gguf").stat().st_size / 1e6, 2)
+        nano = load(path, threads=1)
+        answers = nano.predict_batch(texts)
+        result["field_f1"][f"gguf-{q}"] = nano.score([a["output"] for a in answers], golds)["field_f1"]
+        for rname, ref in reference.items():
+            same = sum(a["output"][k] == b["output"][k] for a, b in zip(answers, ref) for k in a["output"])
+            result["fields_identical"][f"gguf-{q} vs {rname}"] = same / result["fields"]
+            result["answers_identical"][f"gguf-{q} vs {rname}"] = sum(
+                a["output"] == b["output"] and a["valid"] == b["valid"] for a, b in zip(answers, ref)) / len(texts)
+        result["p50_ms"][f"nanoforge-run-{q}"] = latency_ms(nano.predict, texts, n=n)["p50"]
+        nano.close()
+    print(name, json.dumps(result), flush=True)
+    return result
+
+
 def _layout_text(nano) -> tuple[str, str]:
     from nanoforge.export.gguf import prompt_template
 
@@ -256,7 +303,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nano", action="append", default=[], help="NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD]")
     ap.add_argument("--limits", action="append", default=[], help="NAME=METRIC_N,PARITY_N[,STOCK_PARITY_N]")
-    ap.add_argument("--encoder", action="append", default=[], help="NAME=RUN_DIR:TEST.jsonl (a classifier run)")
+    ap.add_argument("--encoder", action="append", default=[],
+                    help="NAME=RUN_DIR:TEST.jsonl (a classifier or span-tagger run)")
     ap.add_argument("--latency-n", type=int, default=500, help="encoder inputs timed one at a time")
     ap.add_argument("--keep", action="store_true", help="keep the entries of --out this run does not measure")
     ap.add_argument("--parity", type=int, default=200)
@@ -280,7 +328,11 @@ def main() -> None:
     for spec in args.encoder:
         name, rest = spec.split("=", 1)
         run, test = rest.split(":")
-        result["encoders"][name] = measure_encoder(name, Path(run), Path(test), args)
+        from nanoforge.bundle import read_manifest
+
+        kind = read_manifest(Path(run) / "bundle", verify=False).model.runtime
+        measure_kind = measure_tagger if kind == "encoder-tagger" else measure_encoder
+        result["encoders"][name] = measure_kind(name, Path(run), Path(test), args)
     result["seconds"] = round(time.time() - started, 1)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot(result, args.out.with_suffix(".png"))
