@@ -1,6 +1,7 @@
-"""A GGUF bundle (`nanoforge export BUNDLE --format gguf`) answered by nanoforge's native
-runtime, `nanoforge-run` (native/, built by `make native`), over a pipe: one JSON request
-per line in, one answer per line out, the same answers as the ONNX runtime gives.
+"""A GGUF bundle (`nanoforge export BUNDLE --format gguf`: a decoder, a classifier or a span
+tagger) answered by nanoforge's native runtime, `nanoforge-run` (native/, built by `make
+native`), over a pipe: one JSON request per line in, one answer per line out, the same answers
+as the ONNX runtime gives.
 
     nano = load("runs/en-ja/gguf")          # a bundle whose model.runtime is "gguf"
     nano.predict("I'm in the tennis club.")
