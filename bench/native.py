@@ -6,6 +6,11 @@ text) and `nanoforge-run`, at matched precisions:
     INT8 weight-only     <->  Q8_0      (both: symmetric 8-bit, blocks of 32)
     INT4 weight-only     <->  Q4_0      (both: symmetric 4-bit, blocks of 32); and Q4_K_M
 
+(the ONNX weight-only variants with the products in FP32 and, `-acc4`, in INT8 as llama.cpp's
+CPU kernels compute them; nanoforge-run with its F32 KV cache, which answers like Python, and
+with llama.cpp's default F16 one, `-f16kv`, as llama-bench runs; llama-bench decodes after as
+many tokens of context as the prompts hold, `-d`).
+
     make native-bench                     # nanoforge-run, llama-simple and llama-bench
     python bench/native.py --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja \
                            --nano smollm2=runs/smollm2-smoke/run:runs/smollm2-smoke/test.jsonl \
@@ -20,7 +25,9 @@ default 4 threads, which on 2 cores took over 3 minutes per SmolLM2 prompt: 0 th
 For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
 --parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
 cache on up to --stock-parity of them); the task metric of every variant on test; decode
-tokens/s and time to first token on --prompts prompts. Each --encoder (a classifier or a span
+tokens/s and time to first token on --prompts prompts; with --profile STEPS, onnxruntime's own
+profile of that many decode steps per ONNX variant (per operator, heaviest nodes, time outside
+the graph). Each --encoder (a classifier or a span
 tagger) is answered by nanoforge-run from F32 and Q8_0 GGUFs beside the Python runtime on the FP32
 and the shipped model: labels + gate decisions (classifier) or fields (tagger) identical, field F1,
 p50 on one thread. Writes bench/results/native.json/.png.
@@ -40,9 +47,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GGUF_QUANTS = ("f32", "q8_0", "q4_0", "q4_k_m")
-ONNX_VARIANTS = {"fp32": None, "int8-weights": (8, "model.int8-weights.onnx"),
-                 "int4-rtn-b32": (4, "model.int4-rtn-b32.onnx")}
-MATCHED = {"fp32": "f32", "int8-weights": "q8_0", "int4-rtn-b32": "q4_0"}
+# ONNX weight-only variants: (bits, file, accuracy level); level 4 computes the products in INT8.
+ONNX_VARIANTS = {"fp32": None, "int8-weights": (8, "model.int8-weights.onnx", None),
+                 "int8-weights-acc4": (8, "model.int8-weights-acc4.onnx", 4),
+                 "int4-rtn-b32": (4, "model.int4-rtn-b32.onnx", None),
+                 "int4-rtn-b32-acc4": (4, "model.int4-rtn-b32-acc4.onnx", 4)}
+MATCHED = {"fp32": "f32", "int8-weights": "q8_0", "int8-weights-acc4": "q8_0", "int4-rtn-b32": "q4_0",
+           "int4-rtn-b32-acc4": "q4_0"}
 
 
 def onnx_files(run: Path) -> dict[str, Path]:
@@ -54,10 +65,10 @@ def onnx_files(run: Path) -> dict[str, Path]:
     for name, spec in ONNX_VARIANTS.items():
         if spec is None:
             continue
-        bits, file = spec
+        bits, file, level = spec
         path = run / "export" / file
         if not path.is_file():
-            quantize_weights(fp32, path, bits, 32)
+            quantize_weights(fp32, path, bits, 32, accuracy_level=level)
         out[name] = path
     return out
 
@@ -84,16 +95,64 @@ def stock_greedy(simple: Path, gguf: Path, prompt: str, suffix: str, n: int) -> 
 
 
 def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
-    # llama-bench takes no F32 KV cache (-ctk f16/q8_0/...): it keeps its default F16 one, nanoforge-run F32
-    r = subprocess.run([str(tool), "-m", str(gguf), "-t", "1", "-p", str(prompt), "-n", str(gen), "-r", "3",
-                        "-o", "json"], capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr[-300:])
-    rows = json.loads(r.stdout)
-    pp = next(x["avg_ts"] for x in rows if x["n_prompt"] > 0)
-    tg = next(x["avg_ts"] for x in rows if x["n_gen"] > 0)
-    return {"prefill_tokens_per_s": pp, "decode_tokens_per_s": tg,
+    """Prefill of `prompt` tokens, and `gen` tokens decoded after `prompt` tokens of context (-d), as
+    the runtimes decode after the prompt. llama-bench takes no F32 KV cache (-ctk f16/q8_0/...): it
+    keeps its default F16 one, like nanoforge-run --kv-cache f16."""
+    def rows(*flags: str) -> list[dict]:
+        r = subprocess.run([str(tool), "-m", str(gguf), "-t", "1", "-r", "3", "-o", "json", *flags],
+                           capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-300:])
+        return json.loads(r.stdout)
+
+    pp = rows("-p", str(prompt), "-n", "0")[0]["avg_ts"]
+    tg = rows("-p", "0", "-n", str(gen), "-d", str(prompt))[0]["avg_ts"]
+    return {"prefill_tokens_per_s": pp, "decode_tokens_per_s": tg, "depth": prompt,
             "ttft_ms_estimate": 1000 * (prompt / pp + 1 / tg)}
+
+
+def onnx_profile(run: Path, model: Path, text: str, steps: int) -> dict:
+    """Where one thread's decode time goes in onnxruntime: its profiler over `steps` greedy
+    steps after the prompt (the prefill call left out), per operator type, the heaviest nodes,
+    and the share spent outside the graph (the Python loop: sampling, feeds, the KV-cache arrays)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from nanoforge.runtime.decoder import DecoderNano
+    from nanoforge.runtime.session import DISABLED_FUSIONS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=DISABLED_FUSIONS)
+        nano = DecoderNano(run / "bundle", threads=1, runner=session)
+        timing = nano.timing(text, max_new_tokens=steps)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    calls = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                   key=lambda e: e["ts"])
+    decode = calls[1:]
+    start = decode[0]["ts"]
+    nodes = [e for e in trace if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start]
+    in_graph = sum(e["dur"] for e in decode)
+    by_op: dict[str, float] = {}
+    by_node: dict[str, tuple[str, float]] = {}
+    for e in nodes:
+        op = e.get("args", {}).get("op_name", "?")
+        by_op[op] = by_op.get(op, 0.0) + e["dur"]
+        name = e["name"][: -len("_kernel_time")]
+        by_node[name] = (op, by_node.get(name, (op, 0.0))[1] + e["dur"])
+    per_step = lambda us: round(us / len(decode) / 1000, 3)  # noqa: E731  ms per decode step
+    wall_ms = (timing["total_ms"] - timing["ttft_ms"]) / max(timing["tokens"] - 1, 1)
+    return {"decode_steps": len(decode), "step_ms_wall": round(wall_ms, 3), "step_ms_in_graph": per_step(in_graph),
+            "outside_graph_share": round(1 - per_step(in_graph) / wall_ms, 3) if wall_ms else None,
+            "op_ms_per_step": {op: per_step(us) for op, us in sorted(by_op.items(), key=lambda x: -x[1])[:8]},
+            "top_nodes_ms_per_step": [[name, op, per_step(us)] for name, (op, us) in
+                                      sorted(by_node.items(), key=lambda x: -x[1][1])[:6]]}
 
 
 def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n: int, parity_n: int, stock_n: int,
@@ -101,7 +160,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     from nanoforge.data import read_records
     from nanoforge.runtime import load
     from nanoforge.runtime.decoder import DecoderNano
-    from nanoforge.runtime.native import native_binary
+    from nanoforge.runtime.native import GgufDecoderNano, native_binary
 
     records = read_records(test, *fields)
     texts = [r.input for r in records]
@@ -166,10 +225,12 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
             gen_lens = [x["tokens"] for x in t]
         result["speed"][f"onnxruntime-{n}"] = _summary(t)
     for q, b in ggufs.items():
-        nano = load(b, threads=1)
-        nano.timing(speed_texts[0])
-        result["speed"][f"nanoforge-run-{q}"] = _summary([nano.timing(x) for x in speed_texts])
-        nano.close()
+        for cache in ("f32", "f16"):  # F32: the Python runtime's answers; F16: llama.cpp's default, as llama-bench
+            nano = GgufDecoderNano(b, threads=1, kv_cache=cache)
+            nano.timing(speed_texts[0])
+            key = f"nanoforge-run-{q}" + ("-f16kv" if cache == "f16" else "")
+            result["speed"][key] = _summary([nano.timing(x) for x in speed_texts])
+            nano.close()
         result["speed"][f"llama-bench-{q}"] = llama_bench(tools / "llama-bench", b / "model.gguf",
                                                           int(statistics.median(prompt_lens)),
                                                           max(int(statistics.median(gen_lens)), 16))
@@ -179,8 +240,12 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
         f"onnxruntime-{n}/llama-bench-{q}": result["speed"][f"onnxruntime-{n}"]["decode_tokens_per_s"]
         / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for n, q in MATCHED.items()}
     result["ratios"].update({
-        f"nanoforge-run-{q}/llama-bench-{q}": result["speed"][f"nanoforge-run-{q}"]["decode_tokens_per_s"]
-        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for q in GGUF_QUANTS})
+        f"{k}/llama-bench-{q}": result["speed"][k]["decode_tokens_per_s"]
+        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"]
+        for q in GGUF_QUANTS for k in (f"nanoforge-run-{q}", f"nanoforge-run-{q}-f16kv")})
+    if args.profile:
+        result["onnx_profile"] = {n: onnx_profile(run, p, speed_texts[0], args.profile) for n, p in onnx.items()}
+        print(name, "profile", json.dumps(result["onnx_profile"]), flush=True)
     print(name, "speed", json.dumps(result["speed"]), flush=True)
     return result
 
@@ -310,6 +375,8 @@ def main() -> None:
     ap.add_argument("--parity", type=int, default=200)
     ap.add_argument("--stock-parity", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="profile onnxruntime over this many decode steps per ONNX variant (0: no profile)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "native.json")
     args = ap.parse_args()
     started = time.time()

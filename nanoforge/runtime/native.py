@@ -46,11 +46,11 @@ def native_binary() -> Path:
 class _Native:
     """The pipe to one nanoforge-run process (started on the bundle, checksums already checked)."""
 
-    def __init__(self, bundle_dir: Path, threads: int | None):
+    def __init__(self, bundle_dir: Path, threads: int | None, options: tuple[str, ...] = ()):
         self.dir = bundle_dir
         self.lock = threading.Lock()  # one request on the pipe at a time (the server calls from threads)
         self.proc = subprocess.Popen([str(native_binary()), str(bundle_dir), "--threads", str(threads or 1),
-                                      "--no-verify"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      "--no-verify", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8")
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -85,24 +85,25 @@ class _Native:
             proc.kill()
 
 
-def _init(nano: Nano, bundle_dir, threads, verify, manifest, runtime: str):
+def _init(nano: Nano, bundle_dir, threads, verify, manifest, runtime: str, options: tuple[str, ...] = ()):
     Nano.__init__(nano, bundle_dir, threads, verify, manifest)
     source = nano.manifest.model.source
     if source.runtime != runtime:  # unreachable through load(), which picks by the source
         raise BundleError(f"{nano.dir}: a GGUF export of a {source.runtime} bundle, not {runtime}")
-    nano.native = _Native(nano.dir, threads)
+    nano.native = _Native(nano.dir, threads, options)
     return source
 
 
 class GgufDecoderNano(DecoderNano):
     """A GGUF export of a decoder bundle. The decoder's rules come from DecoderNano; its
-    tokenizer and session do not (nanoforge-run tokenises and decodes with llama.cpp)."""
+    tokenizer and session do not (nanoforge-run tokenises and decodes with llama.cpp).
+    `kv_cache="f16"`: llama.cpp's faster cache, whose logits are ~5e-3 off the Python runtime's."""
 
     runtime = "gguf"
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
-                 manifest: Manifest | None = None):
-        s = _init(self, bundle_dir, threads, verify, manifest, "decoder")
+                 manifest: Manifest | None = None, kv_cache: str = "f32"):
+        s = _init(self, bundle_dir, threads, verify, manifest, "decoder", ("--kv-cache", kv_cache))
         if s.schema_ is not None:
             raise BundleError(f"{self.dir}: schema-constrained decoding is not in nanoforge-run yet")
         self.schema = self.constraint = None
