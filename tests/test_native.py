@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nanoforge.errors import BundleError, NanoforgeError
@@ -238,6 +239,76 @@ def test_a_span_tagger_answers_like_the_python_runtime(extract_run, tagger_texts
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "field_f1" in json.dumps(json.loads(r.stdout)["metrics"])
+
+
+def test_a_schema_decoder_writes_the_same_json_as_python(decoder_extract_run, native, tmp_path):
+    """Constrained decoding in nanoforge-run (native/src/constrain.cpp): the same masks over the
+    same token pieces, so the same greedy tokens and objects, every one schema-valid; a document
+    cut by the token limit closes the same way."""
+    from nanoforge.data import read_records
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime.decoder import DecoderNano
+
+    import torch
+
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.students.causal import CausalConfig, CausalLM
+
+    texts = [r.input for r in read_records(decoder_extract_run["root"] / "test.jsonl")] + ["nothing here"]
+    trained = decoder_extract_run["bundle"].parent
+    wild = tmp_path / "wild"  # the same bundle on wide random weights: every kind of value gets written
+    shutil.copytree(trained / "bundle", wild / "bundle")
+    torch.manual_seed(1)
+    model = CausalLM(CausalConfig(**json.loads((wild / "bundle" / "manifest.json").read_text())["model"]["config"]))
+    with torch.no_grad():
+        for w in model.parameters():
+            w.normal_(1.0 if w.ndim == 1 else 0.0, 0.3)
+    export_causal(model, wild / "export" / "model.fp32.onnx")
+    objects = []
+    for run in (trained, wild):
+        nano = load(export_gguf(run, tmp_path / run.name / "gguf", "f32"))
+        python = DecoderNano(run / "bundle", model_file=str((run / "export" / "model.fp32.onnx").resolve()))
+        for kwargs in ({}, {"max_new_tokens": 7}):
+            got, want = nano.predict_batch(texts, **kwargs), [python.predict(t, **kwargs) for t in texts]
+            same = 0
+            for g, w in zip(got, want):
+                assert list(g) == list(w) and g["valid"]
+                if {k: g[k] for k in ("output", "valid", "tokens", "finish")} == \
+                        {k: w[k] for k in ("output", "valid", "tokens", "finish")}:
+                    same += 1
+                    assert g["confidence"] == pytest.approx(w["confidence"], rel=1e-2)
+            objects += [g["output"] for g in got]
+            assert same >= len(texts) - 1
+        nano.close()
+    assert len({json.dumps(o) for o in objects}) > 4
+
+    # the masks themselves, on every prefix of the gold answers (dates, amounts, nulls) and a few bad ones
+    from nanoforge.extract.schema import Schema
+    from nanoforge.runtime.constrain import JsonConstraint, complete
+    from nanoforge.runtime.decoder import token_pieces
+
+    from tokenizers import Tokenizer
+
+    from nanoforge.runtime.tagger import schema_gold
+
+    manifest = json.loads((trained / "bundle" / "manifest.json").read_text())["model"]
+    fields = Schema.from_json_schema(manifest["schema"])
+    schema = fields.json_schema()
+    pieces, _ = token_pieces(Tokenizer.from_file(str(trained / "bundle" / manifest["tokenizer"])))
+    constraint = JsonConstraint(schema, pieces, manifest["prompt"]["eos_ids"])
+    answers = [json.dumps(schema_gold(fields, r), separators=(",", ":"), ensure_ascii=False)
+               for r in read_records(decoder_extract_run["root"] / "test.jsonl")]
+    prefixes = sorted({a[:k] for a in answers[:3] for k in range(len(a) + 1)})
+    prefixes += ['{"invoice_number":"a\\', '{"invoice_number":"\\u00', '{"x"', '{"invoice_number":1']
+    r = subprocess.run([native, "constrain", str(tmp_path / trained.name / "gguf")],
+                       input="".join(json.dumps(p) + "\n" for p in prefixes), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-500:]
+    got = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(got) == len(prefixes)
+    for p, g in zip(prefixes, got):
+        assert g["allowed"] == [int(i) for i in np.flatnonzero(constraint.allowed(p))], p
+        assert g["complete"] == complete(schema, p), p
 
 
 def test_the_native_value_reader_reads_like_nanoforge_extract_values(native):

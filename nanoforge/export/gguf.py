@@ -329,6 +329,15 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
     # The chat template llama-server and Ollama apply: the last user message inside the layout.
     w.add_chat_template("{%- for m in messages %}{%- if m['role'] == 'user' %}" + _jinja(before)
                         + "{{ m['content'] }}" + _jinja(after) + "{%- endif %}{%- endfor %}")
+    if section.schema_ is not None:  # what the constraint reads, computed once here (nanoforge.runtime)
+        from nanoforge.extract.schema import Schema
+        from nanoforge.runtime.decoder import token_pieces
+
+        pieces, strip_first = token_pieces(Tokenizer.from_file(str(tokenizer_file)))
+        w.add_string("nanoforge.constraint.schema", json.dumps(Schema.from_json_schema(section.schema_).json_schema(),
+                                                               ensure_ascii=False))
+        w.add_array("nanoforge.constraint.pieces", pieces)
+        w.add_bool("nanoforge.constraint.strip_first", strip_first)
     return _finish(w, tensors, quant, path)
 
 

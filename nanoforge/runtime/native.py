@@ -104,9 +104,12 @@ class GgufDecoderNano(DecoderNano):
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
                  manifest: Manifest | None = None, kv_cache: str = "f32"):
         s = _init(self, bundle_dir, threads, verify, manifest, "decoder", ("--kv-cache", kv_cache))
-        if s.schema_ is not None:
-            raise BundleError(f"{self.dir}: schema-constrained decoding is not in nanoforge-run yet")
         self.schema = self.constraint = None
+        if s.schema_ is not None:  # nanoforge-run constrains the JSON; the schema scores it here
+            from nanoforge.extract.schema import Schema
+
+            self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: model.source.schema")
+        self.keys = DECODER_KEYS[:1] + (("valid",) if self.schema else ()) + DECODER_KEYS[1:]
         self.max_input_tokens, self.max_new_tokens = s.max_input_tokens, s.max_new_tokens
 
     def predict_batch(self, texts: list[str], max_new_tokens: int | None = None, temperature: float = 0.0,
@@ -117,13 +120,13 @@ class GgufDecoderNano(DecoderNano):
         self.check_inputs(texts)
         options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
                    "seed": seed or 0, "stop": stop}
-        return [{k: a[k] for k in DECODER_KEYS} for a in (self.native.ask({"input": t, **options}) for t in texts)]
+        return [{k: a[k] for k in self.keys} for a in (self.native.ask({"input": t, **options}) for t in texts)]
 
     def stream(self, text: str, **options: Any) -> Iterator[str]:
         """The answer in one piece (nanoforge-run answers whole)."""
         output = self.predict(text, **options)["output"]
         if output:
-            yield output
+            yield self.as_text(output)
 
     def timing(self, text: str, max_new_tokens: int | None = None) -> dict[str, float]:
         a = self.native.ask({"input": text, "max_new_tokens": max_new_tokens, "timing": True})

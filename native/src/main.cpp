@@ -7,6 +7,7 @@
 //   nanoforge-run tokenize runs/en-ja/gguf      # text lines -> token ids (llama.cpp's tokenizer)
 //   nanoforge-run offsets runs/receipts/gguf    # text lines -> [ids, character spans] (a span tagger's)
 //   nanoforge-run normalise                     # {"type": "date", "text": "25 Dec 2018"} -> "2018-12-25"
+//   nanoforge-run constrain runs/inv/gguf       # a JSON prefix -> the tokens allowed next, its completion
 //
 // Each input line is a JSON string or an object with `input` (and optional max_new_tokens,
 // temperature, top_p, seed, stop, timing); each output line is the Python runtime's answer,
@@ -25,6 +26,7 @@ static int usage() {
                  "       nanoforge-run info MODEL\n"
                  "       nanoforge-run tokenize MODEL             (a line of text -> its token ids)\n"
                  "       nanoforge-run offsets MODEL              (a line of text -> [ids, spans], span taggers)\n"
+                 "       nanoforge-run constrain MODEL            (a JSON prefix -> allowed tokens, completion; schema decoders)\n"
                  "       nanoforge-run normalise                  ({\"type\": T, \"enum\": [..], \"text\": S} -> the typed value)\n"
                  "       nanoforge-run quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
                  "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n"
@@ -70,6 +72,19 @@ int main(int argc, char ** argv) {
             for (std::string line; std::getline(std::cin, line);) {
                 const auto doc = nano.document(json::parse(line).get<std::string>());
                 std::cout << json::array({doc.ids, doc.offsets}).dump() << "\n";
+            }
+            return 0;
+        }
+        if (pos.size() == 2 && pos[0] == "constrain") {  // constrain.cpp against nanoforge.runtime.constrain
+            nanoforge::Nano nano(pos[1], threads, verify);
+            if (!nano.constraint()) throw nanoforge::Error(pos[1] + ": not a schema decoder");
+            for (std::string line; std::getline(std::cin, line);) {
+                const std::u32string text = nanoforge::utf8_to_u32(json::parse(line).get<std::string>());
+                const std::vector<char> ok = nano.constraint()->allowed(text);
+                std::vector<int> ids;
+                for (size_t i = 0; i < ok.size(); i++) if (ok[i]) ids.push_back(i);
+                const std::string done = nanoforge::u32_to_utf8(nanoforge::complete(nano.constraint()->schema, text));
+                std::cout << json{{"allowed", ids}, {"complete", done}}.dump() << "\n";
             }
             return 0;
         }

@@ -115,11 +115,10 @@ Nano::Nano(const std::string & path, int threads, bool verify, bool f16_cache) {
 
 void Nano::init_decoder(const std::string & where) {
     const json & m = manifest_["model"];
-    if (m.contains("schema") && !m["schema"].is_null())
-        throw Error(where + ": schema-constrained extraction is not in nanoforge-run yet");
     prefix_ = ids(m["prompt"], "prefix_ids");
     suffix_ = ids(m["prompt"], "suffix_ids");
     eos_ = ids(m["prompt"], "eos_ids");
+    if (m.contains("schema") && !m["schema"].is_null()) init_constraint(where);
     max_input_tokens_ = m.value("max_input_tokens", 0);
     max_new_tokens_ = m.value("max_new_tokens", 0);
     n_ctx_ = m["config"].value("max_position", 0);
@@ -134,6 +133,27 @@ void Nano::init_decoder(const std::string & where) {
     cp.type_k = cp.type_v = f16_cache_ ? GGML_TYPE_F16 : GGML_TYPE_F32;  // the Python runtime's cache is float32
     cp.no_perf = true;
     ctx_ = llama_init_from_model(model_, cp);
+}
+
+// The constraint of a schema decoder: the strict schema and the vocabulary's pieces, as the export
+// computed them from the bundle (nanoforge.runtime.decoder.token_pieces).
+void Nano::init_constraint(const std::string & where) {
+    json schema = json::parse(meta(model_, "nanoforge.constraint.schema"), nullptr, false);
+    if (!schema.is_object()) throw Error(where + ": nanoforge.constraint.schema is missing (export it again)");
+    gguf_init_params gp = {true, nullptr};
+    gguf_context * g = gguf_init_from_file(where.c_str(), gp);
+    if (!g) throw Error(where + ": cannot read its metadata");
+    const int64_t id = gguf_find_key(g, "nanoforge.constraint.pieces");
+    std::vector<std::u32string> pieces;
+    if (id >= 0 && gguf_get_kv_type(g, id) == GGUF_TYPE_ARRAY && gguf_get_arr_type(g, id) == GGUF_TYPE_STRING)
+        for (size_t i = 0; i < gguf_get_arr_n(g, id); i++) pieces.push_back(utf8_to_u32(gguf_get_arr_str(g, id, i)));
+    gguf_free(g);
+    if (pieces.empty()) throw Error(where + ": nanoforge.constraint.pieces is missing (export it again)");
+    constraint_ = std::make_unique<JsonConstraint>(schema, pieces, eos_);
+    if (meta(model_, "nanoforge.constraint.strip_first") == "true") {
+        for (auto & p : pieces) if (!p.empty() && p[0] == U' ') p.erase(0, 1);
+        first_constraint_ = std::make_unique<JsonConstraint>(schema, pieces, eos_);
+    }
 }
 
 // A float32 array stored under `key` in the GGUF's metadata (the head, the gate).
@@ -411,11 +431,21 @@ json Nano::generate(const std::string & text, const Options & o) {
     std::vector<double> logprobs;
     std::string finish = "length";
     clock::time_point first;
+    std::u32string written;  // a schema decoder's text so far
+    std::vector<float> masked(n_vocab);
     for (int step = 0; step < limit; step++) {
         const float * logits = llama_get_logits_ith(ctx_, -1);
+        const JsonConstraint * c = step == 0 && first_constraint_ ? first_constraint_.get() : constraint_.get();
+        if (c) {  // only tokens that keep the text a valid prefix of the schema's JSON
+            const std::vector<char> ok = c->allowed(written);
+            if (std::find(ok.begin(), ok.end(), 1) == ok.end()) { finish = "eos"; break; }
+            for (int i = 0; i < n_vocab; i++) masked[i] = i < static_cast<int>(ok.size()) && ok[i] ? logits[i] : -INFINITY;
+            logits = masked.data();
+        }
         llama_token tok = pick(logits, n_vocab, o, rng);
         if (step == 0) first = clock::now();
         if (std::find(eos_.begin(), eos_.end(), tok) != eos_.end()) { finish = "eos"; break; }
+        if (c) written += c->pieces[tok];
         double top = *std::max_element(logits, logits + n_vocab), sum = 0;
         for (int i = 0; i < n_vocab; i++) sum += std::exp(static_cast<double>(logits[i]) - top);
         logprobs.push_back(logits[tok] - top - std::log(sum));
@@ -424,12 +454,18 @@ json Nano::generate(const std::string & text, const Options & o) {
             throw Error("llama.cpp could not decode a token");
     }
     const auto end = clock::now();
-    std::string answer = strip(detokenize(out));
-    if (cut_at_stop(answer, o.stop)) finish = "stop";
     const json confidence = logprobs.empty() ? json(nullptr)
         : json(std::exp(std::accumulate(logprobs.begin(), logprobs.end(), 0.0) / logprobs.size()));
-    json r = {{"output", answer}, {"confidence", confidence}, {"tokens", out.size()}, {"finish", finish},
-              {"truncated", truncated}};
+    json r;
+    if (constraint_) {  // closed if the token limit cut it, so it still validates
+        const std::u32string text = complete(constraint_->schema, written);
+        r = {{"output", json::parse(u32_to_utf8(text))}, {"valid", prefix_state(constraint_->schema, text) == COMPLETE}};
+    } else {
+        std::string answer = strip(detokenize(out));
+        if (cut_at_stop(answer, o.stop)) finish = "stop";
+        r = {{"output", answer}};
+    }
+    r.update({{"confidence", confidence}, {"tokens", out.size()}, {"finish", finish}, {"truncated", truncated}});
     if (o.timing) {
         auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
         r["ttft_ms"] = ms((limit > 0 ? first : end) - t0);

@@ -1,6 +1,6 @@
 // nanoforge's native runtime: a nano exported to GGUF (`nanoforge export BUNDLE --format gguf`),
 // run on libllama/ggml with the same answers as the Python runtime (nanoforge.runtime):
-// decoders (generation), classifiers (mean-pooled BERT + the head + the out-of-scope gate) and
+// decoders (generation; schema-constrained JSON for extraction), classifiers (mean-pooled BERT + the head + the out-of-scope gate) and
 // span taggers (per-token BERT states + the BIO head, read into the schema's typed fields).
 //
 //   nanoforge::Nano nano("runs/en-ja/gguf");          // a GGUF bundle (checksums verified) or a .gguf
@@ -19,6 +19,7 @@
 #include <map>
 #include <utility>
 
+#include "constrain.h"
 #include "nlohmann/json.hpp"
 #include "values.h"
 
@@ -59,6 +60,7 @@ class Nano {
 
     json predict(const std::string & text, const Options & options);
     const json & manifest() const { return manifest_; }
+    const JsonConstraint * constraint() const { return constraint_.get(); }  // a schema decoder's, else null
 
     // Token ids of `text`; `special`: with the model's own BOS/EOS ([CLS] .. [SEP] for a classifier).
     std::vector<int> tokenize(const std::string & text, bool special = false) const;
@@ -76,6 +78,7 @@ class Nano {
 
   private:
     void init_decoder(const std::string & where);
+    void init_constraint(const std::string & where);
     void init_classifier(const std::string & file);
     void init_tagger(const std::string & file);
     void init_encoder(const std::string & file, int pooling);  // both kinds: tokenizer rules, context
@@ -90,8 +93,10 @@ class Nano {
     llama_context * ctx_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::string runtime_;  // the source bundle's runtime: decoder, encoder-classifier or encoder-tagger
-    // decoder (and a tagger's [CLS] / [SEP] around each window)
+    // decoder (and a tagger's [CLS] / [SEP] around each window); a schema decoder's constraint,
+    // and the one for its first token (whose piece loses a leading space when strip_first)
     std::vector<int> prefix_, suffix_, eos_;
+    std::unique_ptr<JsonConstraint> constraint_, first_constraint_;
     int max_input_tokens_ = 0, max_new_tokens_ = 0, n_ctx_ = 0;
     // classifier: the head (labels x hidden, row-major), the gate; a tagger's labels are its tags
     std::vector<std::string> labels_;
