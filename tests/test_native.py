@@ -267,8 +267,10 @@ def test_a_schema_decoder_writes_the_same_json_as_python(decoder_extract_run, na
     objects = []
     for run in (trained, wild):
         nano = load(export_gguf(run, tmp_path / run.name / "gguf", "f32"))
-        python = DecoderNano(run / "bundle", model_file=str((run / "export" / "model.fp32.onnx").resolve()))
-        for kwargs in ({}, {"max_new_tokens": 7}):
+        python = DecoderNano(run / "bundle", threads=1,
+                             model_file=str((run / "export" / "model.fp32.onnx").resolve()))
+        # random weights leave near-ties that float32 sums flip now and then, deeper into a long answer
+        for kwargs in ({} if run is trained else {"max_new_tokens": 16}, {"max_new_tokens": 7}):
             got, want = nano.predict_batch(texts, **kwargs), [python.predict(t, **kwargs) for t in texts]
             same = 0
             for g, w in zip(got, want):

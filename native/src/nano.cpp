@@ -330,34 +330,45 @@ json Nano::predict(const std::string & text, const Options & options) {
     return runtime_ == "encoder-tagger" ? extract(text) : classify(text);
 }
 
-json Nano::classify(const std::string & text) {
-    // [CLS] + the text's tokens, cut to fit (as tokenizers' truncation) + [SEP]
-    const std::vector<int> body = document(text).ids;
-    std::vector<llama_token> ids(prefix_);
-    ids.insert(ids.end(), body.begin(), body.begin() + std::min<size_t>(body.size(), max_length_ - prefix_.size() - suffix_.size()));
-    ids.insert(ids.end(), suffix_.begin(), suffix_.end());
-    llama_batch batch = llama_batch_init(ids.size(), 0, 1);
-    for (size_t i = 0; i < ids.size(); i++) {
-        batch.token[i] = ids[i];
+// One encoder call over [CLS] + ids + [SEP] (a fresh memory); its states stay in the context.
+void Nano::encode(std::vector<int>::const_iterator first, std::vector<int>::const_iterator last) {
+    std::vector<llama_token> row(prefix_);
+    row.insert(row.end(), first, last);
+    row.insert(row.end(), suffix_.begin(), suffix_.end());
+    llama_batch batch = llama_batch_init(row.size(), 0, 1);
+    for (size_t i = 0; i < row.size(); i++) {
+        batch.token[i] = row[i];
         batch.pos[i] = i;
         batch.n_seq_id[i] = 1;
         batch.seq_id[i][0] = 0;
         batch.logits[i] = true;
     }
-    batch.n_tokens = ids.size();
+    batch.n_tokens = row.size();
     if (llama_memory_t mem = llama_get_memory(ctx_)) llama_memory_clear(mem, true);
     const int rc = llama_decode(ctx_, batch);
     llama_batch_free(batch);
-    const float * pooled = rc == 0 ? llama_get_embeddings_seq(ctx_, 0) : nullptr;
-    if (!pooled) throw Error("llama.cpp could not encode the input");
+    if (rc != 0) throw Error("llama.cpp could not encode the input");
+}
 
-    const size_t c_n = labels_.size();
-    std::vector<double> logits(c_n);
-    for (size_t c = 0; c < c_n; c++) {
+// The head's logits (in float64) of one state vector.
+void Nano::head(const float * state, std::vector<double> & logits) const {
+    logits.resize(labels_.size());
+    for (size_t c = 0; c < labels_.size(); c++) {
         double z = head_b_[c];
-        for (int d = 0; d < hidden_; d++) z += double(head_w_[c * hidden_ + d]) * pooled[d];
+        for (int d = 0; d < hidden_; d++) z += double(head_w_[c * hidden_ + d]) * state[d];
         logits[c] = z;
     }
+}
+
+json Nano::classify(const std::string & text) {
+    // the text's tokens cut to fit between [CLS] and [SEP] (as tokenizers' truncation)
+    const std::vector<int> body = document(text).ids;
+    encode(body.begin(), body.begin() + std::min<size_t>(body.size(), max_length_ - prefix_.size() - suffix_.size()));
+    const float * pooled = llama_get_embeddings_seq(ctx_, 0);
+    if (!pooled) throw Error("llama.cpp could not encode the input");
+    const size_t c_n = labels_.size();
+    std::vector<double> logits;
+    head(pooled, logits);
     const size_t top = std::max_element(logits.begin(), logits.end()) - logits.begin();
     double sum = 0;
     for (double z : logits) sum += std::exp(z - logits[top]);

@@ -87,6 +87,8 @@ class Nano {
     json classify(const std::string & text);
     json extract(const std::string & text);
     std::vector<std::vector<double>> tag_probs(const Document & doc);
+    void encode(std::vector<int>::const_iterator first, std::vector<int>::const_iterator last);
+    void head(const float * state, std::vector<double> & logits) const;
 
     json manifest_;
     llama_model * model_ = nullptr;

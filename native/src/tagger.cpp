@@ -95,34 +95,15 @@ std::vector<std::vector<double>> Nano::tag_probs(const Document & doc) {
     std::vector<std::vector<double>> probs(doc.ids.size(), std::vector<double>(n_tags, 0.0));
     std::vector<double> best(doc.ids.size(), -1.0);
     if (doc.ids.empty()) return probs;
-    std::vector<double> logits(n_tags);
+    std::vector<double> logits;
     for (auto [s, e] : doc.windows) {
-        std::vector<llama_token> row(prefix_);
-        row.insert(row.end(), doc.ids.begin() + s, doc.ids.begin() + e);
-        row.insert(row.end(), suffix_.begin(), suffix_.end());
-        llama_batch batch = llama_batch_init(row.size(), 0, 1);
-        for (size_t i = 0; i < row.size(); i++) {
-            batch.token[i] = row[i];
-            batch.pos[i] = i;
-            batch.n_seq_id[i] = 1;
-            batch.seq_id[i][0] = 0;
-            batch.logits[i] = true;
-        }
-        batch.n_tokens = row.size();
-        if (llama_memory_t mem = llama_get_memory(ctx_)) llama_memory_clear(mem, true);
-        const int rc = llama_decode(ctx_, batch);
-        llama_batch_free(batch);
-        if (rc != 0) throw Error("llama.cpp could not encode the input");
+        encode(doc.ids.begin() + s, doc.ids.begin() + e);
         for (int pos = s; pos < e; pos++) {
             const float * state = llama_get_embeddings_ith(ctx_, prefix_.size() + pos - s);
             if (!state) throw Error("llama.cpp gave no token states (is the GGUF's pooling none?)");
             const double centrality = std::min(pos - s, e - 1 - pos);
             if (centrality <= best[pos]) continue;
-            for (size_t t = 0; t < n_tags; t++) {
-                double z = head_b_[t];
-                for (int d = 0; d < hidden_; d++) z += double(head_w_[t * hidden_ + d]) * state[d];
-                logits[t] = z;
-            }
+            head(state, logits);
             const double top = *std::max_element(logits.begin(), logits.end());
             double sum = 0;
             for (size_t t = 0; t < n_tags; t++) sum += (probs[pos][t] = std::exp(logits[t] - top));
