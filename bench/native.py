@@ -56,14 +56,15 @@ MATCHED = {"fp32": "f32", "int8-weights": "q8_0", "int8-weights-acc4": "q8_0", "
            "int4-rtn-b32-acc4": "q4_0"}
 
 
-def onnx_files(run: Path) -> dict[str, Path]:
-    """The FP32 export and its weight-only INT8/INT4 variants (made here when the ladder did not)."""
+def onnx_files(run: Path, names: list[str]) -> dict[str, Path]:
+    """The FP32 export (always: the reference) and the named weight-only INT8/INT4 variants (made
+    here when the ladder did not)."""
     from nanoforge.export.quantize import quantize_weights
 
     fp32 = run / "export" / "model.fp32.onnx"
     out = {"fp32": fp32}
     for name, spec in ONNX_VARIANTS.items():
-        if spec is None:
+        if spec is None or name not in names:
             continue
         bits, file, level = spec
         path = run / "export" / file
@@ -164,7 +165,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
 
     records = read_records(test, *fields)
     texts = [r.input for r in records]
-    onnx = onnx_files(run)
+    onnx = onnx_files(run, args.onnx.split(","))
     ggufs = gguf_bundles(run)
     tools = native_binary().parent
     result: dict = {"run": str(run), "test_prompts": len(texts), "sizes_mb": {}, "metric": {}, "speed": {}}
@@ -238,7 +239,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     result["speed"]["generated_tokens_p50"] = statistics.median(gen_lens)
     result["ratios"] = {
         f"onnxruntime-{n}/llama-bench-{q}": result["speed"][f"onnxruntime-{n}"]["decode_tokens_per_s"]
-        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for n, q in MATCHED.items()}
+        / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"] for n, q in MATCHED.items() if n in onnx}
     result["ratios"].update({
         f"{k}/llama-bench-{q}": result["speed"][k]["decode_tokens_per_s"]
         / result["speed"][f"llama-bench-{q}"]["decode_tokens_per_s"]
@@ -372,6 +373,8 @@ def main() -> None:
                     help="NAME=RUN_DIR:TEST.jsonl (a classifier or span-tagger run)")
     ap.add_argument("--latency-n", type=int, default=500, help="encoder inputs timed one at a time")
     ap.add_argument("--keep", action="store_true", help="keep the entries of --out this run does not measure")
+    ap.add_argument("--onnx", default=",".join(ONNX_VARIANTS),
+                    help="the ONNX variants measured, comma-separated (int8-weights computes in FP32: ~13x slower)")
     ap.add_argument("--parity", type=int, default=200)
     ap.add_argument("--stock-parity", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=20)
