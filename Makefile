@@ -58,13 +58,17 @@ $(NATIVE_RUN): $(NATIVE_SRC)/include/llama.h native/CMakeLists.txt $(wildcard na
 	cmake -S native -B native/build -DLLAMA_SRC=$(abspath $(NATIVE_SRC)) $(NATIVE_CMAKE_ARGS) >/dev/null
 	cmake --build native/build -j$(JOBS) --target nanoforge-run llama-simple
 
-native: $(NATIVE_RUN)
+# Stock llama-embedding, for the encoder GGUF tests (builds llama.cpp's common library too).
+native/build/llama-embedding: $(NATIVE_RUN)
+	cmake --build native/build -j$(JOBS) --target llama-embedding
 
-# Stock llama-bench and llama-embedding beside it, for bench/native.py (builds llama.cpp's common library too).
+native: $(NATIVE_RUN) native/build/llama-embedding
+
+# Stock llama-bench beside them, for bench/native.py.
 native-bench: $(NATIVE_RUN)
-	cmake --build native/build -j$(JOBS) --target llama-bench llama-embedding
+	cmake --build native/build -j$(JOBS) --target llama-bench
 
-test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN)
+test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN) native/build/llama-embedding
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,6 +1,7 @@
 """GGUF export and the native runtime (native/, built by `make native`): a tiny decoder goes
 bundle -> GGUF -> nanoforge-run and stock llama.cpp (its `llama-simple` example, unchanged),
-and answers like the Python runtime; so do a tiny classifier and a tiny span tagger."""
+and answers like the Python runtime; so do a tiny classifier and a tiny span tagger, which stock
+llama.cpp (`llama-embedding`) also embeds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +363,51 @@ def test_a_classifier_answers_like_the_python_runtime_with_its_gate(trained_run,
     q8 = load(export_gguf(trained_run["out"], tmp_path / "cls-q8", "q8_0"))  # position/type tables stay F32
     assert q8.predict(texts[0])["output"] is None or q8.predict(texts[0])["output"] in python.labels
     q8.close()
+
+
+def _stock_embeddings(native: str, model, text: str, pooling: str) -> np.ndarray:
+    """llama.cpp's own `llama-embedding` example, unchanged: one row per sequence (pooled) or per token."""
+    tool = Path(native).parent / "llama-embedding"
+    run = subprocess.run([str(tool), "-m", str(model), "--pooling", pooling, "--embd-normalize", "-1", "-t", "1",
+                          "--embd-output-format", "json", "-p", text], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return np.array([row["embedding"] for row in json.loads(run.stdout)["data"]], dtype=np.float64)
+
+
+def test_stock_llama_cpp_embeds_the_encoder_ggufs_as_the_python_runtime_reads_them(trained_run, extract_run,
+                                                                                    native, tmp_path):
+    """Stock llama.cpp loads both encoder GGUFs: the classifier's mean-pooled embedding through the
+    head in `nanoforge.head.*` gives the Python runtime's label; the span tagger gives one state
+    per token of the bundle tokenizer's encoding ([CLS] and [SEP] included)."""
+    import gguf
+    from tokenizers import Tokenizer
+
+    from nanoforge.export.gguf import export_gguf
+    from nanoforge.runtime.classifier import ClassifierNano
+    from nanoforge.runtime.session import bind, make_session
+
+    bundle = export_gguf(trained_run["out"], tmp_path / "cls", "f32")
+    meta = gguf.GGUFReader(bundle / "model.gguf").fields
+    shape = [int(x) for x in meta["nanoforge.head.shape"].contents()]
+    weight = np.array(meta["nanoforge.head.weight"].contents(), dtype=np.float64).reshape(shape)
+    bias = np.array(meta["nanoforge.head.bias"].contents(), dtype=np.float64)
+    python = ClassifierNano(trained_run["bundle"])  # on the FP32 model, as the GGUF holds it
+    python.session = make_session(trained_run["out"] / "export" / "model.fp32.onnx", 1)
+    python._call = bind(python.session, python.manifest.model.graph)
+    texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()][:6]
+    in_scope = 0
+    for text in texts:
+        pooled = _stock_embeddings(native, bundle / "model.gguf", text, "mean")
+        assert pooled.shape == (1, shape[1])
+        want = python.predict(text)
+        top = python.labels[int(np.argmax(weight @ pooled[0] + bias))]
+        assert want["output"] in (None, top), text
+        in_scope += want["output"] is not None
+    assert in_scope >= 3
+
+    tagger = export_gguf(extract_run["out"], tmp_path / "tag", "f32")
+    tok = Tokenizer.from_file(str(extract_run["bundle"] / "tokenizer.json"))
+    tok.no_truncation()
+    text = "Invoice INV-1042 from Acme Ltd, total 1,250.00 EUR, due 2024-03-15"
+    states = _stock_embeddings(native, tagger / "model.gguf", text, "none")
+    assert states.shape[0] == len(tok.encode(text).ids) and np.isfinite(states).all()
