@@ -94,3 +94,23 @@ def test_measure_all_scores_every_rung_and_still_ships_the_first_that_passes(tmp
     assert [t["name"] for t in tried] == ["int8-dynamic", "int8-static", "int8-static-mixed", "fp16", "fp32"]
     first = next((t["name"] for t in tried if t["passed"]), "fp32")
     assert result["export"]["shipped"] == first
+
+
+@pytest.mark.parametrize("prefer", ["acc4", "fp32-products"])
+def test_the_int8_weights_rung_scores_int8_and_fp32_products_and_keeps_the_better(translate_run, tmp_path, prefer):
+    """8-bit weight-only: the products in INT8 (accuracy level 4, fast) and in FP32 are both
+    scored on valid; the better ships, INT8 on a tie."""
+    from nanoforge.export.ladder import Context, _int8_weights
+
+    fp32 = translate_run["root"] / "run" / "export" / "model.fp32.onnx"
+    seen = []
+
+    def score(session):
+        acc4 = session._model_path.endswith("-acc4.onnx")
+        seen.append(acc4)
+        return (1.0 if prefer == "acc4" else 1.0 - 0.5 * acc4, 1.0)
+
+    path, note = _int8_weights(fp32, tmp_path, Context(score=score, calibration=[]))
+    assert sorted(seen) == [False, True]
+    assert path.name == ("model.int8-weights-acc4.onnx" if prefer == "acc4" else "model.int8-weights.onnx")
+    assert f"blocks of 32, {prefer} (" in note and "acc4 " in note and "fp32-products " in note

@@ -249,6 +249,7 @@ def padded_batches(ids: np.ndarray, mask: np.ndarray, batch: int) -> Feeds:
 #
 #   decoders   int4 (weight-only MatMulNBits: round-to-nearest with blocks of 32 or 128, or
 #              HQQ; the products in FP32 or INT8, whichever scores best) -> int8 weight-only
+#              (the products in INT8 or FP32, likewise)
 #              -> int8-dynamic -> int8-dynamic with the embeddings and LM head in FP32 -> fp32
 
 INT4_CANDIDATES = (("rtn", 32, None), ("rtn", 128, None), ("hqq", 64, None), ("rtn", 32, 4))
@@ -267,9 +268,20 @@ def _int4(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
 
 
 def _int8_weights(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
+    """8-bit weight-only, blocks of 32, the products in INT8 (accuracy level 4, as llama.cpp's Q8_0
+    computes them; ~13x faster on CPU than FP32 products on SmolLM2) or in FP32: whichever scores
+    best on valid, INT8 on a tie."""
     from nanoforge.export.quantize import quantize_weights
 
-    return quantize_weights(fp32, work / "model.int8-weights.onnx", 8, 32), "weight-only, blocks of 32"
+    scores = {}
+    for level in (4, None):
+        name = f"acc{level}" if level else "fp32-products"
+        path = quantize_weights(fp32, work / f"model.int8-weights{'-acc4' if level else ''}.onnx", 8, 32,
+                                accuracy_level=level)
+        scores[name] = (ctx.score(make_session(path, threads=1)), path)
+    best = max(scores, key=lambda n: scores[n][0])
+    return scores[best][1], (f"weight-only, blocks of 32, {best} ("
+                             + ", ".join(f"{n} {s[0][0]:.2f}" for n, s in scores.items()) + ")")
 
 
 def _int8_dynamic_decoder(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
