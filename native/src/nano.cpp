@@ -40,7 +40,7 @@ static void quiet_log(ggml_log_level level, const char * text, void *) {
 // clears that state.
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx"))) static void zero_upper() { _mm256_zeroupper(); }
-static const bool HAS_AVX = __builtin_cpu_supports("avx");
+static const bool HAS_AVX = [] { __builtin_cpu_init(); return __builtin_cpu_supports("avx") != 0; }();  // before main
 #endif
 
 static int decode(llama_context * ctx, llama_batch batch) {
