@@ -6,7 +6,7 @@ apart the torch student's best two logits are at that step.
 RUN holds bundle/, export/model.fp32.onnx, student/, gguf-f32/ (bench/native.py makes it) and parity.jsonl
 (docs/BENCHMARKS.md, "The trained SmolLM2 DialogSum nano, native"). Prints one JSON line per differing prompt.
 """
-import json, sys, numpy as np, torch
+import json, sys, torch
 from pathlib import Path
 from nanoforge.runtime.decoder import DecoderNano
 from nanoforge.runtime import load

@@ -33,26 +33,33 @@ def native() -> str:
         pytest.fail(f"{e} (the native tests need it)")
 
 
+def _wide_random_export(config: dict, run, seed: int):
+    """A decoder of `config` on wide random weights (well separated logits, few near-ties for greedy
+    to flip on), exported as the run folder's FP32 ONNX model."""
+    import torch
+
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.students.causal import CausalConfig, CausalLM
+
+    torch.manual_seed(seed)
+    model = CausalLM(CausalConfig(**config))
+    with torch.no_grad():
+        for w in model.parameters():
+            w.normal_(1.0 if w.ndim == 1 else 0.0, 0.3)
+    return export_causal(model, run / "export" / "model.fp32.onnx")
+
+
 @pytest.fixture(scope="module")
 def random_decoder(translate_run, tmp_path_factory):
     """translate_run's bundle with random FP32 weights beside it, as a run folder keeps them
     (exports of the run folder read them): greedy answers long and varied, so any difference in
     the maths shows."""
-    import torch
-
-    from nanoforge.export.onnx import export_causal
     from nanoforge.runtime.decoder import DecoderNano
-    from nanoforge.students.causal import CausalConfig, CausalLM
 
     run = tmp_path_factory.mktemp("native") / "run"
     shutil.copytree(translate_run["bundle"], run / "bundle")
     manifest = json.loads((run / "bundle" / "manifest.json").read_text())
-    torch.manual_seed(0)
-    model = CausalLM(CausalConfig(**manifest["model"]["config"]))
-    with torch.no_grad():  # wide weights: well separated logits, no near-ties for greedy to flip on
-        for w in model.parameters():
-            w.normal_(1.0 if w.ndim == 1 else 0.0, 0.3)
-    fp32 = export_causal(model, run / "export" / "model.fp32.onnx")
+    fp32 = _wide_random_export(manifest["model"]["config"], run, seed=0)
     texts = [json.loads(x)["en"] for x in (translate_run["root"] / "test.jsonl").read_text().splitlines()]
     texts += ["I have 3 cats and 12 dogs.", "東京へ行きます。", "A " * 80]  # digits, Japanese, a cut input
     python = DecoderNano(run / "bundle", model_file=str(fp32))
@@ -251,21 +258,11 @@ def test_a_schema_decoder_writes_the_same_json_as_python(decoder_extract_run, na
     from nanoforge.export.gguf import export_gguf
     from nanoforge.runtime.decoder import DecoderNano
 
-    import torch
-
-    from nanoforge.export.onnx import export_causal
-    from nanoforge.students.causal import CausalConfig, CausalLM
-
     texts = [r.input for r in read_records(decoder_extract_run["root"] / "test.jsonl")] + ["nothing here"]
     trained = decoder_extract_run["bundle"].parent
     wild = tmp_path / "wild"  # the same bundle on wide random weights: every kind of value gets written
     shutil.copytree(trained / "bundle", wild / "bundle")
-    torch.manual_seed(1)
-    model = CausalLM(CausalConfig(**json.loads((wild / "bundle" / "manifest.json").read_text())["model"]["config"]))
-    with torch.no_grad():
-        for w in model.parameters():
-            w.normal_(1.0 if w.ndim == 1 else 0.0, 0.3)
-    export_causal(model, wild / "export" / "model.fp32.onnx")
+    _wide_random_export(json.loads((wild / "bundle" / "manifest.json").read_text())["model"]["config"], wild, seed=1)
     objects = []
     for run in (trained, wild):
         nano = load(export_gguf(run, tmp_path / run.name / "gguf", "f32"))
@@ -339,17 +336,24 @@ def test_the_native_value_reader_reads_like_nanoforge_extract_values(native):
         assert {w is None for (g, t), w in zip(cases, want) if g is f} == {True, False}
 
 
+def _classifier_on_fp32(trained_run):
+    """The Python runtime on the run's FP32 ONNX model, the weights an F32 GGUF holds."""
+    from nanoforge.runtime.classifier import ClassifierNano
+    from nanoforge.runtime.session import bind, make_session
+
+    python = ClassifierNano(trained_run["bundle"])
+    python.session = make_session(trained_run["out"] / "export" / "model.fp32.onnx", 1)
+    python._call = bind(python.session, python.manifest.model.graph)
+    return python
+
+
 def test_a_classifier_answers_like_the_python_runtime_with_its_gate(trained_run, native, tmp_path):
     """The tiny intent classifier (energy gate) as a `bert` GGUF: labels, gate decisions and
     scores as the Python runtime gives them on the FP32 model."""
     from nanoforge.export.gguf import export_gguf
-    from nanoforge.runtime.classifier import ClassifierNano
-    from nanoforge.runtime.session import bind, make_session
 
     bundle = export_gguf(trained_run["out"], tmp_path / "cls", "f32")
-    python = ClassifierNano(trained_run["bundle"])
-    python.session = make_session(trained_run["out"] / "export" / "model.fp32.onnx", 1)
-    python._call = bind(python.session, python.manifest.model.graph)
+    python = _classifier_on_fp32(trained_run)
     texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()]
     texts.append("please " * 60 + "freeze my account")  # cut to max_length
     nano = load(bundle)
@@ -389,17 +393,13 @@ def test_stock_llama_cpp_embeds_the_encoder_ggufs_as_the_python_runtime_reads_th
     from tokenizers import Tokenizer
 
     from nanoforge.export.gguf import export_gguf
-    from nanoforge.runtime.classifier import ClassifierNano
-    from nanoforge.runtime.session import bind, make_session
 
     bundle = export_gguf(trained_run["out"], tmp_path / "cls", "f32")
     meta = gguf.GGUFReader(bundle / "model.gguf").fields
     shape = [int(x) for x in meta["nanoforge.head.shape"].contents()]
     weight = np.array(meta["nanoforge.head.weight"].contents(), dtype=np.float64).reshape(shape)
     bias = np.array(meta["nanoforge.head.bias"].contents(), dtype=np.float64)
-    python = ClassifierNano(trained_run["bundle"])  # on the FP32 model, as the GGUF holds it
-    python.session = make_session(trained_run["out"] / "export" / "model.fp32.onnx", 1)
-    python._call = bind(python.session, python.manifest.model.graph)
+    python = _classifier_on_fp32(trained_run)
     texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()][:6]
     in_scope = 0
     for text in texts:

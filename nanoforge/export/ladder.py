@@ -255,16 +255,21 @@ def padded_batches(ids: np.ndarray, mask: np.ndarray, batch: int) -> Feeds:
 INT4_CANDIDATES = (("rtn", 32, None), ("rtn", 128, None), ("hqq", 64, None), ("rtn", 32, 4))
 
 
+def _best_on_valid(paths: dict[str, Path], ctx: Context) -> tuple[Path, str]:
+    """The variant that scores best on valid (the first on a tie) and a note with every score."""
+    scores = {name: ctx.score(make_session(path, threads=1)) for name, path in paths.items()}
+    best = max(scores, key=lambda n: scores[n])
+    return paths[best], f"{best} (" + ", ".join(f"{n} {s[0]:.2f}" for n, s in scores.items()) + ")"
+
+
 def _int4(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
     from nanoforge.export.quantize import quantize_weights
 
-    scores = {}
+    paths = {}
     for algo, block, level in INT4_CANDIDATES:
         name = f"{algo}-b{block}" + (f"-acc{level}" if level else "")
-        path = quantize_weights(fp32, work / f"model.int4-{name}.onnx", 4, block, algo, level)
-        scores[name] = (ctx.score(make_session(path, threads=1)), path)
-    best = max(scores, key=lambda n: scores[n][0])
-    return scores[best][1], f"{best} (" + ", ".join(f"{n} {s[0][0]:.2f}" for n, s in scores.items()) + ")"
+        paths[name] = quantize_weights(fp32, work / f"model.int4-{name}.onnx", 4, block, algo, level)
+    return _best_on_valid(paths, ctx)
 
 
 def _int8_weights(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
@@ -273,15 +278,10 @@ def _int8_weights(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
     best on valid, INT8 on a tie."""
     from nanoforge.export.quantize import quantize_weights
 
-    scores = {}
-    for level in (4, None):
-        name = f"acc{level}" if level else "fp32-products"
-        path = quantize_weights(fp32, work / f"model.int8-weights{'-acc4' if level else ''}.onnx", 8, 32,
-                                accuracy_level=level)
-        scores[name] = (ctx.score(make_session(path, threads=1)), path)
-    best = max(scores, key=lambda n: scores[n][0])
-    return scores[best][1], (f"weight-only, blocks of 32, {best} ("
-                             + ", ".join(f"{n} {s[0][0]:.2f}" for n, s in scores.items()) + ")")
+    path, note = _best_on_valid({
+        "acc4": quantize_weights(fp32, work / "model.int8-weights-acc4.onnx", 8, 32, accuracy_level=4),
+        "fp32-products": quantize_weights(fp32, work / "model.int8-weights.onnx", 8, 32)}, ctx)
+    return path, f"weight-only, blocks of 32, {note}"
 
 
 def _int8_dynamic_decoder(fp32: Path, work: Path, ctx: Context) -> tuple[Path, str]:
