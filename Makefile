@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
 WEB_STAMP := web/node_modules/.installed
+LITERT_STAMP := $(VENV)/.litert
 
 CHROMIUM := /usr/bin/chromium
 
@@ -16,7 +17,7 @@ NATIVE_RUN := native/build/nanoforge-run
 NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family
 JOBS ?= 2
 
-.PHONY: install demo test bench lint clean smollm2 web browser native native-bench
+.PHONY: install demo test bench lint clean smollm2 web browser native native-bench litert
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +40,14 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 	touch $(WEB_STAMP)
 
 web: $(WEB_STAMP)
+
+# LiteRT export and runtime (litert-torch, ai-edge-litert): exact pins, installed without
+# resolving (requirements/litert.txt says why); the core pins stay as they are.
+$(LITERT_STAMP): requirements/litert.txt | $(STAMP)
+	$(BIN)/pip install -q --no-deps -r requirements/litert.txt
+	touch $(LITERT_STAMP)
+
+litert: $(LITERT_STAMP)
 
 # Debian's Chromium, for the browser tests (playwright-core drives it; no browser download).
 $(CHROMIUM):
@@ -68,7 +77,7 @@ native: $(NATIVE_RUN) native/build/llama-embedding
 native-bench: $(NATIVE_RUN)
 	cmake --build native/build -j$(JOBS) --target llama-bench
 
-test: $(STAMP) $(WEB_STAMP) $(CHROMIUM) $(NATIVE_RUN) native/build/llama-embedding
+test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(NATIVE_RUN) native/build/llama-embedding
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -265,11 +265,23 @@ def router_build(registry: Path = REGISTRY_OPT,
 @user_errors
 def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run folder that trained it"),
             format: str = typer.Option(..., "--format", help="web: a static site running the nano in the browser; "
-                                       "gguf: a GGUF bundle for llama.cpp, Ollama and nanoforge-run"),
+                                       "gguf: a GGUF bundle for llama.cpp, Ollama and nanoforge-run; "
+                                       "tflite: a LiteRT bundle for Android and iOS"),
             quant: str = typer.Option("f32", "--quant", help="gguf: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, "
                                       "q4_k_m, q5_k_m, q6_k, ..."),
+            precision: str = typer.Option("int8", "--precision", help="tflite: int8 or fp32"),
+            data: Optional[Path] = typer.Option(None, "--data", help="tflite: labelled inputs to check the file on "
+                                                "(default: the run's data/valid.jsonl)"),
             out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
     """Export a bundle to another runtime's format."""
+    if format == "tflite":
+        from nanoforge.export.tflite import export_tflite
+
+        written = export_tflite(bundle, out, precision, data, log=lambda m: typer.echo(m, err=True))
+        size = sum(f.stat().st_size for f in written.iterdir())
+        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {precision}); load it with "
+                   f"`nanoforge.runtime.load('{written}')` or LiteRT's Interpreter (docs/MOBILE.md)")
+        return
     if format == "gguf":
         from nanoforge.export.gguf import export_gguf
 
@@ -280,7 +292,7 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
         typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`{also}")
         return
     if format != "web":
-        raise NanoforgeError(f"--format {format!r}: not one of web, gguf")
+        raise NanoforgeError(f"--format {format!r}: not one of web, gguf, tflite")
     from nanoforge.export.web import export_web, site_bytes
 
     site = export_web(bundle, out)

@@ -216,9 +216,35 @@ class Gguf(_Model):
         return [self.file]
 
 
-Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder, Gguf], Field(discriminator="runtime")]
+class Litert(_Model):
+    """The same nano as one LiteRT (TFLite) file, for phones and LiteRT's interpreter. Every
+    signature has fixed shapes and batch 1, int32 ids. Encoders: `len_<n>` for each n of
+    `lengths` (input_ids, attention_mask [1, n] -> the family graph's outputs). Decoders:
+    `prefill_<n>` (tokens [1, n], input_pos [n], kv_cache_k_<l> / kv_cache_v_<l> [1, kv_heads,
+    cache_length, head_dim] for each layer l -> the caches) and `decode` (tokens [1, 1],
+    input_pos [1], the caches -> logits [1, 1, vocab] and the caches). `source` is the ONNX
+    section it was exported from; its tokenizer (and gate) files are in this bundle too."""
+
+    runtime: Literal["litert"]
+    file: str = Field(description="the .tflite model, a file of the bundle")
+    precision: Literal["fp32", "int8"] = Field(description="the weights' type")
+    quantisation: Literal["none", "dynamic", "weight-only"] = Field(
+        description="dynamic: int8 weights and int8 products with activations quantised at run time; weight-only: "
+                    "int8 weights, float products; none: float32")
+    parameters: int = Field(ge=0)
+    lengths: list[int] = Field(min_length=1, description="padded token lengths of the encoder (or prefill) "
+                                                         "signatures, ascending")
+    cache_length: int | None = Field(description="decoders: slots of the fixed KV cache, the longest prompt plus "
+                                                  "answer (the maximum context); null for encoders")
+    source: OnnxSection
+
+    def files_used(self) -> list[str]:
+        return [self.file] + [f for f in self.source.files_used() if f != self.source.file]
+
+
+Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder, Gguf, Litert], Field(discriminator="runtime")]
 SECTIONS: dict[str, type[_Model]] = {"encoder-classifier": EncoderClassifier, "encoder-tagger": EncoderTagger,
-                                     "decoder": Decoder, "gguf": Gguf}
+                                     "decoder": Decoder, "gguf": Gguf, "litert": Litert}
 GRAPHS: dict[str, Graph] = {"encoder-classifier": CLASSIFIER_GRAPH, "encoder-tagger": TAGGER_GRAPH,
                             "decoder": DECODER_GRAPH}
 

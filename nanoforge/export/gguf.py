@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from nanoforge.bundle import read_manifest, write_bundle
+from nanoforge.bundle import write_bundle
 from nanoforge.errors import NanoforgeError
+from nanoforge.export.weights import decoder_weights, encoder_weights, locate
 from nanoforge.manifest import Decoder, Gguf, Manifest
 from nanoforge.runtime.native import native_binary
 
@@ -44,51 +45,6 @@ UNIGRAM_MODEL = "t5"
 
 
 # ----------------------------------------------------------------------------- weights
-
-
-def _source(path: Path) -> tuple[Path, Manifest, Path]:
-    """(bundle folder, its manifest, the ONNX file holding float weights): for a run folder its
-    FP32 export; for a bundle its own model, or the FP32 export beside it when it is quantised."""
-    run = path if (path / "bundle" / "manifest.json").is_file() else None
-    bundle = path / "bundle" if run else path
-    if not (bundle / "manifest.json").is_file():
-        raise NanoforgeError(f"{path}: neither a bundle (no manifest.json) nor a run folder (no bundle/)")
-    manifest = read_manifest(bundle, verify=True)
-    model = manifest.model
-    if model.runtime == "gguf":
-        raise NanoforgeError(f"{bundle}: already a GGUF bundle; export its source bundle instead")
-    onnx_file = bundle / model.file
-    if run is not None and (run / "export" / "model.fp32.onnx").is_file():  # a run folder: its FP32 export
-        onnx_file = run / "export" / "model.fp32.onnx"
-    elif model.precision in ("int8", "int4"):
-        fp32 = (run or bundle.parent) / "export" / "model.fp32.onnx"
-        if not fp32.is_file():
-            raise NanoforgeError(f"{bundle}: ships {model.precision} weights and no FP32 model is beside it "
-                                 f"({fp32} is missing); export from the run folder that trained it")
-        onnx_file = fp32
-    return bundle, manifest, onnx_file
-
-
-def decoder_weights(onnx_file: Path) -> dict[str, np.ndarray]:
-    """The decoder's float weights under their torch names, in torch layout ([out, in])."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_file))
-    quantised = {n.op_type for n in model.graph.node} & {"MatMulNBits", "MatMulInteger", "DequantizeLinear"}
-    if quantised:
-        raise NanoforgeError(f"{onnx_file}: holds quantised weights ({', '.join(sorted(quantised))}); "
-                             "export from the FP32 model")
-    inits = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
-    for node in model.graph.node:  # equal weights (e.g. norms still all ones) share one initializer
-        if node.op_type == "Identity" and node.input[0] in inits:
-            inits[node.output[0]] = inits[node.input[0]]
-    out = {name: w for name, w in inits.items() if not name.startswith("onnx::") and w.ndim >= 1}
-    for node in model.graph.node:  # MatMul weights are named by the node that uses them
-        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
-            parts = node.name.strip("/").split("/")  # /layers.0/self_attn/q_proj/MatMul
-            out[".".join(parts[:-1]) + ".weight"] = inits[node.input[1]].T
-    return out
 
 
 def _rotary_rows(w: np.ndarray, heads: int) -> np.ndarray:
@@ -115,27 +71,6 @@ def llama_tensors(weights: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[s
             elif torch_name == "self_attn.k_proj":
                 w = _rotary_rows(w, cfg["num_kv_heads"])
             out[f"blk.{layer}.{gguf_name}.weight"] = w
-    return out
-
-
-def encoder_weights(onnx_file: Path) -> dict[str, np.ndarray]:
-    """The encoder's float weights under their torch names ([out, in]): a MatMul's weight is
-    named by the bias its output is added to (the exporter names neither the node nor the weight)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_file))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits:
-            inits[node.output[0]] = inits[node.input[0]]
-    out = {k: v.astype(np.float32) for k, v in inits.items() if k.endswith((".weight", ".bias"))}
-    adds = {i: n for n in model.graph.node if n.op_type == "Add" for i in n.input}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in inits and node.output[0] in adds:
-            bias = next((i for i in adds[node.output[0]].input if i.endswith(".bias")), None)
-            if bias is not None:
-                out[bias[: -len(".bias")] + ".weight"] = inits[node.input[1]].astype(np.float32).T
     return out
 
 
@@ -407,7 +342,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
     """Write a GGUF bundle of `source` (a bundle or a run folder) into `out`."""
     if quant not in QUANTS:
         raise NanoforgeError(f"--quant {quant!r}: not one of {', '.join(QUANTS)}")
-    bundle, manifest, onnx_file = _source(Path(source))
+    bundle, manifest, onnx_file = locate(Path(source))
     runtime = manifest.model.runtime
     if runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
         raise NanoforgeError(f"{bundle}: a {runtime} bundle; GGUF export covers decoder, encoder-classifier "

@@ -22,6 +22,7 @@ from nanoforge.recipes import defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import softmax
 from nanoforge.runtime.session import Runner, bind
+from nanoforge.runtime.tagger import field_agreement
 from nanoforge.runtime.tagging import (
     DocumentEncoder,
     calibrate_thresholds,
@@ -70,11 +71,6 @@ def alignment(schema: Schema, texts: list[str], outputs: list[dict | None]):
             key = "null" if out.get(name) is None else ("unaligned" if span is None else span.method)
             per_field[name][key] += 1
     return spans, {"total": counts, "per_field": per_field}
-
-
-def field_agreement(schema: Schema, a: list[dict], b: list[dict]) -> float:
-    pairs = [(x[f.name], y[f.name]) for x, y in zip(a, b) for f in schema.fields]
-    return sum(p == q for p, q in pairs) / max(len(pairs), 1)
 
 
 def _window_rows(runner: Runner, rows: list[np.ndarray], pad_id: int, batch_size: int = 16) -> list[np.ndarray]:

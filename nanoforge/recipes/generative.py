@@ -22,7 +22,7 @@ from nanoforge.metrics.text import HEADLINE, references
 from nanoforge.recipes import defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.decoder import DecoderNano, decode_text, encode_prompt
-from nanoforge.runtime.generation import Generator
+from nanoforge.runtime.generation import CacheStepper, Generator, greedy_ids
 from nanoforge.runtime.session import Runner, bind
 from nanoforge.students.causal import CausalLM
 from nanoforge.task import TaskSpec
@@ -40,17 +40,8 @@ def json_target(schema, obj: dict) -> str:
 def greedy(runner: Runner, cache: KVCache, layout: PromptLayout, prompts: list[list[int]], max_new: int,
            batch_size: int = 16) -> list[list[int]]:
     """Greedy token ids of a decoder runner (torch or ONNX: the same loop) for each prompt."""
-    gen = Generator(runner, layout.eos_ids, layout.pad_id, cache.layers, cache.kv_heads, cache.head_dim)
-    out: list[list[int]] = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s : s + batch_size]
-        ids: list[list[int]] = [[] for _ in chunk]
-        for step in gen.generate(chunk, max_new):
-            for r, t in enumerate(step):
-                if t is not None:
-                    ids[r].append(t)
-        out += ids
-    return out
+    stepper = CacheStepper(runner, layout.pad_id, cache.layers, cache.kv_heads, cache.head_dim)
+    return greedy_ids(Generator(stepper, layout.eos_ids, layout.pad_id), prompts, max_new, batch_size)
 
 
 def next_token_agreement(runner: Runner, cache: KVCache, layout: PromptLayout, prompts: list[list[int]],

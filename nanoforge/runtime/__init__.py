@@ -6,8 +6,9 @@
     # {"output": "balance", "confidence": 0.98, "out_of_scope": False, "score": ...}
 
 `load` reads the manifest once (checksums verified) and picks the runtime class its model
-section names (`model.runtime`): `encoder-classifier`, `encoder-tagger`, `decoder`, or `gguf`
-(a GGUF export, answered by the native runtime nanoforge-run).
+section names (`model.runtime`): `encoder-classifier`, `encoder-tagger`, `decoder`, `gguf`
+(a GGUF export, answered by the native runtime nanoforge-run) or `litert` (a LiteRT export,
+answered by LiteRT's interpreter).
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ def _gguf():
     return load_gguf
 
 
+def _litert():
+    from nanoforge.runtime.litert import load_litert
+
+    return load_litert
+
+
 RUNTIMES: dict[str, Callable[[], Callable[..., Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
-                                                 "decoder": _decoder, "gguf": _gguf}
+                                                 "decoder": _decoder, "gguf": _gguf, "litert": _litert}
 _NAMES = {"ClassifierNano": _classifier, "TaggerNano": _tagger, "DecoderNano": _decoder}
 
 

@@ -46,6 +46,24 @@ class Nano:
         self.name, self.version, self.kind = m.name, m.version, m.kind
         self.threads = threads
 
+    @property
+    def section(self):
+        """The family's model section (labels, tokenizer, prompt layout, ...): the bundle's own,
+        or for an export to another engine (gguf, litert) the section it was exported from."""
+        return getattr(self.manifest.model, "source", self.manifest.model)
+
+    @property
+    def section_key(self) -> str:
+        """Where `section` sits in manifest.json, for error messages."""
+        return "model.source" if hasattr(self.manifest.model, "source") else "model"
+
+    def open_runner(self, file: str, threads: int | None):
+        """The engine that runs an encoder's graph (`run(output_names, feeds)`): onnxruntime on
+        `file` of the bundle here; another engine's class overrides this."""
+        from nanoforge.runtime.session import make_session
+
+        return make_session(self.dir / file, threads)
+
     # -- answering ---------------------------------------------------------------------
 
     def predict(self, text: str, **options: Any) -> dict[str, Any]:
@@ -54,6 +72,12 @@ class Nano:
 
     def predict_batch(self, texts: list[str], **options: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def agreement(self, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> float:
+        """How far two runs of this nano (another engine, another precision) answer alike on
+        the same inputs, in [0, 1]: here the share of identical outputs."""
+        same = [a["output"] == b["output"] for a, b in zip(ours, theirs)]
+        return sum(same) / max(len(same), 1)
 
     def check_inputs(self, texts: list[str]) -> None:
         for i, t in enumerate(texts):

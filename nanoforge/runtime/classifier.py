@@ -12,7 +12,7 @@ from nanoforge.errors import NanoforgeError
 from nanoforge.manifest import EncoderClassifier, Gate as GateSection, Manifest
 from nanoforge.runtime.base import Nano
 from nanoforge.runtime.gate import Gate, softmax
-from nanoforge.runtime.session import bind, make_session
+from nanoforge.runtime.session import bind
 from nanoforge.runtime.text import TextEncoder
 
 
@@ -35,10 +35,10 @@ class ClassifierNano(Nano):
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, verify: bool = True,
                  manifest: Manifest | None = None):
         super().__init__(bundle_dir, threads, verify, manifest)
-        s: EncoderClassifier = self.manifest.model
+        s: EncoderClassifier = self.section
         self.labels = list(s.labels)
         self.encoder = TextEncoder.from_file(self.dir / s.tokenizer, s.max_length, s.pad_id)
-        self.session = make_session(self.dir / s.file, threads)
+        self.session = self.open_runner(s.file, threads)
         self._call = bind(self.session, s.graph)
         self.gate = load_gate(self.dir, s.gate) if s.gate is not None else None
         # The word for "out of scope" in chat answers (and to the openai teacher backend).
@@ -79,6 +79,11 @@ class ClassifierNano(Nano):
             else:
                 results.append({"output": None, "confidence": None, "out_of_scope": True, "score": float(scores[i])})
         return results
+
+    def agreement(self, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> float:
+        """Share of inputs with the same label and the same out-of-scope decision."""
+        same = [a["output"] == b["output"] and a["out_of_scope"] == b["out_of_scope"] for a, b in zip(ours, theirs)]
+        return sum(same) / max(len(same), 1)
 
     # -- the kind's rules ----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from nanoforge.data import Record
 from nanoforge.errors import NanoforgeError
 from nanoforge.manifest import Decoder, Manifest, PromptLayout
 from nanoforge.runtime.base import Nano
-from nanoforge.runtime.generation import Generator, Sampling
+from nanoforge.runtime.generation import CacheStepper, Generator, Sampling, Stepper
 from nanoforge.runtime.session import make_session
 
 
@@ -69,23 +69,28 @@ class DecoderNano(Nano):
         from tokenizers import Tokenizer
 
         super().__init__(bundle_dir, threads, verify, manifest)
-        s: Decoder = self.manifest.model
+        s: Decoder = self.section
         self.layout = s.prompt
         self.max_input_tokens, self.max_new_tokens = s.max_input_tokens, s.max_new_tokens
         self.tok = Tokenizer.from_file(str(self.dir / s.tokenizer))
         self.tok.no_truncation()
         self.tok.no_padding()
-        runner = runner or make_session(self.dir / (model_file or s.file), threads)
-        self.generator = Generator(runner, s.prompt.eos_ids, s.prompt.pad_id, s.cache.layers, s.cache.kv_heads,
-                                   s.cache.head_dim)
+        stepper = (CacheStepper(runner, s.prompt.pad_id, s.cache.layers, s.cache.kv_heads, s.cache.head_dim)
+                   if runner is not None else self.open_stepper(s, threads, model_file))
+        self.generator = Generator(stepper, s.prompt.eos_ids, s.prompt.pad_id)
         self.schema = self.constraint = None
         if s.schema_ is not None:  # JSON under the schema, by construction
             from nanoforge.extract.schema import Schema
             from nanoforge.runtime.constrain import JsonConstraint
 
-            self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: model.schema")
+            self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: {self.section_key}.schema")
             pieces, self.strip_first = token_pieces(self.tok)
             self.constraint = JsonConstraint(self.schema.json_schema(), pieces, s.prompt.eos_ids)
+
+    def open_stepper(self, s: Decoder, threads: int | None, model_file: str | None = None) -> Stepper:
+        """The engine that gives next-token logits: here onnxruntime on the bundle's ONNX file."""
+        session = make_session(self.dir / (model_file or s.file), threads)
+        return CacheStepper(session, s.prompt.pad_id, s.cache.layers, s.cache.kv_heads, s.cache.head_dim)
 
     def prompt(self, text: str) -> tuple[list[int], bool]:
         return encode_prompt(self.tok, self.layout, text, self.max_input_tokens)

@@ -12,7 +12,6 @@ from nanoforge.extract.schema import Schema, validate
 from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import EncoderTagger, Manifest
 from nanoforge.runtime.base import Nano
-from nanoforge.runtime.session import make_session
 from nanoforge.runtime.tagging import DocumentEncoder, read_fields
 
 
@@ -26,12 +25,12 @@ class TaggerNano(Nano):
         from tokenizers import Tokenizer
 
         super().__init__(bundle_dir, threads, verify, manifest)
-        s: EncoderTagger = self.manifest.model
-        self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: model.schema")
+        s: EncoderTagger = self.section
+        self.schema = Schema.from_json_schema(s.schema_, source=f"{self.dir / 'manifest.json'}: {self.section_key}.schema")
         self.encoder = DocumentEncoder(Tokenizer.from_file(str(self.dir / s.tokenizer)), s.max_length, s.stride,
                                        s.pad_id)
         self.thresholds = dict(s.thresholds)
-        self.session = make_session(self.dir / s.file, threads)
+        self.session = self.open_runner(s.file, threads)
 
     def predict_batch(self, texts: list[str], batch_size: int = 16) -> list[dict[str, Any]]:
         self.check_inputs(texts)
@@ -41,6 +40,9 @@ class TaggerNano(Nano):
     def _answer(self, output: dict[str, Any], confidence: dict[str, float]) -> dict[str, Any]:
         """`valid` is false only when a required field has no value of its type anywhere."""
         return {"output": output, "confidence": confidence, "valid": not validate(self.schema, output)}
+
+    def agreement(self, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> float:
+        return field_agreement(self.schema, [a["output"] for a in ours], [a["output"] for a in theirs])
 
     # -- the kind's rules ----------------------------------------------------------------
 
@@ -65,7 +67,20 @@ class TaggerNano(Nano):
 
 
 def schema_gold(schema: Schema, record: Record) -> dict[str, Any]:
-    """A record's gold object, typed (a value that does not read as its field's type names the line)."""
-    if not isinstance(record.output, dict):
+    """A record's gold object, typed (a value that does not read as its field's type names the
+    line); the object may also come as its JSON text, as a decoder's training data holds it."""
+    output = record.output
+    if isinstance(output, str) and output.lstrip().startswith("{"):
+        try:
+            output = json.loads(output)
+        except json.JSONDecodeError:
+            pass
+    if not isinstance(output, dict):
         raise NanoforgeError(f"{record.where}: `output` must be a JSON object of the schema's fields")
-    return coerce_output(schema, record.output, where=record.where)
+    return coerce_output(schema, output, where=record.where)
+
+
+def field_agreement(schema: Schema, a: list[dict], b: list[dict]) -> float:
+    """Share of (document, field) values equal in two lists of outputs."""
+    pairs = [(x[f.name], y[f.name]) for x, y in zip(a, b) for f in schema.fields]
+    return sum(p == q for p, q in pairs) / max(len(pairs), 1)

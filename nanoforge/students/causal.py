@@ -93,21 +93,30 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, mask, past_k, past_v):
+        q, k, v = self.qkv(x, cos, sin)
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        return self.attend(q, k, v, mask), k, v
+
+    def qkv(self, x, cos, sin):
+        """Queries, keys and values of x (B, S, H) at its rotary positions: (B, heads, S, D)."""
         b, s, _ = x.shape
         c = self.cfg
         q = self.q_proj(x).view(b, s, c.num_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, s, c.num_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, s, c.num_kv_heads, c.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k = torch.cat([past_k, k], dim=2)
-        v = torch.cat([past_v, v], dim=2)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def attend(self, q, k, v, mask):
+        """Attention of q over the cache k, v (B, kv_heads, positions, D) under the additive mask."""
+        b, _, s, _ = q.shape
+        c = self.cfg
         rep = c.num_heads // c.num_kv_heads
         kk = k.repeat_interleave(rep, dim=1) if rep > 1 else k
         vv = v.repeat_interleave(rep, dim=1) if rep > 1 else v
         att = (q @ kk.transpose(-1, -2)) / math.sqrt(c.head_dim) + mask
         out = F.softmax(att, dim=-1) @ vv
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1)), k, v
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
 class MLP(nn.Module):
@@ -167,6 +176,12 @@ class CausalLM(nn.Module):
         h, ks, vs = self.hidden(input_ids, attention_mask, position_ids, past_k, past_v)
         return self.lm_head(h), ks, vs
 
+    def rotary(self, position_ids):
+        """cos and sin of the rotary embedding at (B, S) positions: (B, 1, S, head_dim) each."""
+        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+
     def hidden(self, input_ids, attention_mask=None, position_ids=None, past_k=None, past_v=None):
         """The final normed hidden states (B, S, H) and the cache; training applies `lm_head`
         only where a loss is taken (the answer tokens), which saves most of the vocabulary
@@ -179,9 +194,7 @@ class CausalLM(nn.Module):
             attention_mask = torch.ones(b, p + s, dtype=torch.int64)
         if position_ids is None:
             position_ids = (torch.arange(s) + p).unsqueeze(0).expand(b, s)
-        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq
-        emb = torch.cat([freqs, freqs], dim=-1)
-        cos, sin = emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+        cos, sin = self.rotary(position_ids)
         q_idx = torch.arange(s).unsqueeze(1) + p
         k_idx = torch.arange(p + s).unsqueeze(0)
         allowed = (k_idx <= q_idx).unsqueeze(0).unsqueeze(0) & (attention_mask[:, None, None, :] > 0)

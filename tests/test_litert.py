@@ -1,0 +1,181 @@
+"""LiteRT export and runtime: tiny models of each kind go bundle -> .tflite (litert-torch) ->
+LiteRT's own interpreter (ai-edge-litert) through nanoforge.runtime.litert, and answer like the
+ONNX runtime; an export that fails the task's tolerance is refused with its figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("litert_torch", reason="LiteRT export needs litert-torch: `make litert` installs it")
+pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ai-edge-litert: `make litert` installs it")
+
+from nanoforge.errors import NanoforgeError  # noqa: E402
+from nanoforge.export.tflite import choose_lengths, export_tflite  # noqa: E402
+from nanoforge.runtime import load  # noqa: E402
+
+from test_native import _classifier_on_fp32, _wide_random_export  # noqa: E402
+
+
+def _texts(path, key="input"):
+    return [json.loads(x)[key] for x in path.read_text().splitlines()]
+
+
+def test_signature_lengths_follow_the_inputs_seen():
+    assert choose_lengths([], 48) == [16, 32, 48]
+    assert choose_lengths([], 16) == [16]
+    seen = [5] * 50 + [9] * 30 + [20] * 10 + [47]
+    got = choose_lengths(seen, 64, k=3)
+    assert got[-1] == 64 and len(got) <= 3 and got[0] == 8
+    # padding is never worse than the powers of two it replaces
+    def padded(lengths):
+        return sum(min(x for x in lengths if x >= n) for n in seen)
+    assert padded(got) <= padded([16, 32, 64])
+    assert choose_lengths([3, 500], 384) == [8, 384]  # cut at the model's max_length
+
+
+@pytest.fixture(scope="module")
+def classifier_fp32(trained_run, tmp_path_factory):
+    return export_tflite(trained_run["out"], tmp_path_factory.mktemp("litert") / "cls", "fp32", log=lambda m: None)
+
+
+def test_a_classifier_answers_like_the_onnx_runtime_with_its_gate(trained_run, classifier_fp32):
+    nano = load(classifier_fp32)
+    python = _classifier_on_fp32(trained_run)
+    texts = _texts(trained_run["task"].parent / "test.jsonl") + ["please " * 60 + "freeze my account"]
+    got, want = nano.predict_batch(texts), [python.predict(t) for t in texts]
+    m = nano.manifest.model
+    assert m.runtime == "litert" and m.quantisation == "none" and m.lengths[-1] == m.source.max_length
+    for g, w in zip(got, want):
+        assert list(g) == list(w) and (g["output"], g["out_of_scope"]) == (w["output"], w["out_of_scope"])
+        assert g["score"] == pytest.approx(w["score"], rel=1e-4, abs=1e-4)
+        assert (g["confidence"] is None) == (w["confidence"] is None)
+        assert w["confidence"] is None or g["confidence"] == pytest.approx(w["confidence"], rel=1e-4, abs=1e-5)
+    assert {g["out_of_scope"] for g in got} == {True, False}
+    assert nano.predict(texts[0])["output"] == got[0]["output"]  # one input takes the same path
+    parity = nano.manifest.metrics["parity"]
+    assert parity["passed"] and parity["n"] > 10 and 0.9 <= parity["agreement"] <= 1  # against the int8 bundle
+
+
+def test_int8_ships_the_first_quantisation_within_tolerance_and_refuses_below_it(trained_run, classifier_fp32,
+                                                                                tmp_path):
+    bundle = export_tflite(trained_run["out"], tmp_path / "int8", "int8", min_agreement=0.0, max_metric_drop=100,
+                           log=lambda m: None)
+    nano = load(bundle)
+    assert nano.manifest.model.precision == "int8" and nano.manifest.model.quantisation == "dynamic"
+    assert nano.manifest.model.lengths == load(classifier_fp32).manifest.model.lengths
+    # int8 weights (on this tiny model the graph of each signature is most of the file)
+    assert (bundle / "model.tflite").stat().st_size < (classifier_fp32 / "model.tflite").stat().st_size
+    assert nano.predict("what is my balance")["output"] in nano.labels + [None]
+    with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: both int8 variants are tried, then refused
+        export_tflite(trained_run["out"], tmp_path / "refused", "int8", max_metric_drop=-100, log=lambda m: None)
+    msg = str(e.value)
+    assert "dynamic: metric" in msg and "weight-only: metric" in msg and "--precision fp32" in msg
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_span_tagger_answers_like_the_onnx_runtime(extract_run, tmp_path):
+    from nanoforge.runtime.tagger import TaggerNano
+
+    bundle = export_tflite(extract_run["out"], tmp_path / "tagger", "fp32", log=lambda m: None)
+    nano = load(bundle)
+    python = TaggerNano(extract_run["bundle"])
+    python.session = python.open_runner(str(extract_run["out"] / "export" / "model.fp32.onnx"), 1)
+    texts = _texts(extract_run["root"] / "test.jsonl")
+    got, want = nano.predict_batch(texts), python.predict_batch(texts)
+    assert [g["output"] for g in got] == [w["output"] for w in want]
+    assert [g["valid"] for g in got] == [w["valid"] for w in want]
+    for g, w in zip(got, want):
+        assert g["confidence"] == pytest.approx(w["confidence"], abs=1e-4)
+    assert max(len(t) for t in texts) > 200  # documents longer than one window
+    assert nano.manifest.model.lengths[-1] == nano.manifest.model.source.max_length
+
+
+@pytest.fixture(scope="module")
+def random_decoder_run(translate_run, tmp_path_factory):
+    """translate_run on wide random weights (long, varied greedy answers), as a run folder keeps them."""
+    run = tmp_path_factory.mktemp("litert-dec") / "run"
+    shutil.copytree(translate_run["bundle"], run / "bundle")
+    shutil.copytree(translate_run["root"] / "run" / "data", run / "data")
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    _wide_random_export(manifest["model"]["config"], run, seed=0)
+    return run
+
+
+def test_a_decoder_generates_the_onnx_runtimes_tokens_over_a_fixed_cache(random_decoder_run, translate_run, tmp_path):
+    from nanoforge.runtime.decoder import DecoderNano
+
+    run = random_decoder_run
+    # (the bundle's own model.onnx holds the trained weights, not these: the guard's reference differs)
+    bundle = export_tflite(run, tmp_path / "dec", "fp32", max_metric_drop=100, min_agreement=0, log=lambda m: None)
+    nano = load(bundle)
+    python = DecoderNano(run / "bundle", model_file=str(run / "export" / "model.fp32.onnx"))
+    texts = _texts(translate_run["root"] / "test.jsonl", "en") + ["I have 3 cats.", "A " * 80]
+    got, want = nano.predict_batch(texts), python.predict_batch(texts)
+    m = nano.manifest.model
+    assert m.cache_length == len(m.source.prompt.prefix_ids) + m.source.max_input_tokens + len(
+        m.source.prompt.suffix_ids) + m.source.max_new_tokens
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in ("output", "tokens", "finish", "truncated")} == \
+               {k: w[k] for k in ("output", "tokens", "finish", "truncated")}
+        assert g["confidence"] == pytest.approx(w["confidence"], rel=1e-3)
+    assert got[-1]["truncated"] and max(g["tokens"] for g in got) == m.source.max_new_tokens
+    assert "".join(nano.stream(texts[0])) == got[0]["output"]
+    seeded = [nano.predict(texts[1], temperature=0.9, seed=7)["output"] for _ in range(2)]
+    assert seeded[0] == seeded[1] == python.predict(texts[1], temperature=0.9, seed=7)["output"]
+
+
+def test_a_schema_decoder_writes_the_same_json(decoder_extract_run, tmp_path):
+    run = decoder_extract_run["bundle"].parent
+    bundle = export_tflite(run, tmp_path / "json", "fp32", max_metric_drop=100, min_agreement=0.0,
+                           log=lambda m: None)
+    from nanoforge.runtime.decoder import DecoderNano
+
+    nano = load(bundle)
+    python = DecoderNano(decoder_extract_run["bundle"], model_file=str(run / "export" / "model.fp32.onnx"))
+    texts = _texts(decoder_extract_run["root"] / "test.jsonl")[:3]
+    got, want = nano.predict_batch(texts), python.predict_batch(texts)
+    assert all(g["valid"] for g in got)
+    assert [(g["output"], g["tokens"]) for g in got] == [(w["output"], w["tokens"]) for w in want]
+
+
+def test_cli_exports_and_evals_the_litert_bundle_like_the_onnx_one(trained_run, classifier_fp32, tmp_path):
+    test = trained_run["task"].parent / "test.jsonl"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "nanoforge.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+
+    onnx_eval = run("eval", trained_run["bundle"], "--data", test, "--json")
+    litert_eval = run("eval", classifier_fp32, "--data", test, "--json")
+    assert onnx_eval.returncode == litert_eval.returncode == 0, litert_eval.stderr[-500:]
+    a, b = json.loads(onnx_eval.stdout), json.loads(litert_eval.stdout)
+    assert set(a) == set(b)
+    predicted = run("predict", classifier_fp32, "what is my balance")
+    assert predicted.returncode == 0 and "output" in json.loads(predicted.stdout)
+    bad = run("export", trained_run["out"], "--format", "tflite", "--precision", "int4", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "--precision 'int4'" in bad.stderr and "Traceback" not in bad.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(classifier_fp32, tampered)
+    data = bytearray((tampered / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tampered / "model.tflite").write_bytes(bytes(data))
+    refused = run("predict", tampered, "what is my balance")
+    assert refused.returncode == 2 and "model.tflite" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_litert_runtime_answers_without_torch(classifier_fp32):
+    from test_runtime_light import run_blocked
+
+    r = run_blocked(f"""
+        import sys
+        from nanoforge.runtime import load
+        nano = load({str(classifier_fp32)!r})
+        print(nano.predict("what is my balance")["output"])
+        assert not {{"torch", "transformers", "jax", "litert_torch"}} & set(sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr[-500:]
