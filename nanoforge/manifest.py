@@ -242,9 +242,26 @@ class Litert(_Model):
         return [self.file] + [f for f in self.source.files_used() if f != self.source.file]
 
 
-Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder, Gguf, Litert], Field(discriminator="runtime")]
+class Mlx(_Model):
+    """The same nano for Apple's MLX: `file` (safetensors) and `config` (JSON) in Hugging Face's
+    Llama (a folder mlx-lm loads) or BERT layout (with `head.*`); `source` as for litert."""
+
+    runtime: Literal["mlx"]
+    file: str = Field(description="the weights, safetensors; with `quantization`, each quantised Linear's "
+                                  "`weight` (uint32-packed), `scales` and `biases` as mlx.core.quantize writes them")
+    config: str = Field(description="the architecture's Hugging Face config.json")
+    architecture: Literal["llama", "bert"]
+    quantization: dict[str, int] | None = Field(description="{bits, group_size}; null: float32")
+    parameters: int = Field(ge=0)
+    source: OnnxSection
+
+    def files_used(self) -> list[str]:
+        return [self.file, self.config] + [f for f in self.source.files_used() if f != self.source.file]
+
+
+Section = Annotated[Union[EncoderClassifier, EncoderTagger, Decoder, Gguf, Litert, Mlx], Field(discriminator="runtime")]
 SECTIONS: dict[str, type[_Model]] = {"encoder-classifier": EncoderClassifier, "encoder-tagger": EncoderTagger,
-                                     "decoder": Decoder, "gguf": Gguf, "litert": Litert}
+                                     "decoder": Decoder, "gguf": Gguf, "litert": Litert, "mlx": Mlx}
 GRAPHS: dict[str, Graph] = {"encoder-classifier": CLASSIFIER_GRAPH, "encoder-tagger": TAGGER_GRAPH,
                             "decoder": DECODER_GRAPH}
 

@@ -23,7 +23,10 @@ folder is a bundle (runtime `litert`) with the tokenizer (and gate) beside the m
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -294,11 +297,8 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
     if runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
         raise NanoforgeError(f"{bundle}: a {runtime} bundle; LiteRT export covers ONNX decoder, "
                              "encoder-classifier and encoder-tagger bundles")
-    try:
-        import litert_torch  # noqa: F401
-    except ImportError:
-        raise NanoforgeError("LiteRT export needs litert-torch: run `make litert` (pip install --no-deps "
-                             "-r requirements/litert.txt)") from None
+    if importlib.util.find_spec("litert_torch") is None:  # the exporter's own environment does it
+        return _in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log)
     from nanoforge.runtime import load
 
     records = valid_records(bundle, Path(data) if data else None, limit if runtime != "decoder" else min(limit, 200))
@@ -347,3 +347,41 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
     raise NanoforgeError(f"no LiteRT {precision} file is within export.max_metric_drop={max_drop} and "
                          f"export.min_agreement={min_agreement} of the ONNX bundle on {len(records)} valid inputs "
                          f"({figures}); nothing written; loosen those in the task's export section{hint}")
+
+
+# ----------------------------------------------------------------------------- the exporter's environment
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def litert_python() -> Path:
+    """The Python of the environment with litert-torch: $NANOFORGE_LITERT_PYTHON, else the one
+    `make litert` builds (.venv-litert)."""
+    env = os.environ.get("NANOFORGE_LITERT_PYTHON")
+    path = Path(env) if env else ROOT / ".venv-litert" / "bin" / "python"
+    if not path.is_file():
+        raise NanoforgeError("LiteRT export needs litert-torch, which lives in its own environment: run "
+                             "`make litert` (or set NANOFORGE_LITERT_PYTHON to a Python that has it)")
+    return path
+
+
+def _in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log) -> Path:
+    """Run this export in litert-torch's environment (`nanoforge export`), its progress passed on."""
+    cmd = [str(litert_python()), "-m", "nanoforge.cli", "export", str(source), "--format", "tflite",
+           "--precision", precision, "--out", str(out), "--limit", str(limit)]
+    cmd += ["--data", str(data)] if data else []
+    cmd += ["--max-metric-drop", str(max_metric_drop)] if max_metric_drop is not None else []
+    cmd += ["--min-agreement", str(min_agreement)] if min_agreement is not None else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    errors = []
+    for line in proc.stderr:
+        line = line.rstrip()
+        if line.startswith("error: "):
+            errors.append(line[len("error: "):])
+        elif line.startswith("litert "):
+            log(line)
+    proc.wait()
+    if proc.returncode != 0:
+        raise NanoforgeError(errors[-1] if errors else f"the LiteRT export failed (exit {proc.returncode})")
+    return Path(out)

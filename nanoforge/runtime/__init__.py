@@ -7,8 +7,8 @@
 
 `load` reads the manifest once (checksums verified) and picks the runtime class its model
 section names (`model.runtime`): `encoder-classifier`, `encoder-tagger`, `decoder`, `gguf`
-(a GGUF export, answered by the native runtime nanoforge-run) or `litert` (a LiteRT export,
-answered by LiteRT's interpreter).
+(a GGUF export, answered by the native runtime nanoforge-run) `litert` (a LiteRT export,
+answered by LiteRT's interpreter) or `mlx` (an MLX export, answered on MLX).
 """
 
 from __future__ import annotations
@@ -59,8 +59,15 @@ def _litert():
     return load_litert
 
 
+def _mlx():
+    from nanoforge.runtime.mlx import load_mlx
+
+    return load_mlx
+
+
 RUNTIMES: dict[str, Callable[[], Callable[..., Nano]]] = {"encoder-classifier": _classifier, "encoder-tagger": _tagger,
-                                                 "decoder": _decoder, "gguf": _gguf, "litert": _litert}
+                                                 "decoder": _decoder, "gguf": _gguf, "litert": _litert,
+                                                 "mlx": _mlx}
 _NAMES = {"ClassifierNano": _classifier, "TaggerNano": _tagger, "DecoderNano": _decoder}
 
 
