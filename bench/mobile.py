@@ -6,12 +6,14 @@
                            --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja
 
 For each run folder: `nanoforge export RUN --format tflite` (INT8 by default; `--precision
-fp32` too), then on every input of the test file, the LiteRT bundle (nanoforge.runtime.litert,
-XNNPACK, 1 thread) against the ONNX bundle (nanoforge.runtime, 1 thread): answers identical
-(classify: label and out-of-scope decision; extract: each field; generate: the whole greedy
-text), the task metric of each through the kind's own scoring, single-input p50 latency (the
-same inputs, the same process), model file sizes, and the padding the signature lengths cost
-(padded tokens over real tokens of the test inputs). Writes bench/results/mobile.json and .png.
+fp32` too) and `--format mlx` (float32), then on every input of the test file each export
+(LiteRT: nanoforge.runtime.litert, XNNPACK, 1 thread; MLX: nanoforge.runtime.mlx on MLX's CPU
+build, its own threads) against the ONNX bundle (nanoforge.runtime, 1 thread) and against the
+run's FP32 ONNX model (the trained student's answers): answers identical (classify: label and
+out-of-scope decision; extract: each field; generate: the whole greedy text), the task metric
+of each through the kind's own scoring, single-input p50 latency (the same inputs, the same
+process), model file sizes, and the padding the LiteRT signature lengths cost (padded tokens
+over real tokens of the test inputs). Writes bench/results/mobile.json and .png.
 """
 
 from __future__ import annotations
@@ -51,44 +53,77 @@ def padding(nano, texts: list[str]) -> dict:
             "padded_over_real": round(sum(padded) / max(sum(real), 1), 3)}
 
 
-def measure(name: str, run: Path, data: Path, fields: tuple[str, str], precision: str, args) -> dict:
-    from nanoforge.data import read_records
+def fp32_onnx(run: Path):
+    """The run's FP32 ONNX model under the bundle's rules: the trained student's answers (the
+    recipe checked that this export decodes and labels exactly as torch on valid)."""
+    from nanoforge.runtime import load
+    from nanoforge.runtime.decoder import DecoderNano
+    from nanoforge.runtime.session import bind
+
+    fp32 = run / "export" / "model.fp32.onnx"
+    nano = load(run / "bundle", threads=1)
+    if nano.section.runtime == "decoder":
+        return DecoderNano(run / "bundle", threads=1, model_file=str(fp32.resolve()))
+    nano.session = nano.open_runner(str(fp32.resolve()), 1)
+    if hasattr(nano, "_call"):
+        nano._call = bind(nano.session, nano.section.graph)
+    return nano
+
+
+def score(nano, texts: list[str], golds: list, timed: list[str]) -> dict:
     from nanoforge.evaluate import latency_ms
+
+    t = time.perf_counter()
+    got = answers(nano, texts)
+    out = {"answers": got, "seconds": round(time.perf_counter() - t, 1),
+           "metrics": nano.score([a["output"] for a in got], golds),
+           "p50_ms": latency_ms(nano.predict, timed, n=len(timed), warmup=min(5, len(timed)))["p50"]}
+    if nano.section.runtime == "decoder":
+        out["speed"] = nano.speed(timed[:20])
+    return out
+
+
+def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> dict:
+    from nanoforge.data import read_records
+    from nanoforge.export.mlx import export_mlx
     from nanoforge.export.tflite import export_tflite
     from nanoforge.runtime import load
 
-    out = args.work / f"{name}-{precision}"
-    t0 = time.perf_counter()
-    export_tflite(run, out, precision, log=print)
-    export_s = time.perf_counter() - t0
     records = read_records(data, *fields)[: args.limit or None]
     texts = [r.input for r in records]
-    onnx, lite = load(run / "bundle", threads=1), load(out, threads=1)
-    golds = [onnx.gold(r) for r in records]
     timed = texts[: args.latency_n]
-    result = {"run": str(run), "data": str(data), "n": len(texts), "export_seconds": round(export_s, 1),
-              "onnx_precision": onnx.manifest.model.precision, "litert_precision": lite.manifest.model.precision,
-              "litert_quantisation": lite.manifest.model.quantisation,
-              "bytes": {"onnx_model": (run / "bundle" / onnx.manifest.model.file).stat().st_size,
-                        "tflite_model": (out / "model.tflite").stat().st_size},
-              "valid_check": lite.manifest.metrics.get("parity")}
-    per = {}
-    for label, nano in (("onnx", onnx), ("litert", lite)):
-        t = time.perf_counter()
-        got = answers(nano, texts)
-        per[label] = {"answers": got, "seconds": round(time.perf_counter() - t, 1),
-                      "metrics": nano.score([a["output"] for a in got], golds),
-                      "p50_ms": latency_ms(nano.predict, timed, n=len(timed), warmup=min(5, len(timed)))["p50"]}
-        if onnx.section.runtime == "decoder":
-            per[label]["speed"] = nano.speed(timed[:20])
-    result["identical"] = onnx.agreement(per["onnx"]["answers"], per["litert"]["answers"])
-    result["unit"] = {"encoder-classifier": "label + out-of-scope decision", "encoder-tagger": "field"}.get(
-        onnx.section.runtime, "greedy output")
-    for label in ("onnx", "litert"):
-        per[label].pop("answers")
-    result.update(per)
-    result["litert_over_onnx_p50"] = round(per["litert"]["p50_ms"] / per["onnx"]["p50_ms"], 3)
-    result["padding"] = padding(lite, texts)
+    onnx = load(run / "bundle", threads=1)
+    golds = [onnx.gold(r) for r in records]
+    result = {"run": str(run), "data": str(data), "n": len(texts), "onnx_precision": onnx.manifest.model.precision,
+              "unit": {"encoder-classifier": "label + out-of-scope decision", "encoder-tagger": "field"}.get(
+                  onnx.section.runtime, "greedy output"),
+              "bytes": {"onnx": (run / "bundle" / onnx.manifest.model.file).stat().st_size}}
+    refs = {"onnx": score(onnx, texts, golds, timed), "onnx-fp32": score(fp32_onnx(run), texts, golds, timed)}
+    engines = {}
+    for precision in args.precision or ["int8"]:
+        out = args.work / f"{name}-tflite-{precision}"
+        t0 = time.perf_counter()
+        export_tflite(run, out, precision, log=print)
+        engines[f"litert-{precision}"] = (load(out, threads=1), time.perf_counter() - t0, out / "model.tflite")
+    if not args.no_mlx:
+        out = args.work / f"{name}-mlx"
+        t0 = time.perf_counter()
+        export_mlx(run, out)
+        engines["mlx-fp32"] = (load(out), time.perf_counter() - t0, out / "model.safetensors")
+    for key, (nano, seconds, model_file) in engines.items():
+        r = score(nano, texts, golds, timed)
+        r["export_seconds"] = round(seconds, 1)
+        r["identical_to_onnx"] = onnx.agreement(refs["onnx"]["answers"], r["answers"])
+        r["identical_to_onnx_fp32"] = onnx.agreement(refs["onnx-fp32"]["answers"], r["answers"])
+        r["over_onnx_p50"] = round(r["p50_ms"] / refs["onnx"]["p50_ms"], 3)
+        result["bytes"][key] = model_file.stat().st_size
+        if key.startswith("litert"):
+            r["valid_check"] = nano.manifest.metrics.get("parity")
+            r["padding"] = padding(nano, texts)
+        result[key] = r
+    for r in [*refs.values(), *(result[k] for k in engines)]:
+        r.pop("answers")
+    result.update(refs)
     return result
 
 
@@ -99,18 +134,26 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result["nanos"])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for k, key in enumerate(("onnx", "litert")):
-        a1.bar([i + (k - 0.5) * 0.4 for i in range(len(names))], [result["nanos"][n][key]["p50_ms"] for n in names],
-               width=0.4, label=key)
+    keys = sorted({k for n in names for k, v in result["nanos"][n].items() if isinstance(v, dict) and "p50_ms" in v})
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        a1.bar([i + (k - (len(keys) - 1) / 2) * width for i in range(len(names))],
+               [result["nanos"][n].get(key, {}).get("p50_ms", 0) for n in names], width=width, label=key)
     a1.set_xticks(range(len(names)), names)
     a1.set_yscale("log")
-    a1.set_ylabel("p50 ms per input, 1 thread")
-    a1.set_title("ONNX runtime vs LiteRT (XNNPACK), same run")
-    a1.legend()
-    a2.bar(names, [100 * result["nanos"][n]["identical"] for n in names], color="#4a8")
+    a1.set_ylabel("p50 ms per input (ONNX, LiteRT: 1 thread)")
+    a1.set_title("same machine, same run")
+    a1.legend(fontsize=8)
+    engines = [k for k in keys if not k.startswith("onnx")]
+    for k, key in enumerate(engines):
+        a2.bar([i + (k - (len(engines) - 1) / 2) * 0.8 / len(engines) for i in range(len(names))],
+               [100 * result["nanos"][n].get(key, {}).get("identical_to_onnx", 0) for n in names],
+               width=0.8 / len(engines), label=key)
+    a2.set_xticks(range(len(names)), names)
     a2.set_ylim(80, 100.5)
-    a2.set_title("LiteRT answers identical to the ONNX bundle (%)")
+    a2.set_title("answers identical to the ONNX bundle (%)")
+    a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -121,6 +164,7 @@ def main() -> None:
                     help="NAME=RUN_FOLDER:TEST.jsonl[:INPUT_FIELD[:OUTPUT_FIELD]] (repeatable)")
     ap.add_argument("--precision", action="append", choices=("int8", "fp32"),
                     help="LiteRT precisions to export and measure (default: int8)")
+    ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX export (float32, MLX's CPU build)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many test inputs per nano (0: all)")
     ap.add_argument("--latency-n", type=int, default=200, help="inputs timed one at a time")
     ap.add_argument("--work", type=Path, default=Path("runs/mobile-bench"))
@@ -132,20 +176,19 @@ def main() -> None:
         name, _, rest = item.partition("=")
         run, data, *field = rest.split(":")
         fields = (field[0], field[1] if len(field) > 1 else "output") if field else ("input", "output")
-        for precision in args.precision or ["int8"]:
-            key = name if precision == "int8" else f"{name}-{precision}"
-            r = nanos[key] = {**measure(name, Path(run), Path(data), fields, precision, args),
-                              "date": time.strftime("%Y-%m-%d")}
-            print(f"{key}: identical {r['identical']:.2%} of {r['n']} ({r['unit']}); p50 onnx "
-                  f"{r['onnx']['p50_ms']:.2f} ms, litert {r['litert']['p50_ms']:.2f} ms; tflite "
-                  f"{r['bytes']['tflite_model'] / 1e6:.1f} MB vs onnx {r['bytes']['onnx_model'] / 1e6:.1f} MB; "
-                  f"padding x{r['padding']['padded_over_real']}")
+        r = nanos[name] = {**measure(name, Path(run), Path(data), fields, args), "date": time.strftime("%Y-%m-%d")}
+        for key in (k for k in r if k.startswith(("litert", "mlx"))):
+            e = r[key]
+            print(f"{name} {key}: identical {e['identical_to_onnx']:.2%} to the ONNX bundle, "
+                  f"{e['identical_to_onnx_fp32']:.2%} to its FP32 model ({r['unit']}, n={r['n']}); p50 "
+                  f"{e['p50_ms']:.2f} ms vs onnx {r['onnx']['p50_ms']:.2f} ms; {r['bytes'][key] / 1e6:.1f} MB")
     if args.keep and args.out.is_file():
         for name, entry in json.loads(args.out.read_text())["nanos"].items():
             nanos.setdefault(name, entry)
     from importlib.metadata import version
 
     result = {"nanos": nanos, "ai_edge_litert": version("ai-edge-litert"), "onnxruntime": version("onnxruntime"),
+              "mlx": version("mlx"),
               "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

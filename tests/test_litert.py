@@ -20,9 +20,12 @@ from test_native import _classifier_on_fp32, _wide_random_export
 
 pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ai-edge-litert: `make install` installs it")
 try:
-    litert_python()
-except NanoforgeError as e:  # `make test` builds it first
-    pytest.skip(str(e), allow_module_level=True)
+    import litert_torch  # noqa: F401  (an environment that has it exports in process)
+except ImportError:
+    try:
+        litert_python()
+    except NanoforgeError as e:  # `make test` builds it first
+        pytest.skip(str(e), allow_module_level=True)
 
 
 def _texts(path, key="input"):
@@ -61,6 +64,12 @@ def test_a_classifier_answers_like_the_onnx_runtime_with_its_gate(trained_run, c
         assert w["confidence"] is None or g["confidence"] == pytest.approx(w["confidence"], rel=1e-4, abs=1e-5)
     assert {g["out_of_scope"] for g in got} == {True, False}
     assert nano.predict(texts[0])["output"] == got[0]["output"]  # one input takes the same path
+    from ai_edge_litert import schema_py_generated as schema  # the contract rides in the file too
+
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel((classifier_fp32 / "model.tflite").read_bytes(), 0))
+    [entry] = [e for e in flat.metadata if e.name == b"nanoforge.manifest"]
+    embedded = json.loads(bytes(flat.buffers[entry.buffer].data))
+    assert embedded["model"]["source"]["labels"] == nano.labels and embedded["model"]["lengths"] == m.lengths
     parity = nano.manifest.metrics["parity"]
     assert parity["passed"] and parity["n"] > 10 and 0.9 <= parity["agreement"] <= 1  # against the int8 bundle
 

@@ -24,6 +24,7 @@ folder is a bundle (runtime `litert`) with the tokenizer (and gate) beside the m
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -209,6 +210,30 @@ def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, qu
     return path
 
 
+METADATA = "nanoforge.manifest"
+
+
+def embed_metadata(path: Path, contract: dict[str, Any]) -> None:
+    """Write `contract` (the manifest's name, version, kind, task and model section) into the
+    .tflite itself as metadata `nanoforge.manifest` (UTF-8 JSON), for apps that ship the one file.
+    A model whose weights sit past the flatbuffer (over 2 GB) is left as it is."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    if any((b.offset or 0) > 1 for b in model.buffers):
+        return
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(contract, ensure_ascii=False).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA.encode()] + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
+
+
 class _quiet:
     """litert-torch prints its steps and progress bars; keep the user's terminal to ours."""
 
@@ -322,6 +347,8 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
             section = Litert(runtime="litert", file=TFLITE_FILE, precision=precision, quantisation=quantisation,
                              parameters=manifest.model.parameters, lengths=lengths, cache_length=slots,
                              source=manifest.model)
+            embed_metadata(path, {**{k: v for k, v in manifest.to_dict().items() if k in (
+                "format_version", "name", "version", "kind", "task")}, "model": section.to_dict()})
             files = {TFLITE_FILE: path, **{f: bundle / f for f in section.files_used() if f != TFLITE_FILE}}
             written = write_bundle(Path(tmp) / quantisation, manifest.model_copy(update={
                 "model": section, "metrics": {"source": {"bundle": str(bundle), "precision": manifest.model.precision,
