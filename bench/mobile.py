@@ -83,6 +83,27 @@ def score(nano, texts: list[str], golds: list, timed: list[str]) -> dict:
     return out
 
 
+def mlx_lm_check(nano, texts: list[str], cases_file: Path) -> dict:
+    """mlx-lm (its own environment, `make mlx-lm`) loads the MLX export as it is and decodes
+    the prompts greedily: how many answers equal nanoforge.runtime.mlx's, token for token."""
+    import subprocess
+
+    from nanoforge.runtime.generation import greedy_ids
+
+    python = HERE.parent / ".venv-mlxlm" / "bin" / "python"
+    if not python.is_file():
+        return {"skipped": "no .venv-mlxlm: run `make mlx-lm`"}
+    prompts = [nano.prompt(t)[0] for t in texts]
+    ids = greedy_ids(nano.generator, prompts, nano.max_new_tokens)
+    cases_file.write_text(json.dumps([{"prompt_ids": p, "ids": i, "max_new": nano.max_new_tokens}
+                                      for p, i in zip(prompts, ids)]))
+    r = subprocess.run([str(python), str(HERE / "mlx_lm_check.py"), str(nano.dir), str(cases_file)],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode:
+        return {"loaded": False, "error": r.stderr.strip()[-500:]}
+    return json.loads(r.stdout)
+
+
 def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> dict:
     from nanoforge.data import read_records
     from nanoforge.export.mlx import export_mlx
@@ -120,6 +141,8 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
         if key.startswith("litert"):
             r["valid_check"] = nano.manifest.metrics.get("parity")
             r["padding"] = padding(nano, texts)
+        if key.startswith("mlx") and nano.section.runtime == "decoder":
+            r["mlx_lm"] = mlx_lm_check(nano, texts[: args.mlx_lm_n], args.work / f"{name}-mlx-lm-cases.json")
         result[key] = r
     for r in [*refs.values(), *(result[k] for k in engines)]:
         r.pop("answers")
@@ -165,6 +188,7 @@ def main() -> None:
     ap.add_argument("--precision", action="append", choices=("int8", "fp32"),
                     help="LiteRT precisions to export and measure (default: int8)")
     ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX export (float32, MLX's CPU build)")
+    ap.add_argument("--mlx-lm-n", type=int, default=20, help="decoders: test prompts mlx-lm decodes (make mlx-lm)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many test inputs per nano (0: all)")
     ap.add_argument("--latency-n", type=int, default=200, help="inputs timed one at a time")
     ap.add_argument("--work", type=Path, default=Path("runs/mobile-bench"))
