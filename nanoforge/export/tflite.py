@@ -215,23 +215,37 @@ METADATA = "nanoforge.manifest"
 
 def embed_metadata(path: Path, contract: dict[str, Any]) -> None:
     """Write `contract` (the manifest's name, version, kind, task and model section) into the
-    .tflite itself as metadata `nanoforge.manifest` (UTF-8 JSON), for apps that ship the one file.
-    A model whose weights sit past the flatbuffer (over 2 GB) is left as it is."""
+    .tflite itself as metadata `nanoforge.manifest` (UTF-8 JSON), for apps that ship one file.
+    litert-torch keeps large weights after the flatbuffer (each buffer an offset and size from
+    the file's start): the new flatbuffer is written first, and that data after it, moved as a
+    whole to the same alignment, its offsets shifted by as much."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
-    if any((b.offset or 0) > 1 for b in model.buffers):
-        return
+    raw = path.read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+    outside = [b for b in model.buffers if (b.offset or 0) > 1]
+    start = min((b.offset for b in outside), default=len(raw))
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(contract, ensure_ascii=False).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA.encode()] + [entry]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(builder.Output())
+    old = [b.offset for b in outside]
+
+    def pack(shift: int) -> bytes:
+        for b, offset in zip(outside, old):
+            b.offset = offset + shift
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+    head = pack(1 << 40)  # the offsets' values do not change the flatbuffer's size, only its bytes
+    align = 64
+    moved_to = -(-len(head) // align) * align
+    head = pack(moved_to - start)
+    path.write_bytes(head + b"\0" * (moved_to - len(head)) + (raw[start:] if outside else b""))
 
 
 class _quiet:
