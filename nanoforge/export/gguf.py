@@ -344,9 +344,6 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
         raise NanoforgeError(f"--quant {quant!r}: not one of {', '.join(QUANTS)}")
     bundle, manifest, onnx_file = locate(Path(source))
     runtime = manifest.model.runtime
-    if runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
-        raise NanoforgeError(f"{bundle}: a {runtime} bundle; GGUF export covers decoder, encoder-classifier "
-                             "and encoder-tagger bundles")
     from tokenizers import Tokenizer
 
     out = Path(out)

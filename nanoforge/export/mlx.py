@@ -94,9 +94,6 @@ def export_mlx(source: str | Path, out: str | Path, bits: int | None = None, gro
 
     bundle, manifest, onnx_file = locate(Path(source))
     s = manifest.model
-    if s.runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
-        raise NanoforgeError(f"{bundle}: a {s.runtime} bundle; MLX export covers ONNX decoder, encoder-classifier "
-                             "and encoder-tagger bundles")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlx-", dir=out.parent) as tmp:

@@ -333,9 +333,6 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
         raise NanoforgeError(f"--precision {precision!r}: not one of {', '.join(PRECISIONS)}")
     bundle, manifest, onnx_file = locate(Path(source))
     runtime = manifest.model.runtime
-    if runtime not in ("decoder", "encoder-classifier", "encoder-tagger"):
-        raise NanoforgeError(f"{bundle}: a {runtime} bundle; LiteRT export covers ONNX decoder, "
-                             "encoder-classifier and encoder-tagger bundles")
     if importlib.util.find_spec("litert_torch") is None:  # the exporter's own environment does it
         return _in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log)
     from nanoforge.runtime import load

@@ -17,6 +17,8 @@ from nanoforge.bundle import read_manifest
 from nanoforge.errors import NanoforgeError
 from nanoforge.manifest import Manifest
 
+ONNX_FAMILIES = ("decoder", "encoder-classifier", "encoder-tagger")
+
 
 def locate(path: Path) -> tuple[Path, Manifest, Path]:
     """(bundle folder, its manifest, the ONNX file holding float weights): for a run folder its
@@ -27,8 +29,8 @@ def locate(path: Path) -> tuple[Path, Manifest, Path]:
         raise NanoforgeError(f"{path}: neither a bundle (no manifest.json) nor a run folder (no bundle/)")
     manifest = read_manifest(bundle, verify=True)
     model = manifest.model
-    if model.runtime == "gguf":
-        raise NanoforgeError(f"{bundle}: already a GGUF bundle; export its source bundle instead")
+    if model.runtime not in ONNX_FAMILIES:
+        raise NanoforgeError(f"{bundle}: a {model.runtime} export, not an ONNX bundle; export the bundle it came from")
     onnx_file = bundle / model.file
     if run is not None and (run / "export" / "model.fp32.onnx").is_file():  # a run folder: its FP32 export
         onnx_file = run / "export" / "model.fp32.onnx"
