@@ -144,6 +144,7 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
         if key.startswith("mlx") and nano.section.runtime == "decoder":
             r["mlx_lm"] = mlx_lm_check(nano, texts[: args.mlx_lm_n], args.work / f"{name}-mlx-lm-cases.json")
         result[key] = r
+    result["onnx_identical_to_fp32"] = onnx.agreement(refs["onnx-fp32"]["answers"], refs["onnx"]["answers"])
     for r in [*refs.values(), *(result[k] for k in engines)]:
         r.pop("answers")
     result.update(refs)
