@@ -5,7 +5,9 @@ tolerance is refused with its figures."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -32,17 +34,23 @@ def _texts(path, key="input"):
     return [json.loads(x)[key] for x in path.read_text().splitlines()]
 
 
+def _padded(lengths, seen):
+    return sum(min(x for x in lengths if x >= n) for n in seen)
+
+
 def test_signature_lengths_follow_the_inputs_seen():
-    assert choose_lengths([], 48) == [16, 32, 48]
+    assert choose_lengths([], 48) == [16, 32, 48]  # nothing seen: powers of two
     assert choose_lengths([], 16) == [16]
     seen = [5] * 50 + [9] * 30 + [20] * 10 + [47]
-    got = choose_lengths(seen, 64, k=3)
-    assert got[-1] == 64 and len(got) <= 3 and got[0] == 8
-    # padding is never worse than the powers of two it replaces
-    def padded(lengths):
-        return sum(min(x for x in lengths if x >= n) for n in seen)
-    assert padded(got) <= padded([16, 32, 64])
-    assert choose_lengths([3, 500], 384) == [8, 384]  # cut at the model's max_length
+    assert choose_lengths(seen, 64, k=3) == [9, 20, 64]  # 80 x 9 + 10 x 20 + 64 = 984 padded tokens
+    assert choose_lengths([3, 500], 384) == [3, 384]  # cut at the model's max_length
+    rng = random.Random(0)
+    for _ in range(30):  # the dynamic programme against every choice of lengths
+        seen, k = [rng.randint(1, 40) for _ in range(rng.randint(1, 25))], rng.randint(1, 4)
+        shorter = sorted(set(seen) - {40})
+        fewest = min(_padded(c + (40,), seen) for r in range(k) for c in itertools.combinations(shorter, r))
+        got = choose_lengths(seen, 40, k=k)
+        assert len(got) <= k and got[-1] == 40 and _padded(got, seen) == fewest
 
 
 @pytest.fixture(scope="module")

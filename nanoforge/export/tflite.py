@@ -46,8 +46,9 @@ from nanoforge.runtime.litert import DECODE, INPUT_POS, LOGITS, PREFILL, TOKENS,
 
 PRECISIONS = ("int8", "fp32")
 TFLITE_FILE = "model.tflite"
+# Each signature adds its own graph and quantisation parameters to the file (~0.9 MB on MiniLM;
+# the weights are shared): five lengths pad CLINC150's test queries 1.15x, three 1.33x.
 MAX_SIGNATURES = 5
-ROUND = 8  # signature lengths are multiples of this (or the model's maximum)
 
 
 # ----------------------------------------------------------------------------- signature lengths
@@ -56,10 +57,10 @@ ROUND = 8  # signature lengths are multiples of this (or the model's maximum)
 def choose_lengths(seen: list[int], longest: int, k: int = MAX_SIGNATURES) -> list[int]:
     """At most `k` padded lengths, `longest` last, that minimise the tokens padded for the
     lengths `seen` (each padded to the shortest length that holds it); exact, by dynamic
-    programming over multiples of ROUND. With nothing seen: powers of two from 16."""
+    programming over the lengths seen. With nothing seen: powers of two from 16."""
     if not seen:
         return sorted({min(2 ** i, longest) for i in range(4, 16) if 2 ** (i - 1) < longest})
-    cands = sorted({min(-(-n // ROUND) * ROUND, longest) for n in seen} | {longest})
+    cands = sorted({min(n, longest) for n in seen} | {longest})
     count = np.zeros(len(cands), np.int64)
     for n in seen:
         count[np.searchsorted(cands, min(n, longest))] += 1
