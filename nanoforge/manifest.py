@@ -220,8 +220,8 @@ class Litert(_Model):
     """The same nano as one LiteRT (TFLite) file, for phones and LiteRT's interpreter. Every
     signature has fixed shapes and batch 1, int32 ids. Encoders: `len_<n>` for each n of
     `lengths` (input_ids, attention_mask [1, n] -> the family graph's outputs). Decoders:
-    `prefill_<n>` (tokens [1, n], input_pos [n], kv_cache_k_<l> / kv_cache_v_<l> [1, kv_heads,
-    cache_length, head_dim] for each layer l -> the caches) and `decode` (tokens [1, 1],
+    `prefill_<n>` (tokens [1, n], input_pos [n], kv_cache_k_<l> / kv_cache_v_<l> [1,
+    cache_length, kv_heads, head_dim] for each layer l -> the caches) and `decode` (tokens [1, 1],
     input_pos [1], the caches -> logits [1, 1, vocab] and the caches). `source` is the ONNX
     section it was exported from; its tokenizer (and gate) files are in this bundle too."""
 

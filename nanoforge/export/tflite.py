@@ -9,8 +9,8 @@ fixed shapes, batch 1:
   tokenised training inputs (the run's data/train.jsonl) so that little is padded, the
   model's max_length always the last;
 - decoders: `prefill_<n>` signatures and one `decode` signature over a fixed-size KV cache,
-  one tensor per layer for keys and values (LiteRT's generative layout), as long as the
-  longest prompt plus answer.
+  one tensor per layer for keys and values in LiteRT's generative layout (batch, slots,
+  kv_heads, head_dim), as many slots as the longest prompt plus answer.
 Signatures share one copy of the weights. INT8 is tried as dynamic-range quantisation (int8
 weights, int8 products), then as int8 weights with float products; the first within the
 task's export tolerance ships. Before anything is written, LiteRT's own interpreter runs the
@@ -129,15 +129,16 @@ def _modules():
             return dict(zip(self.model.graph.output_names, out if isinstance(out, tuple) else (out,)))
 
     def grouped_attention(q, k, v, mask):
-        """CausalLM's Attention.attend, its kv heads' query groups written as einsums: litert-torch
-        mis-converts a matmul over keys repeated per query head (wrong numbers) and one over
-        queries reshaped into groups when a group holds one kv head (it refuses the graph)."""
+        """CausalLM's Attention.attend over a cache in LiteRT's layout (batch, slots, kv_heads,
+        head_dim), each kv head's query group written as einsums: litert-torch mis-converts a
+        matmul over keys repeated per query head (wrong numbers) and one over queries reshaped
+        into groups when a group holds one kv head (it refuses the graph)."""
         b, h, s, d = q.shape
-        groups, slots = k.shape[1], k.shape[2]
-        att = torch.einsum("bgrsd,bgpd->bgrsp", q.reshape(b, groups, h // groups, s, d), k)
+        slots, groups = k.shape[1], k.shape[2]
+        att = torch.einsum("bgrsd,bpgd->bgrsp", q.reshape(b, groups, h // groups, s, d), k)
         att = att.reshape(b, h, s, slots) / math.sqrt(d) + mask
         probs = torch.softmax(att, dim=-1).reshape(b, groups, h // groups, s, slots)
-        out = torch.einsum("bgrsp,bgpd->bgrsd", probs, v).reshape(b, h, s, d)
+        out = torch.einsum("bgrsp,bpgd->bgrsd", probs, v).reshape(b, h, s, d)
         return out.transpose(1, 2).reshape(b, s, h * d)
 
     class FixedCacheDecoder(torch.nn.Module):
@@ -159,8 +160,8 @@ def _modules():
             for i, layer in enumerate(lm.layers):
                 attn = layer.self_attn
                 q, k, v = attn.qkv(layer.input_layernorm(x), cos, sin)
-                k = kv_cache[f"k_{i}"].index_copy(2, pos, k)
-                v = kv_cache[f"v_{i}"].index_copy(2, pos, v)
+                k = kv_cache[f"k_{i}"].index_copy(1, pos, k.transpose(1, 2))
+                v = kv_cache[f"v_{i}"].index_copy(1, pos, v.transpose(1, 2))
                 out[f"kv_cache_k_{i}"], out[f"kv_cache_v_{i}"] = k, v
                 x = x + attn.o_proj(grouped_attention(q, k, v, mask))
                 x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -188,7 +189,7 @@ def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, qu
         c = model.cfg
 
         def cache():
-            return {f"{kv}_{i}": torch.zeros(1, c.num_kv_heads, slots, c.head_dim)
+            return {f"{kv}_{i}": torch.zeros(1, slots, c.num_kv_heads, c.head_dim)
                     for i in range(c.num_layers) for kv in "kv"}
 
         for n in lengths:

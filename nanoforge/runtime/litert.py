@@ -113,7 +113,7 @@ class FixedCacheStepper:
         self.lengths = list(section.lengths)
         self.cache_length = section.cache_length
         self.names = cache_names(src.cache.layers)
-        self.shape = (1, src.cache.kv_heads, section.cache_length, src.cache.head_dim)
+        self.shape = (1, section.cache_length, src.cache.kv_heads, src.cache.head_dim)  # LiteRT's layout
         self.prefill = {n: it.get_signature_runner(PREFILL.format(n)) for n in self.lengths}
         self.decode = it.get_signature_runner(DECODE)
 
