@@ -9,7 +9,7 @@ For each run folder: `nanoforge export RUN --format tflite` (INT8 by default; `-
 fp32` too) and `--format mlx` (float32), then on every input of the test file each export
 (LiteRT: nanoforge.runtime.litert, XNNPACK, 1 thread; MLX: nanoforge.runtime.mlx on MLX's CPU
 build, its own threads) against the ONNX bundle (nanoforge.runtime, 1 thread) and against the
-run's FP32 ONNX model (the trained student's answers): answers identical (classify: label and
+run's FP32 ONNX model and the torch student itself: answers identical (classify: label and
 out-of-scope decision; extract: each field; generate: the whole greedy text), the task metric
 of each through the kind's own scoring, single-input p50 latency (the same inputs, the same
 process), model file sizes, and the padding the LiteRT signature lengths cost (padded tokens
@@ -53,21 +53,39 @@ def padding(nano, texts: list[str]) -> dict:
             "padded_over_real": round(sum(padded) / max(sum(real), 1), 3)}
 
 
-def fp32_onnx(run: Path):
-    """The run's FP32 ONNX model under the bundle's rules: the trained student's answers (the
-    recipe checked that this export decodes and labels exactly as torch on valid)."""
+def with_engine(run: Path, runner=None, model_file: str | None = None):
+    """The bundle's runtime class (its rules) over another model: `runner` (any runner of the
+    family's graph) or an ONNX `model_file`."""
     from nanoforge.runtime import load
     from nanoforge.runtime.decoder import DecoderNano
     from nanoforge.runtime.session import bind
 
-    fp32 = run / "export" / "model.fp32.onnx"
     nano = load(run / "bundle", threads=1)
     if nano.section.runtime == "decoder":
-        return DecoderNano(run / "bundle", threads=1, model_file=str(fp32.resolve()))
-    nano.session = nano.open_runner(str(fp32.resolve()), 1)
+        return DecoderNano(run / "bundle", threads=1, runner=runner, model_file=model_file)
+    nano.session = runner or nano.open_runner(model_file, 1)
     if hasattr(nano, "_call"):
         nano._call = bind(nano.session, nano.section.graph)
     return nano
+
+
+def fp32_onnx(run: Path):
+    """The run's FP32 ONNX export (the recipe checked it labels and decodes as torch on valid)."""
+    return with_engine(run, model_file=str((run / "export" / "model.fp32.onnx").resolve()))
+
+
+def torch_student(run: Path):
+    """The trained torch student (run/student), the model every export came from."""
+    from nanoforge.bundle import read_manifest
+    from nanoforge.students.runner import TorchRunner
+
+    if read_manifest(run / "bundle").model.runtime == "decoder":
+        from nanoforge.students.causal import CausalLM
+
+        return with_engine(run, runner=TorchRunner(CausalLM.load(run / "student")[0]))
+    from nanoforge.students.encoder import EncoderStudent
+
+    return with_engine(run, runner=TorchRunner(EncoderStudent.load(run / "student")[0]))
 
 
 def score(nano, texts: list[str], golds: list, timed: list[str]) -> dict:
@@ -119,7 +137,8 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
               "unit": {"encoder-classifier": "label + out-of-scope decision", "encoder-tagger": "field"}.get(
                   onnx.section.runtime, "greedy output"),
               "bytes": {"onnx": (run / "bundle" / onnx.manifest.model.file).stat().st_size}}
-    refs = {"onnx": score(onnx, texts, golds, timed), "onnx-fp32": score(fp32_onnx(run), texts, golds, timed)}
+    refs = {"onnx": score(onnx, texts, golds, timed), "onnx-fp32": score(fp32_onnx(run), texts, golds, timed),
+            "torch": score(torch_student(run), texts, golds, timed[:20])}
     engines = {}
     for precision in args.precision or ["int8"]:
         out = args.work / f"{name}-tflite-{precision}"
@@ -136,6 +155,7 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
         r["export_seconds"] = round(seconds, 1)
         r["identical_to_onnx"] = onnx.agreement(refs["onnx"]["answers"], r["answers"])
         r["identical_to_onnx_fp32"] = onnx.agreement(refs["onnx-fp32"]["answers"], r["answers"])
+        r["identical_to_torch"] = onnx.agreement(refs["torch"]["answers"], r["answers"])
         r["over_onnx_p50"] = round(r["p50_ms"] / refs["onnx"]["p50_ms"], 3)
         result["bytes"][key] = model_file.stat().st_size
         if key.startswith("litert"):
@@ -205,7 +225,8 @@ def main() -> None:
         for key in (k for k in r if k.startswith(("litert", "mlx"))):
             e = r[key]
             print(f"{name} {key}: identical {e['identical_to_onnx']:.2%} to the ONNX bundle, "
-                  f"{e['identical_to_onnx_fp32']:.2%} to its FP32 model ({r['unit']}, n={r['n']}); p50 "
+                  f"{e['identical_to_onnx_fp32']:.2%} to its FP32 model, {e['identical_to_torch']:.2%} to the "
+                  f"torch student ({r['unit']}, n={r['n']}); p50 "
                   f"{e['p50_ms']:.2f} ms vs onnx {r['onnx']['p50_ms']:.2f} ms; {r['bytes'][key] / 1e6:.1f} MB")
     if args.keep and args.out.is_file():
         for name, entry in json.loads(args.out.read_text())["nanos"].items():
