@@ -261,6 +261,29 @@ def router_build(registry: Path = REGISTRY_OPT,
     typer.echo(f"router nano {ref} registered in {registry} (prod); report: {out / 'report.md'}")
 
 
+@app.command("import-logs")
+@user_errors
+def import_logs_(logs: Path = typer.Argument(..., help="JSONL of logged LLM calls (chat fine-tuning format or "
+                                            "request/response pairs)"),
+                 task: Path = typer.Option(..., "--task", help="the task spec the calls answered"),
+                 out: Path = typer.Option(..., "--out", help="folder for records.jsonl and report.json"),
+                 input_regex: Optional[str] = typer.Option(None, "--input-regex", help="a pattern with a group "
+                                                           "named `input` that cuts the input out of the user turn"),
+                 redact_: str = typer.Option("all", "--redact", help="personal data to redact: all, none, or a "
+                                             "comma list of email, card, phone")) -> None:
+    """Turn logged LLM calls into the task's records (validated, redacted, deduplicated)."""
+    from nanoforge.redact import parse_kinds
+    from nanoforge.task import load_task
+    from nanoforge.teachers.logs import import_logs
+
+    report = import_logs(logs, load_task(task), out, input_regex, parse_kinds(redact_))
+    rejected = ", ".join(f"{n} {reason} (lines {', '.join(map(str, report.lines_by_reason[reason][:5]))}"
+                         f"{', ...' if n > 5 else ''})" for reason, n in report.rejected.most_common())
+    typer.echo(f"{report.records} records from {report.lines} lines in {out / 'records.jsonl'}; "
+               f"{report.duplicates} duplicate inputs kept once; rejected: {rejected or 'none'}; "
+               f"redacted: {dict(report.redacted) or 'nothing'} (report: {out / 'report.json'})")
+
+
 @app.command("export")
 @user_errors
 def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run folder that trained it"),
