@@ -380,6 +380,12 @@ def serve(registry: Path = REGISTRY_OPT,
           max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="wait this long to fill a micro-batch"),
           batch_workers: Optional[int] = typer.Option(
               None, "--batch-workers", help="micro-batches run at once per nano (default: cores, at most 4)"),
+          capture: Optional[Path] = typer.Option(None, "--capture", help="write fallbacks, refusals, flagged "
+                                                 "answers and a sample of the rest here (redacted, rotated)"),
+          capture_sample: float = typer.Option(0.05, "--capture-sample", min=0, max=1,
+                                               help="share of the other answers captured"),
+          capture_max_mb: float = typer.Option(10.0, "--capture-max-mb", min=0.01,
+                                               help="size of one capture file before the next (10 are kept)"),
           log_level: str = typer.Option("warning", "--log-level")) -> None:
     """Serve the registry: REST, OpenAI-compatible and GraphQL APIs, /metrics."""
     import os
@@ -402,8 +408,11 @@ def serve(registry: Path = REGISTRY_OPT,
             raise NanoforgeError("--fallback-teacher-url and --fallback-teacher-model go together")
         teacher = TeacherSpec(backend="openai", base_url=fallback_teacher_url, model=fallback_teacher_model,
                               api_key_env=fallback_teacher_key_env)
+    from nanoforge.serve.capture import Capture
+
     asgi = create_app(registry, api_key=api_key, threads=threads, policy=fallback, fallback_teacher=teacher,
-                      max_batch=max_batch, max_wait_ms=max_wait_ms, workers=batch_workers)
+                      max_batch=max_batch, max_wait_ms=max_wait_ms, workers=batch_workers,
+                      capture=Capture(capture, capture_sample, int(capture_max_mb * 1e6)) if capture else None)
     typer.echo(f"serving {registry} on http://{host}:{port} (docs at /docs, GraphQL at /graphql)", err=True)
     import sys
 

@@ -33,6 +33,7 @@ from nanoforge.serve.errors import ERROR_RESPONSES, APIError, error_response, ma
 from nanoforge.serve.graphql import graphql_router
 from nanoforge.serve.guard import Guard
 from nanoforge.serve.rest import rest_routes
+from nanoforge.serve.capture import Capture
 from nanoforge.serve.service import Service
 from nanoforge.task import TeacherSpec
 
@@ -51,11 +52,13 @@ def create_app(
     max_wait_ms: float = 0.0,
     workers: int | None = None,
     preload: bool = True,
+    capture: Capture | None = None,
 ) -> Guard:
-    """The ASGI app. `policy` / `fallback_teacher` override every nano's fallback settings."""
+    """The ASGI app. `policy` / `fallback_teacher` override every nano's fallback settings;
+    `capture` writes down the traffic worth teaching again (serve/capture.py)."""
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     router = Router(reg, threads=threads, policy=policy, teacher=fallback_teacher)
-    service = Service(reg, router, max_batch, max_wait_ms, workers or min(os.cpu_count() or 1, 4))
+    service = Service(reg, router, max_batch, max_wait_ms, workers or min(os.cpu_count() or 1, 4), capture)
     if preload:
         router.preload()
     service.ready = True

@@ -11,14 +11,16 @@ from typing import Any
 from nanoforge.registry import Registry
 from nanoforge.router import Router
 from nanoforge.serve.batching import Batcher
+from nanoforge.serve.capture import Capture
 from nanoforge.serve.metrics import Metrics
 
 AUTO = "auto"  # no task named: the router nano picks
 
 
 class Service:
-    def __init__(self, registry: Registry, router: Router, max_batch: int, max_wait_ms: float, workers: int):
-        self.registry, self.router = registry, router
+    def __init__(self, registry: Registry, router: Router, max_batch: int, max_wait_ms: float, workers: int,
+                 capture: Capture | None = None):
+        self.registry, self.router, self.capture = registry, router, capture
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * workers), thread_name_prefix="nano")
         self.max_batch, self.max_wait_ms, self.workers = max_batch, max_wait_ms, workers
@@ -43,6 +45,8 @@ class Service:
                                                    workers=self.workers)
         answers = await batcher.submit(texts)
         self.metrics.count(answers)
+        if self.capture is not None:
+            self.capture.record(texts, answers)
         return answers
 
     def _timed(self, key: str, fn):
@@ -61,3 +65,5 @@ class Service:
         for b in self.batchers.values():
             b.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.capture is not None:
+            self.capture.close()
