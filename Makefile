@@ -11,6 +11,7 @@ LITERT_STAMP := $(LITERT_VENV)/.installed
 MLXLM_VENV := .venv-mlxlm
 
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 # The native runtime: llama.cpp's sources from the llama-cpp-python sdist, built with CMake.
 LLAMA_SDIST := llama_cpp_python-0.3.36
@@ -73,6 +74,12 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# Prometheus's own checker, for the alert rules in deploy/ (Debian's prometheus package; no service is started).
+$(PROMTOOL):
+	command -v apt-get >/dev/null || { echo "the deploy tests need promtool at $(PROMTOOL)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }'
+
 $(NATIVE_SRC)/include/llama.h: native/requirements.txt | $(BIN)/python
 	mkdir -p native/.src
 	$(BIN)/pip download -q --no-deps --no-binary :all: --require-hashes -r native/requirements.txt -d native/.src
@@ -93,7 +100,7 @@ native: $(NATIVE_RUN) native/build/llama-embedding
 native-bench: $(NATIVE_RUN)
 	cmake --build native/build -j$(JOBS) --target llama-bench
 
-test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(NATIVE_RUN) native/build/llama-embedding
+test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(PROMTOOL) $(NATIVE_RUN) native/build/llama-embedding
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -277,11 +277,21 @@ def import_logs_(logs: Path = typer.Argument(..., help="JSONL of logged LLM call
     from nanoforge.teachers.logs import import_logs
 
     report = import_logs(logs, load_task(task), out, input_regex, parse_kinds(redact_))
-    rejected = ", ".join(f"{n} {reason} (lines {', '.join(map(str, report.lines_by_reason[reason][:5]))}"
-                         f"{', ...' if n > 5 else ''})" for reason, n in report.rejected.most_common())
-    typer.echo(f"{report.records} records from {report.lines} lines in {out / 'records.jsonl'}; "
-               f"{report.duplicates} duplicate inputs kept once; rejected: {rejected or 'none'}; "
-               f"redacted: {dict(report.redacted) or 'nothing'} (report: {out / 'report.json'})")
+    typer.echo(report.summary(out))
+
+
+@app.command()
+@user_errors
+def monitor(url: str = typer.Argument(..., help="a running server, e.g. http://127.0.0.1:8000"),
+            as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")) -> None:
+    """Print each nano version's drift numbers from a running server's /metrics."""
+    from nanoforge.serve.monitor import drift_rows, print_rows
+
+    rows = drift_rows(url)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_rows(url, rows)
 
 
 @app.command("export")

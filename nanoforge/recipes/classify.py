@@ -116,6 +116,16 @@ def _train_student(spec, labels, train_set, valid_set):
 # ----------------------------------------------------------------------------- the recipe
 
 
+def label_distribution(answers, labels: list[str]) -> dict:
+    """Shares of the labels (and of out of scope) the student learnt from: what a server's
+    drift gauge compares its answers with (serve/drift.py)."""
+    from collections import Counter
+
+    kept = Counter(a.output for a in answers if not a.rejected)
+    n = max(sum(kept.values()), 1)
+    return {"labels": {lab: kept[lab] / n for lab in labels}, "out_of_scope": kept[None] / n}
+
+
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
     import torch
 
@@ -206,7 +216,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     manifest = Manifest(name=spec.name, version=spec.version, kind="classify", task=spec.public_dict(),
                         model=section, metrics={"parity": parity, "export": outcome.to_dict()},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
-                                              gate_reason=gate_why))
+                                              gate_reason=gate_why,
+                                              label_distribution=label_distribution(answers["train"], labels)))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
     test, gold = labelled_test(spec, splits["test"], answers)

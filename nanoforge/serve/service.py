@@ -12,6 +12,7 @@ from nanoforge.registry import Registry
 from nanoforge.router import Router
 from nanoforge.serve.batching import Batcher
 from nanoforge.serve.capture import Capture
+from nanoforge.serve.drift import Drift, expected_labels
 from nanoforge.serve.metrics import Metrics
 
 AUTO = "auto"  # no task named: the router nano picks
@@ -22,6 +23,8 @@ class Service:
                  capture: Capture | None = None):
         self.registry, self.router, self.capture = registry, router, capture
         self.metrics = Metrics()
+        self.drift = Drift(self.metrics.registry, self._training_labels)
+        self._expected: dict[tuple[str, str], dict[str, float] | None] = {}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * workers), thread_name_prefix="nano")
         self.max_batch, self.max_wait_ms, self.workers = max_batch, max_wait_ms, workers
         self.batchers: dict[str, Batcher] = {}
@@ -45,9 +48,16 @@ class Service:
                                                    workers=self.workers)
         answers = await batcher.submit(texts)
         self.metrics.count(answers)
+        self.drift.observe(answers)
         if self.capture is not None:
             self.capture.record(texts, answers)
         return answers
+
+    def _training_labels(self, nano: str, version: str) -> dict[str, float] | None:
+        key = (nano, version)
+        if key not in self._expected:
+            self._expected[key] = expected_labels(self.router.get(f"{nano}@{version}").nano.manifest.lineage)
+        return self._expected[key]
 
     def _timed(self, key: str, fn):
         name, _, version = key.partition("@")

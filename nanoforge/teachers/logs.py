@@ -50,6 +50,13 @@ class ImportReport:
         if len(self.lines_by_reason[reason]) < LINES_KEPT_PER_REASON:
             self.lines_by_reason[reason].append(line)
 
+    def summary(self, out: Path) -> str:
+        rejected = ", ".join(f"{n} {reason} (lines {', '.join(map(str, self.lines_by_reason[reason][:5]))}"
+                             f"{', ...' if n > 5 else ''})" for reason, n in self.rejected.most_common())
+        return (f"{self.records} records from {self.lines} lines in {out / 'records.jsonl'}; {self.duplicates} "
+                f"duplicate inputs kept once; rejected: {rejected or 'none'}; redacted: "
+                f"{dict(self.redacted) or 'nothing'} (report: {out / 'report.json'})")
+
     def to_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "records": self.records, "duplicates": self.duplicates,
                 "rejected": {r: {"count": n, "lines": self.lines_by_reason[r]} for r, n in self.rejected.items()},
