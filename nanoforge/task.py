@@ -55,7 +55,7 @@ class DataSpec(_Strict):
 
 
 class TeacherSpec(_Strict):
-    backend: Literal["reference", "openai", "hf"] = "reference"  # hf: a local causal LM folder (model:)
+    backend: Literal["reference", "openai", "anthropic", "hf"] = "reference"  # hf: a local causal LM folder (model:)
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -75,6 +75,12 @@ class TeacherSpec(_Strict):
         if v is not None and not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _anthropic_key(self):
+        if self.backend == "anthropic" and "api_key_env" not in self.model_fields_set:
+            self.api_key_env = "ANTHROPIC_API_KEY"
+        return self
 
 
 class ScratchSpec(_Strict):

@@ -24,6 +24,12 @@ def _openai(spec: TaskSpec, labels: list[str], cache: Path | None) -> Teacher:
     return OpenAITeacher(spec, labels, cache_path=cache)
 
 
+def _anthropic(spec: TaskSpec, labels: list[str], cache: Path | None) -> Teacher:
+    from nanoforge.teachers.anthropic import AnthropicTeacher
+
+    return AnthropicTeacher(spec, labels, cache_path=cache)
+
+
 def _hf(spec: TaskSpec, labels: list[str], cache: Path | None) -> Teacher:
     from nanoforge.teachers.hf import HFTeacher
 
@@ -31,7 +37,7 @@ def _hf(spec: TaskSpec, labels: list[str], cache: Path | None) -> Teacher:
 
 
 BACKENDS: dict[str, Callable[[TaskSpec, list[str], Path | None], Teacher]] = {
-    "reference": _reference, "openai": _openai, "hf": _hf}
+    "reference": _reference, "openai": _openai, "anthropic": _anthropic, "hf": _hf}
 
 
 def make_teacher(spec: TaskSpec, labels: list[str] | None = None, cache_path: Path | None = None) -> Teacher:
