@@ -95,8 +95,14 @@ def test_int8_ships_the_first_quantisation_within_tolerance_and_refuses_below_it
     with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: both int8 variants are tried, then refused
         export_tflite(trained_run["out"], tmp_path / "refused", "int8", max_metric_drop=-100, log=lambda m: None)
     msg = str(e.value)
-    assert "dynamic: metric" in msg and "weight-only: metric" in msg and "--precision fp32" in msg
+    assert "dynamic: metric" in msg and "weight-only: metric" in msg and "--precision auto" in msg
     assert not (tmp_path / "refused").exists()
+    logged = []  # the default, auto: when no INT8 file keeps the tolerance, the float one ships, warned
+    fallback = load(export_tflite(trained_run["out"], tmp_path / "auto", max_metric_drop=-100, log=logged.append))
+    parity = fallback.manifest.metrics["parity"]
+    assert fallback.manifest.model.precision == "fp32" and [t["quantisation"] for t in parity["tried"]] == [
+        "dynamic", "weight-only", "none"]
+    assert "the float32 file ships" in parity["warning"] and any("warning" in line for line in logged)
 
 
 def test_a_span_tagger_answers_like_the_onnx_runtime(extract_run, tmp_path):

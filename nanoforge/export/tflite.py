@@ -13,7 +13,9 @@ fixed shapes, batch 1:
   kv_heads, head_dim), as many slots as the longest prompt plus answer.
 Signatures share one copy of the weights. INT8 is tried as dynamic-range quantisation (int8
 weights, int8 products), then as int8 weights with float products; the first within the
-task's export tolerance ships. Before anything is written, LiteRT's own interpreter runs the
+task's export tolerance ships; with the default `--precision auto` the float file ships when
+neither does (its figures and a warning in the manifest), with `--precision int8` nothing
+does. Before anything is written, LiteRT's own interpreter runs the
 file through `nanoforge.runtime.litert` on the run's valid inputs against the ONNX bundle:
 its task metric may drop at most `export.max_metric_drop` points and its answers must agree
 on at least `export.min_agreement` (labels with the gate's decision; fields; for decoders
@@ -44,7 +46,9 @@ from nanoforge.manifest import Litert, Manifest
 from nanoforge.metrics.text import HEADLINE
 from nanoforge.runtime.litert import DECODE, INPUT_POS, LOGITS, PREFILL, TOKENS, encoder_signature
 
-PRECISIONS = ("int8", "fp32")
+# What each --precision tries, in order. auto: INT8 if a variant keeps the tolerance, else the
+# float file ships with a warning (as the ONNX ladder ships FP32); int8: INT8 or nothing.
+PRECISIONS = {"auto": ("dynamic", "weight-only", "none"), "int8": ("dynamic", "weight-only"), "fp32": ("none",)}
 TFLITE_FILE = "model.tflite"
 # Each signature adds its own graph and quantisation parameters to the file (~0.9 MB on MiniLM;
 # the weights are shared): five lengths pad CLINC150's test queries 1.15x, three 1.33x.
@@ -326,7 +330,7 @@ def valid_records(bundle: Path, data: Path | None, limit: int):
 # ----------------------------------------------------------------------------- export
 
 
-def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", data: str | Path | None = None,
+def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", data: str | Path | None = None,
                   limit: int = 500, max_metric_drop: float | None = None, min_agreement: float | None = None,
                   log=print) -> Path:
     """Write a LiteRT bundle of `source` (a bundle or the run folder that trained it) into `out`.
@@ -354,10 +358,11 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
     out.parent.mkdir(parents=True, exist_ok=True)
     tried: list[Check] = []
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=out.parent) as tmp:
-        for quantisation in (("dynamic", "weight-only") if precision == "int8" else ("none",)):
+        for quantisation in PRECISIONS[precision]:
             t0 = time.perf_counter()
             path = convert(model, manifest, lengths, slots, quantisation, Path(tmp) / TFLITE_FILE)
-            section = Litert(runtime="litert", file=TFLITE_FILE, precision=precision, quantisation=quantisation,
+            section = Litert(runtime="litert", file=TFLITE_FILE, precision="fp32" if quantisation == "none" else "int8",
+                             quantisation=quantisation,
                              parameters=manifest.model.parameters, lengths=lengths, cache_length=slots,
                              source=manifest.model)
             embed_metadata(path, {**{k: v for k, v in manifest.to_dict().items() if k in (
@@ -372,9 +377,16 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
             log(f"litert {quantisation}: {result.bytes / 1e6:.1f} MB, metric {result.metric:.2f} (ONNX "
                 f"{result.reference:.2f}), agreement {result.agreement:.2%}, identical answers {result.identical:.2%}: "
                 f"{'passes' if result.passed else 'fails'}")
-            if result.passed:
-                update_metrics(written, {"parity": {**result.to_dict(), "n": len(records), "tried": [
-                    t.to_dict() for t in tried]}})
+            if result.passed or quantisation == "none":  # the float file is the trained model: it ships, warned
+                parity = {**result.to_dict(), "n": len(records), "tried": [t.to_dict() for t in tried]}
+                if not result.passed:
+                    parity["warning"] = warning = (
+                        f"outside the tolerance (export.max_metric_drop={max_drop}, export.min_agreement="
+                        f"{min_agreement}) against the {manifest.model.precision} ONNX bundle: "
+                        + "; ".join(f"{t.quantisation}: metric {t.metric:.2f} vs {t.reference:.2f}, agreement "
+                                    f"{t.agreement:.2%}" for t in tried) + "; the float32 file ships")
+                    log(f"litert warning: {warning}")
+                update_metrics(written, {"parity": parity})
                 if out.exists():
                     if not (out / "manifest.json").is_file():
                         raise NanoforgeError(f"--out {out}: exists and is not a bundle; choose another")
@@ -383,7 +395,7 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "int8", 
                 return out
     figures = "; ".join(f"{t.quantisation}: metric {t.metric:.2f} vs ONNX {t.reference:.2f}, agreement "
                         f"{t.agreement:.2%}" for t in tried)
-    hint = " or export with --precision fp32" if precision == "int8" else ""
+    hint = " or export with --precision auto (the float file ships when no INT8 one keeps the tolerance)"
     raise NanoforgeError(f"no LiteRT {precision} file is within export.max_metric_drop={max_drop} and "
                          f"export.min_agreement={min_agreement} of the ONNX bundle on {len(records)} valid inputs "
                          f"({figures}); nothing written; loosen those in the task's export section{hint}")
