@@ -5,8 +5,9 @@
                            --nano sroie=runs/sroie-minimal:runs/sroie-minimal/data-split/test.jsonl \\
                            --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja
 
-For each run folder: `nanoforge export RUN --format tflite` (INT8 by default; `--precision
-fp32` too) and `--format mlx` (float32), then on every input of the test file each export
+For each run folder: `nanoforge export RUN --format tflite` (`--precision auto` as a user gets
+it; others on request, e.g. `int8:0.97` for INT8 with the agreement tolerance loosened) and
+`--format mlx` (float32), then on every input of the test file each export
 (LiteRT: nanoforge.runtime.litert, XNNPACK, 1 thread; MLX: nanoforge.runtime.mlx on MLX's CPU
 build, its own threads) against the ONNX bundle (nanoforge.runtime, 1 thread) and against the
 run's FP32 ONNX model and the torch student itself: answers identical (classify: label and
@@ -140,11 +141,12 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
     refs = {"onnx": score(onnx, texts, golds, timed), "onnx-fp32": score(fp32_onnx(run), texts, golds, timed),
             "torch": score(torch_student(run), texts, golds, timed[:20])}
     engines = {}
-    for precision in args.precision or ["int8"]:
-        out = args.work / f"{name}-tflite-{precision}"
+    for choice in args.precision or ["auto"]:
+        precision, _, agreement = choice.partition(":")  # e.g. int8:0.97, the tolerance loosened
+        out = args.work / f"{name}-tflite-{choice.replace(':', '-')}"
         t0 = time.perf_counter()
-        export_tflite(run, out, precision, log=print)
-        engines[f"litert-{precision}"] = (load(out, threads=1), time.perf_counter() - t0, out / "model.tflite")
+        export_tflite(run, out, precision, min_agreement=float(agreement) if agreement else None, log=print)
+        engines[f"litert-{choice}"] = (load(out, threads=1), time.perf_counter() - t0, out / "model.tflite")
     if not args.no_mlx:
         out = args.work / f"{name}-mlx"
         t0 = time.perf_counter()
@@ -160,6 +162,7 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
         result["bytes"][key] = model_file.stat().st_size
         if key.startswith("litert"):
             r["valid_check"] = nano.manifest.metrics.get("parity")
+            r["precision"], r["quantisation"] = nano.manifest.model.precision, nano.manifest.model.quantisation
             r["padding"] = padding(nano, texts)
         if key.startswith("mlx") and nano.section.runtime == "decoder":
             r["mlx_lm"] = mlx_lm_check(nano, texts[: args.mlx_lm_n], args.work / f"{name}-mlx-lm-cases.json")
@@ -206,8 +209,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nano", action="append", required=True,
                     help="NAME=RUN_FOLDER:TEST.jsonl[:INPUT_FIELD[:OUTPUT_FIELD]] (repeatable)")
-    ap.add_argument("--precision", action="append", choices=("int8", "fp32"),
-                    help="LiteRT precisions to export and measure (default: int8)")
+    ap.add_argument("--precision", action="append",
+                    help="LiteRT exports to measure: auto (the default a user gets), int8, fp32, or int8:0.97 "
+                         "(int8 with export.min_agreement loosened to 0.97); repeatable")
     ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX export (float32, MLX's CPU build)")
     ap.add_argument("--mlx-lm-n", type=int, default=20, help="decoders: test prompts mlx-lm decodes (make mlx-lm)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many test inputs per nano (0: all)")
