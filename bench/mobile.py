@@ -192,7 +192,7 @@ def plot(result: dict, path: Path) -> None:
     a1.set_ylabel("p50 ms per input (ONNX, LiteRT: 1 thread)")
     a1.set_title("same machine, same run")
     a1.legend(fontsize=8)
-    engines = [k for k in keys if not k.startswith("onnx")]
+    engines = [k for k in keys if k.startswith(("litert", "mlx"))]
     for k, key in enumerate(engines):
         a2.bar([i + (k - (len(engines) - 1) / 2) * 0.8 / len(engines) for i in range(len(names))],
                [100 * result["nanos"][n].get(key, {}).get("identical_to_onnx", 0) for n in names],
