@@ -24,7 +24,7 @@ from anthropic import AsyncAnthropic
 
 from nanoforge.errors import TeacherError
 from nanoforge.task import TaskSpec
-from nanoforge.teachers.chat import ChatTeacher, Reply, Turns, api_key, one_line
+from nanoforge.teachers.chat import ChatTeacher, Reply, Turns, api_key
 
 MAX_TOKENS = 4096  # the Messages API needs a limit; the task's answers are far shorter
 
@@ -74,24 +74,4 @@ class AnthropicTeacher(ChatTeacher):
                      tokens_out=usage.output_tokens if usage else 0), 1 + raw.retries_taken
 
     def _error(self, e: anthropic.AnthropicError) -> TeacherError:
-        """A one-line TeacherError naming the server and what failed."""
-        n = self.spec.teacher.max_retries
-        url = self._url
-        if isinstance(e, anthropic.APITimeoutError):
-            self.stats.api_calls += n + 1
-            return TeacherError(f"teacher {url} timed out after {n} retries "
-                                f"(timeout {self.spec.teacher.timeout_s:g}s): {e}")
-        if isinstance(e, anthropic.APIConnectionError):
-            return TeacherError(f"teacher {url} unreachable after {n} retries: {e}")
-        if isinstance(e, anthropic.APIStatusError):
-            code, msg = e.status_code, one_line(e)
-            if isinstance(e, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
-                self.stats.api_calls += 1
-                return TeacherError(f"teacher {url} refused the API key from ${self.spec.teacher.api_key_env} "
-                                    f"(HTTP {code}): {msg}")
-            if code in (408, 409, 429) or code >= 500:
-                self.stats.api_calls += n + 1
-                return TeacherError(f"teacher {url} still failing after {n} retries: HTTP {code}: {msg}")
-            self.stats.api_calls += 1
-            return TeacherError(f"teacher {url} rejected the request for model {self.model!r}: HTTP {code}: {msg}")
-        return TeacherError(f"teacher {url} failed: {one_line(e)}")
+        return self._sdk_error(e, anthropic)

@@ -21,7 +21,7 @@ from typing import Any
 
 from nanoforge import prompts
 from nanoforge.data import Record
-from nanoforge.errors import NanoforgeError
+from nanoforge.errors import NanoforgeError, TeacherError
 from nanoforge.extract.schema import Schema
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
@@ -256,6 +256,31 @@ class ChatTeacher:
 
     def _before_call(self, params: dict[str, Any], **call: Any) -> None:
         """Inside the concurrency slot, before the call (e.g. a request made stale while it waited)."""
+
+    def _sdk_error(self, e: BaseException, sdk: Any) -> TeacherError:
+        """A one-line TeacherError naming the server and what failed, from an exception of `sdk`
+        (the `openai` or `anthropic` module: their error classes have the same names), counting
+        the calls it cost."""
+        n = self.spec.teacher.max_retries
+        url = self._url
+        if isinstance(e, sdk.APITimeoutError):
+            self.stats.api_calls += n + 1
+            return TeacherError(f"teacher {url} timed out after {n} retries "
+                                f"(timeout {self.spec.teacher.timeout_s:g}s): {e}")
+        if isinstance(e, sdk.APIConnectionError):
+            return TeacherError(f"teacher {url} unreachable after {n} retries: {e}")
+        if isinstance(e, sdk.APIStatusError):
+            code, msg = e.status_code, one_line(e)
+            if isinstance(e, (sdk.AuthenticationError, sdk.PermissionDeniedError)):
+                self.stats.api_calls += 1
+                return TeacherError(f"teacher {url} refused the API key from ${self.spec.teacher.api_key_env} "
+                                    f"(HTTP {code}): {msg}")
+            if code in (408, 409, 429) or code >= 500:
+                self.stats.api_calls += n + 1
+                return TeacherError(f"teacher {url} still failing after {n} retries: HTTP {code}: {msg}")
+            self.stats.api_calls += 1
+            return TeacherError(f"teacher {url} rejected the request for model {self.model!r}: HTTP {code}: {msg}")
+        return TeacherError(f"teacher {url} failed: {one_line(e)}")
 
     def close(self) -> None:
         if self._cache is not None:

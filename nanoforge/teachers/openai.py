@@ -169,27 +169,4 @@ class OpenAITeacher(ChatTeacher):
         return reply, 1 + raw.retries_taken
 
     def _error(self, e: openai.OpenAIError) -> TeacherError:
-        """A one-line TeacherError naming the server and what failed."""
-        n = self.spec.teacher.max_retries
-        url = self._url
-        if isinstance(e, openai.APITimeoutError):
-            self.stats.api_calls += n + 1
-            return TeacherError(
-                f"teacher {url} timed out after {n} retries (timeout {self.spec.teacher.timeout_s:g}s): {e}"
-            )
-        if isinstance(e, openai.APIConnectionError):
-            return TeacherError(f"teacher {url} unreachable after {n} retries: {e}")
-        if isinstance(e, openai.APIStatusError):
-            code = e.status_code
-            msg = one_line(e)
-            if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
-                self.stats.api_calls += 1
-                return TeacherError(
-                    f"teacher {url} refused the API key from ${self.spec.teacher.api_key_env} (HTTP {code}): {msg}"
-                )
-            if code in (408, 409, 429) or code >= 500:
-                self.stats.api_calls += n + 1
-                return TeacherError(f"teacher {url} still failing after {n} retries: HTTP {code}: {msg}")
-            self.stats.api_calls += 1
-            return TeacherError(f"teacher {url} rejected the request for model {self.model!r}: HTTP {code}: {msg}")
-        return TeacherError(f"teacher {url} failed: {one_line(e)}")
+        return self._sdk_error(e, openai)
