@@ -1,6 +1,6 @@
 """Bundles as LiteRT (TFLite) files, for Android and iOS apps and LiteRT's interpreter.
 
-    nanoforge export runs/demo --format tflite --out runs/demo/tflite        # INT8 weights
+    nanoforge export runs/demo --format tflite --out runs/demo/tflite        # INT8 when it keeps the tolerance
     nanoforge export runs/demo --format tflite --precision fp32 --out ...
 
 litert-torch traces the bundle's model (rebuilt from its ONNX weights, export/weights.py) at
