@@ -54,28 +54,11 @@ def _run_training(task: Path, out: Path) -> None:
     from nanoforge.recipes import train as run_train
     from nanoforge.task import load_task
 
+    from nanoforge.report import print_summary
+
     spec = load_task(task)
     result = run_train(spec, out, spec_source=str(task))
     print_summary(result.summary, out)
-
-
-def print_summary(result: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from nanoforge.report import comparison_rows, header
-
-    table = Table(title=f"{result['task']}: test set ({result['data']['test']} rows)")
-    for h in header(result):
-        table.add_column(h, justify="left" if h == "model" else "right")
-    for row in comparison_rows(result):
-        table.add_row(*(escape(cell) for cell in row))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)
-    console.print(table)
-    console.print(f"bundle: {out / 'bundle'}\nreport: {out / 'report.md'} (+ report.json, report.png)")
 
 
 @app.command()
@@ -259,6 +242,28 @@ def router_build(registry: Path = REGISTRY_OPT,
         overrides[name] = file
     ref = build_router(Registry(registry), out, base=base, per_nano=per_nano, epochs=epochs, data=overrides)
     typer.echo(f"router nano {ref} registered in {registry} (prod); report: {out / 'report.md'}")
+
+
+@app.command()
+@user_errors
+def retrain(task: Path = typer.Argument(..., help="the task spec of the nano in production"),
+            captured: Path = typer.Option(..., "--captured", help="folder `nanoforge serve --capture` wrote"),
+            registry: Path = REGISTRY_OPT,
+            out: Path = typer.Option(..., "--out", help="run folder for the candidate"),
+            labels: Optional[Path] = typer.Option(None, "--labels", help="reference teacher: a labelled JSONL "
+                                                  "holding the captured inputs"),
+            holdout: float = typer.Option(0.2, "--holdout", min=0.05, max=0.5, help="share of the captured inputs "
+                                          "held out to compare candidate and prod"),
+            max_regression: float = typer.Option(0.5, "--max-regression", min=0,
+                                                 help="points the candidate may lose on the frozen test split")) -> None:
+    """Teach the captured traffic, train a candidate, promote it only when it is not worse."""
+    from nanoforge.recipes.retrain import retrain as run_retrain
+    from nanoforge.registry import Registry
+    from nanoforge.task import load_task
+
+    r = run_retrain(load_task(task), captured, Registry(registry), out, labels, holdout, max_regression, str(task))
+    typer.echo(f"{r['candidate']}: {'promoted to prod' if r['promoted'] else 'registered, not promoted'} "
+               f"({r['why']}); report: {out / 'retrain.json'}")
 
 
 @app.command("import-logs")

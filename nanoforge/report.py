@@ -357,3 +357,21 @@ def write_generative_report(out: Path, run) -> None:
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)
     (out / "report.md").write_text("".join(lines))
+
+
+def print_summary(result: dict, out: Path) -> None:
+    """The comparison table on the terminal after `nanoforge train`."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{result['task']}: test set ({result['data']['test']} rows)")
+    for h in header(result):
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for row in comparison_rows(result):
+        table.add_row(*(escape(cell) for cell in row))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    console.print(table)
+    console.print(f"bundle: {out / 'bundle'}\nreport: {out / 'report.md'} (+ report.json, report.png)")
