@@ -21,15 +21,19 @@ def test_refusals_and_a_sample_are_captured_redacted_and_without_keys(registry, 
     inside = [t for t, ok in scope_of.items() if ok][:6]
     outside = [t for t, ok in scope_of.items() if not ok][:4]
     personal = outside[0] + " mail me at jane.doe@example.com"
-    app = create_app(registry, policy="refuse", api_key="s3cret-key", capture=Capture(tmp_path, sample=0.0))
+    cap = Capture(tmp_path, sample=0.0)
+    app = create_app(registry, policy="refuse", api_key="s3cret-key", capture=cap)
     with running(app) as base:
         with httpx.Client(base_url=base, headers={"Authorization": "Bearer s3cret-key"}, timeout=60) as c:
-            for t in inside + outside[1:] + [personal]:
+            for t in inside + outside[1:]:
                 assert c.post(f"/v1/nanos/{name}/predict", json={"input": t}).status_code == 200
+            cap.sample = 1.0  # the personal text is kept whatever the nano answers (the suffix may bring it in scope)
+            assert c.post(f"/v1/nanos/{name}/predict", json={"input": personal}).status_code == 200
     got = rows(tmp_path)
-    refused = [r for r in got if r["path"] == "refused"]
+    before = [r for r in got if not r["input"].endswith("[EMAIL]")]
+    refused = [r for r in before if r["path"] == "refused"]
     assert {r["input"] for r in refused} >= set(outside[1:])  # every refusal, none of the sample (0.0)
-    assert not [r for r in got if r["path"] == "nano"]
+    assert not [r for r in before if r["path"] == "nano"]
     assert all(r["reason"] and r["nano"] == name and r["version"] and r["time"] for r in refused)
     assert any(r["input"].endswith("mail me at [EMAIL]") for r in got)
     text = "".join(f.read_text() for f in tmp_path.glob("capture-*.jsonl"))
