@@ -212,7 +212,7 @@ ONNX FP32 against torch: label agreement {fmt(p['fp32']['agreement'])}, max logi
 
 Best epoch {result['training']['best_epoch']}, {result['training']['steps']} steps, {result['training']['seconds']:.0f} s.
 
-## Teacher
+{budget_md(out, result)}## Teacher
 
 Backend `{t['backend']}`{f" model `{t['model']}`" if t.get('model') else ''}: {t['requests']} answers, {t['api_calls']} API calls,
 {t['cached']} from cache, {t['reasked']} re-asked, {t['rejected']} rejected; tokens in/out {t['tokens_in']}/{t['tokens_out']};
@@ -225,6 +225,46 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
 ```
 """
     (out / "report.md").write_text(md)
+
+
+def budget_md(out: Path, result: dict[str, Any]) -> str:
+    """The labelling-on-a-budget section (recipes/budget.py) and its plot, budget.png."""
+    b = result.get("budget")
+    if not b:
+        return ""
+    rows = "\n".join(f"| {c['round']} | {c['train_labelled']} | {c['calls']} | {fmt(c['valid_score'])} |"
+                     for c in b["curve"])
+    plot_line = ""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([c["calls"] for c in b["curve"]], [c["valid_score"] for c in b["curve"]], marker="o")
+        ax.set_xlabel("teacher answers (train + valid)")
+        ax.set_ylabel("valid " + result["training"].get("metric", "score"))
+        ax.set_title(f"Labelling on a budget of {b['budget']} ({b['selection']})")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "budget.png", dpi=110)
+        plt.close(fig)
+        plot_line = "![valid score against teacher answers](budget.png)\n"
+    except ImportError:
+        pass
+    return f"""## Labelling on a budget
+
+Budget {b['budget']} teacher answers for pools of {b['pool']['train']} train and {b['pool']['valid']} valid inputs:
+{b['labelled']['valid']} valid inputs at random, {b['labelled']['train']} train inputs in {b['rounds']} round(s),
+selection `{b['selection']}`. Each round's student, scored on the labelled valid sample:
+
+| round | train answers | teacher answers | valid {result['training'].get('metric', 'score')} |
+|---|---|---|---|
+{rows}
+
+{plot_line}
+"""
 
 
 def write_extract_report(out: Path, run) -> None:

@@ -68,6 +68,12 @@ class TeacherSpec(_Strict):
     logprobs: bool = False  # ask for top logprobs to build soft labels (when the server has them)
     instructions: str | None = None  # extra task description for the teacher prompt
     cache: Path | None = None  # sqlite file; default: <out>/teacher_cache.sqlite
+    # At most this many teacher answers for train + valid. When the pool is larger, a random
+    # share of valid and a seed set of train are labelled, then each next batch of train is the
+    # one the student is least sure of, spread out (recipes/budget.py); `random` picks at once.
+    budget: int | None = Field(None, ge=10)
+    selection: Literal["active", "random"] = "active"
+    rounds: int = Field(4, ge=1, le=50)  # labelling rounds of an active budget (seed set included)
 
     @field_validator("model")
     @classmethod
@@ -287,6 +293,9 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
         raise NanoforgeError(f"{source}: source_lang/target_lang: only used by kind translate")
     if spec.max_summary_words is not None and spec.kind != "summarize":
         raise NanoforgeError(f"{source}: max_summary_words: only used by kind summarize")
+    if spec.teacher.budget is not None and spec.kind != "classify":
+        raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for kind classify "
+                             f"(this spec is {spec.kind}); label a sample with data.max_train_rows instead")
     if spec.teacher.backend in ("openai", "hf") and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the {spec.teacher.backend} backend")
     fb = spec.fallback.teacher

@@ -17,7 +17,7 @@ from nanoforge.data import Record, check_labels, data_hash, labels_from
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import latency_ms, size_mb
 from nanoforge.manifest import CLASSIFIER_GRAPH, EncoderClassifier, Gate as GateSection, Manifest
-from nanoforge.recipes import defaults, steps
+from nanoforge.recipes import budget, defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import METHODS, Gate, calibrate, fit_mahalanobis, gate_scores
 from nanoforge.task import OutOfScopeSpec, TaskSpec
@@ -96,7 +96,7 @@ def choose_gate(oos: OutOfScopeSpec, train_out, valid_out, train_y, valid_y, num
 
 
 def _train_student(spec, labels, train_set, valid_set):
-    def train(folder: Path):
+    def train(folder: Path | None):  # None: not saved
         from nanoforge.distill.trainer import train_classifier
         from nanoforge.students.encoder import base_tokenizer, build_student
 
@@ -106,11 +106,32 @@ def _train_student(spec, labels, train_set, valid_set):
         log(f"student: {cfg.base} ({steps.n_parameters(model) / 1e6:.1f}M parameters), "
             f"soft labels: {train_set.soft is not None}")
         training = train_classifier(model, enc, train_set, valid_set, cfg, log=log)
-        enc.save(folder / "tokenizer.json")
-        model.save(folder, {"labels": labels, "max_length": cfg.max_length, "base": cfg.base, "training": training})
+        if folder is not None:
+            enc.save(folder / "tokenizer.json")
+            model.save(folder, {"labels": labels, "max_length": cfg.max_length, "base": cfg.base,
+                                "training": training})
         return model, enc, training
 
     return train
+
+
+def _round_student(spec, labels):
+    """A labelling round's student (recipes/budget.py): trained on the answers paid for so far,
+    it scores the pool; settings as the nano's, lengths from the whole pool's inputs."""
+    settled = []
+
+    def run(train_rows, train_answers, valid_rows, valid_answers, pool):
+        from nanoforge.students.encoder import token_lengths
+        from nanoforge.students.runner import TorchRunner, classifier_outputs
+
+        if not settled:
+            settled.append(defaults.settle(spec, lambda: token_lengths(spec.student.base, [r.input for r in pool]))[0])
+        model, enc, training = _train_student(settled[0], labels, labelled_texts(train_rows, train_answers, labels),
+                                              labelled_texts(valid_rows, valid_answers, labels))(None)
+        logits, pooled = classifier_outputs(TorchRunner(model), enc, [r.input for r in pool])
+        return training["best_valid_score"], logits, pooled
+
+    return run
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -143,7 +164,12 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     log(f"task {spec.name}: {len(labels)} labels; train {len(splits['train'])}, valid {len(splits['valid'])}, "
         f"test {len(splits['test'])}")
 
-    teacher, answers = steps.teach(spec, labels, splits, out)
+    budgeted = None
+    if budget.over_budget(spec, splits):
+        budgeted = budget.teach_on_budget(spec, labels, splits, out, _round_student(spec, labels))
+        teacher, answers, splits = budgeted.teacher, budgeted.answers, budgeted.splits
+    else:
+        teacher, answers = steps.teach(spec, labels, splits, out)
     steps.write_dataset(out, {name: ({"input": r.input, "output": a.output, **({"probs": a.probs} if a.probs else {}),
                                       **({"rejected": True} if a.rejected else {})}
                                      for r, a in zip(splits[name], answers[name])) for name in answers})
@@ -163,6 +189,10 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                                [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
     model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
                                                 _train_student(spec, labels, train_set, valid_set))
+
+    if budgeted is not None:  # the nano is the last round's student
+        budgeted.info["curve"].append({"round": budgeted.info["rounds"], "calls": budgeted.calls,
+                                       "train_labelled": len(train_set.texts), "valid_score": training["best_valid_score"]})
 
     # -- export: the quantisation ladder, scored on in-scope valid labels
     in_scope = valid_set.labels >= 0
@@ -234,8 +264,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         "student_torch_fp32": {"metrics": nano.score(torch_preds, gold), "latency_ms": latency_ms(torch_one, texts),
                                "size_mb": round(size_mb(out / "student"), 3), "cost_per_1k_usd": 0.0,
                                "runtime": "torch"},
-        "teacher": _teacher_row(nano, teacher, spec, answers, gold),
     }
+    if (row := _teacher_row(nano, teacher, spec, answers, gold)) is not None:
+        models["teacher"] = row
     curves = {}
     if gate is not None:  # for the report's plot: retention vs out-of-scope recall on test, per method
         te = classifier_outputs(nano.session, nano.encoder, texts)
@@ -252,6 +283,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
+    if budgeted is not None:
+        summary["budget"] = budgeted.info
     return RunResult(summary, {"curves": curves, "gold": gold, "pred": scores["outputs"], "gate": nano.gate})
 
 
@@ -287,11 +320,14 @@ def _torch_predictions(model, enc, labels, gate, oos, train_set, valid_set, vali
     return [lab if k else None for lab, k in zip(top, keep)]
 
 
-def _teacher_row(nano, teacher, spec: TaskSpec, answers: dict[str, list[Answer]], gold: list) -> dict[str, Any]:
+def _teacher_row(nano, teacher, spec: TaskSpec, answers: dict[str, list[Answer]], gold: list
+                 ) -> dict[str, Any] | None:
     tstats = teacher.stats.to_dict()
     if "test" in answers:
         preds = [None if a.rejected else a.output for a in answers["test"]]
         return {"metrics": nano.score(preds, gold), "latency_ms": None, "size_mb": None,
                 "cost_per_1k_usd": tstats["cost_per_1k_usd"], "runtime": f"{teacher.name}:{spec.teacher.model}"}
+    if teacher.name != "reference":  # on a budget, test (gold labelled) is not sent to the teacher
+        return None
     return {"metrics": nano.score(gold, gold), "latency_ms": None, "size_mb": None, "cost_per_1k_usd": 0.0,
             "runtime": "reference labels (the gold answers themselves)"}
