@@ -5,7 +5,7 @@
 1. v1 learns half of CLINC150's intents (every other one, sorted) plus out-of-scope, with the
    demo's settings; it is registered as prod.
 2. A real server (`nanoforge serve --capture`, default sampling) answers the whole CLINC150 test
-   set, first the inputs of v1's intents, then the others; the drift gauges are read as the
+   set, first the inputs of v1's intents and the out-of-scope ones (shuffled), then the others; the drift gauges are read as the
    traffic goes (`nanoforge monitor`'s numbers).
 3. `nanoforge retrain` with the reference teacher (the test file's gold labels stand in for an
    LLM) trains v2 on what was captured; it is promoted if it keeps v1's frozen test split within
@@ -96,6 +96,8 @@ def main() -> None:
     test = rows("test")
     first = [r["input"] for r in test if r["output"] is None or r["output"] in old]
     then = [r["input"] for r in test if r["output"] in new]
+    random.Random(0).shuffle(first)  # the test file lists out-of-scope rows last: traffic mixes them
+    random.Random(1).shuffle(then)
     n = len(first) + len(then)
     marks = sorted({len(first)} | {len(first) + k for k in range(250, len(then), 250)} | {n})
     result["drift_v1"] = replay(reg, args.out / "capture", first + then, marks)
