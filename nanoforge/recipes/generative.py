@@ -30,6 +30,7 @@ from nanoforge.task import TaskSpec
 
 LATENCY_CALLS = 20  # timed single-input generations per export (each is a whole answer)
 VALID_PROMPTS = 32  # valid pairs the export ladder scores each variant on
+VALID_METRIC_PAIRS = 256  # valid pairs whose greedy answers choose the epoch kept (translate, summarize)
 
 
 def json_target(schema, obj: dict) -> str:
@@ -71,6 +72,27 @@ def next_token_agreement(runner: Runner, cache: KVCache, layout: PromptLayout, p
     return same / max(total, 1)
 
 
+def valid_metric(spec: TaskSpec, model: CausalLM, tok, layout: PromptLayout, pairs: list[tuple[str, str]],
+                 max_input: int):
+    """The task metric (chrF, ROUGE-L) of the model's greedy answers to `pairs`."""
+    from nanoforge.metrics.text import text_metrics
+    from nanoforge.students.runner import TorchRunner
+
+    c = model.cfg
+    cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
+    prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in pairs]
+    refs = [references(ref) for _, ref in pairs]
+
+    @torch.no_grad()
+    def score() -> float:
+        model.eval()
+        ids = greedy(TorchRunner(model), cache, layout, prompts, spec.student.max_new_tokens)
+        preds = [decode_text(tok, x) for x in ids]
+        return float(text_metrics(spec.kind, preds, refs, spec.target_lang)[HEADLINE[spec.kind]] or 0.0)
+
+    return score
+
+
 def max_input_tokens(spec: TaskSpec, layout: PromptLayout) -> int:
     cfg = spec.student
     n = cfg.max_length - cfg.max_new_tokens - len(layout.prefix_ids) - len(layout.suffix_ids)
@@ -95,11 +117,18 @@ def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]], tok,
             f"{model.cfg.vocab_size}; {len(rows)} training pairs, up to {cfg.max_length} tokens")
 
         @torch.no_grad()
-        def valid_score() -> float:
+        def valid_loss() -> float:
             model.eval()
             losses = [sft_loss(model, valid_rows, np.arange(s, min(s + 32, len(valid_rows))), layout.pad_id).item()
                       for s in range(0, len(valid_rows), 32)]
             return -float(np.mean(losses))
+
+        # translate / summarize: each epoch is judged by what it generates (greedy, as the nano
+        # answers), since valid loss keeps an earlier, less fluent epoch; extraction by loss
+        valid_score, metric = valid_loss, "-loss"
+        if spec.kind in ("translate", "summarize"):
+            valid_score, metric = valid_metric(spec, model, tok, layout, pairs["valid"][:VALID_METRIC_PAIRS],
+                                               max_input_tokens(spec, layout)), HEADLINE[spec.kind]
 
         teacher = logit_teacher(spec, model, log)
         trained = with_lora(model, cfg.lora, cfg.base, log) if cfg.lora is not None else model
@@ -107,7 +136,7 @@ def _train_student(spec: TaskSpec, pairs: dict[str, list[tuple[str, str]]], tok,
         def batch_loss(idx):
             return sft_loss(trained, rows, idx, layout.pad_id, teacher, cfg.kd_alpha, cfg.kd_beta, cfg.kd_temperature)
 
-        training = fit(trained, len(rows), cfg, batch_loss, valid_score, "-loss", log,
+        training = fit(trained, len(rows), cfg, batch_loss, valid_score, metric, log,
                        lengths=[len(r[0]) for r in rows])
         if cfg.lora is not None:
             model = trained.merge_and_unload()  # plain weights again: exported like any student
