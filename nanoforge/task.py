@@ -293,9 +293,9 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
         raise NanoforgeError(f"{source}: source_lang/target_lang: only used by kind translate")
     if spec.max_summary_words is not None and spec.kind != "summarize":
         raise NanoforgeError(f"{source}: max_summary_words: only used by kind summarize")
-    if spec.teacher.budget is not None and spec.kind != "classify":
-        raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for kind classify "
-                             f"(this spec is {spec.kind}); label a sample with data.max_train_rows instead")
+    if spec.teacher.budget is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
+        raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for encoder students "
+                             f"(classify, extract); label a sample with data.max_train_rows instead")
     if spec.teacher.backend in ("openai", "hf") and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the {spec.teacher.backend} backend")
     fb = spec.fallback.teacher

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_LABELS, clinc_rows, write_jsonl
 from wire_server import WireServer, user_text
 
-from nanoforge.distill.active import k_center, margin_uncertainty, select
+from nanoforge.distill.active import document_uncertainty, k_center, margin_uncertainty, select
 from nanoforge.errors import NanoforgeError
 from nanoforge.recipes import train
 from nanoforge.recipes.budget import round_sizes, split_budget
@@ -18,8 +18,9 @@ from nanoforge.task import load_task, parse_task
 
 
 def test_margin_is_highest_where_two_labels_tie():
-    logits = np.array([[5.0, 0.0, 0.0], [2.0, 2.0, 0.0], [3.0, 1.0, 0.0]])
-    assert list(np.argsort(-margin_uncertainty(logits))) == [1, 2, 0]
+    probs = np.array([[0.9, 0.05, 0.05], [0.45, 0.45, 0.1], [0.6, 0.3, 0.1]])
+    assert list(np.argsort(-margin_uncertainty(probs))) == [1, 2, 0]
+    assert document_uncertainty(np.array([[0.9, 0.1]] * 50 + [[0.5, 0.5]] * 2), top=2) == 1.0
 
 
 def test_k_center_spreads_its_picks_over_the_clusters():
@@ -34,12 +35,12 @@ def test_k_center_spreads_its_picks_over_the_clusters():
 def test_select_takes_uncertain_rows_and_never_labelled_ones():
     rng = np.random.default_rng(0)
     n = 60
-    logits = np.tile([8.0, 0.0], (n, 1))
-    logits[40:] = [1.0, 1.0]  # the student cannot decide on rows 40..59
+    probs = np.tile([0.99, 0.01], (n, 1))
+    probs[40:] = [0.5, 0.5]  # the student cannot decide on rows 40..59
     emb = rng.normal(size=(n, 4))
     labelled = np.zeros(n, bool)
     labelled[40:45] = True
-    pick = select(logits, emb, labelled, 5, rng)
+    pick = select(margin_uncertainty(probs), emb, labelled, 5, rng)
     assert len(set(pick)) == 5 and all(45 <= p < 60 for p in pick)
 
 
@@ -117,3 +118,16 @@ def test_random_selection_and_a_budget_larger_than_the_pool(llm_task, tmp_path):
     with WireServer(answer_from(gold)) as srv:  # the budget covers everything: an ordinary run, no rounds
         whole = train(spec(srv.base_url, "budget: 1000"), tmp_path / "whole").summary
         assert srv.count == sum(map(len, rows.values())) and "budget" not in whole  # test too, as any run
+
+
+def test_an_extraction_on_a_budget_labels_the_documents_its_tagger_is_least_sure_of(extract_run, tmp_path):
+    root = extract_run["root"]
+    spec_text = (root / "task.yaml").read_text().replace("teacher: {backend: reference}",
+                                                         "teacher: {backend: reference, budget: 30, rounds: 2}")
+    assert "budget: 30" in spec_text
+    (root / "budget.yaml").write_text(spec_text)
+    result = train(load_task(root / "budget.yaml"), tmp_path / "run").summary
+    b = result["budget"]
+    assert b["labelled"] == {"train": 26, "valid": 4} and result["teacher_stats"]["requests"] == 30
+    assert [c["calls"] for c in b["curve"]] == [17, 30] and result["data"]["train"] == 26
+    assert "## Labelling on a budget" in (tmp_path / "run" / "report.md").read_text()

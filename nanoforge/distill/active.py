@@ -1,6 +1,6 @@
 """Which unlabelled inputs to pay the teacher for next (active learning), in numpy.
 
-    pick = select(logits, embeddings, labelled, k, rng)   # indices into the pool
+    pick = select(margin_uncertainty(probs), embeddings, labelled, k, rng)   # indices into the pool
 
 The student's uncertainty says where it would learn most; taken alone it picks many near
 copies of one confusing input, so the most uncertain `overshoot * k` candidates are thinned
@@ -13,24 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def margin_uncertainty(logits: np.ndarray) -> np.ndarray:
-    """1 - (p_top1 - p_top2): 1 where the student cannot choose between two labels."""
-    p = np.sort(softmax(logits), axis=1)
+def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
+    """1 - (p_top1 - p_top2) per row of probabilities: 1 where two labels tie."""
+    p = np.sort(probs, axis=1)
     return 1.0 - (p[:, -1] - p[:, -2]) if p.shape[1] > 1 else 1.0 - p[:, -1]
 
 
-def entropy_uncertainty(logits: np.ndarray) -> np.ndarray:
-    p = softmax(logits)
-    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
-
-
-UNCERTAINTY = {"margin": margin_uncertainty, "entropy": entropy_uncertainty}
+def document_uncertainty(token_probs: np.ndarray, top: int = 16) -> float:
+    """A tagged document's uncertainty: the mean margin uncertainty of its `top` least sure
+    tokens (a long document is not more uncertain for being long)."""
+    u = np.sort(margin_uncertainty(token_probs))[::-1]
+    return float(u[:top].mean()) if len(u) else 0.0
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -54,14 +47,14 @@ def k_center(emb: np.ndarray, centres: np.ndarray, candidates: np.ndarray, k: in
     return np.asarray(picks, dtype=np.int64)
 
 
-def select(logits: np.ndarray, emb: np.ndarray, labelled: np.ndarray, k: int, rng: np.random.Generator,
-           measure: str = "margin", overshoot: int = 3) -> np.ndarray:
+def select(uncertainty: np.ndarray, emb: np.ndarray, labelled: np.ndarray, k: int, rng: np.random.Generator,
+           overshoot: int = 3) -> np.ndarray:
     """Indices of the next `k` pool rows to label: the `overshoot * k` most uncertain of the
     unlabelled rows (`labelled` is a boolean mask), thinned by k-center greedy."""
     free = np.flatnonzero(~labelled)
     if k >= len(free):
         return free
-    scores = UNCERTAINTY[measure](logits[free]) + rng.uniform(0, 1e-9, len(free))  # seeded tie-break
+    scores = uncertainty[free] + rng.uniform(0, 1e-9, len(free))  # seeded tie-break
     candidates = free[np.argsort(-scores)[: overshoot * k]]
     centres = np.flatnonzero(labelled)
     if not len(centres):

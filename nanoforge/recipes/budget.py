@@ -31,7 +31,8 @@ from nanoforge.teachers import Answer, Teacher, make_teacher
 VALID_SHARE = 0.15  # of the budget, for the valid split
 
 # (train records, their answers, valid records, their answers, pool) ->
-#   (valid score of a student trained on them, its logits and embeddings on the pool)
+#   (valid score of a student trained on them, its uncertainty on each pool row, an embedding
+#    of each pool row for the spread)
 RoundStudent = Callable[[list[Record], list[Answer], list[Record], list[Answer], list[Record]],
                         tuple[float, np.ndarray, np.ndarray]]
 
@@ -83,11 +84,11 @@ def teach_on_budget(spec: TaskSpec, labels: list[str], splits: dict[str, list[Re
                 from nanoforge.distill.active import select
 
                 rows = [pool[i] for i in order]
-                score, logits, emb = round_student(rows, [answers[i] for i in order], valid, valid_answers, pool)
+                score, uncertainty, emb = round_student(rows, [answers[i] for i in order], valid, valid_answers, pool)
                 curve.append({"round": r - 1, "calls": len(order) + n_valid, "train_labelled": len(order),
                               "valid_score": score})
                 log(f"budget round {r - 1}: {len(order)} train answers + {n_valid} valid, valid score {score:.4f}")
-                pick = select(logits, emb, labelled, size, rng)
+                pick = select(uncertainty, emb, labelled, size, rng)
                 how = "most uncertain, spread out"
             batch = [pool[i] for i in pick]
             for i, a in zip(pick, _label(teacher, f"train round {r}/{len(sizes)}", batch)):

@@ -121,6 +121,8 @@ def _round_student(spec, labels):
     settled = []
 
     def run(train_rows, train_answers, valid_rows, valid_answers, pool):
+        from nanoforge.distill.active import margin_uncertainty
+        from nanoforge.runtime.gate import softmax
         from nanoforge.students.encoder import token_lengths
         from nanoforge.students.runner import TorchRunner, classifier_outputs
 
@@ -129,7 +131,7 @@ def _round_student(spec, labels):
         model, enc, training = _train_student(settled[0], labels, labelled_texts(train_rows, train_answers, labels),
                                               labelled_texts(valid_rows, valid_answers, labels))(None)
         logits, pooled = classifier_outputs(TorchRunner(model), enc, [r.input for r in pool])
-        return training["best_valid_score"], logits, pooled
+        return training["best_valid_score"], margin_uncertainty(softmax(logits)), pooled
 
     return run
 

@@ -18,7 +18,7 @@ from nanoforge.extract.values import coerce_output
 from nanoforge.manifest import TAGGER_GRAPH, EncoderTagger, Manifest
 from nanoforge.metrics.fields import extraction_metrics
 from nanoforge.progress import progress_bar
-from nanoforge.recipes import defaults, steps
+from nanoforge.recipes import budget, defaults, steps
 from nanoforge.recipes.steps import RunResult, log
 from nanoforge.runtime.gate import softmax
 from nanoforge.runtime.session import Runner, bind
@@ -119,13 +119,12 @@ def _student(spec: TaskSpec, tags: list[str]):
 
 
 def _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, valid_out):
-    def train(folder: Path):
+    def train(folder: Path | None):  # None: not saved
         from nanoforge.distill.trainer import train_tagger
         from nanoforge.students.runner import TorchRunner
 
         cfg = spec.student
         model, text_enc, teacher_model = _student(spec, tags)
-        text_enc.save(folder / "tokenizer.json")
         enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
         windows = []
         for text, spans in zip(train_texts, train_spans):
@@ -147,11 +146,42 @@ def _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, va
             return extraction_metrics(schema, preds, valid_out)["field_f1"] or 0.0
 
         training = train_tagger(model, windows, cfg, evaluate, pad_id=enc.pad_id, log=log, soft=soft)
-        model.save(folder, {"max_length": cfg.max_length, "stride": cfg.stride, "base": cfg.base,
-                            "training": training, "tags": tags})
+        if folder is not None:
+            text_enc.save(folder / "tokenizer.json")
+            model.save(folder, {"max_length": cfg.max_length, "stride": cfg.stride, "base": cfg.base,
+                                "training": training, "tags": tags})
         return model, text_enc, training
 
     return train
+
+
+def _round_student(spec: TaskSpec, schema: Schema, tags: list[str]):
+    """A labelling round's student (recipes/budget.py): a tagger trained on the answers paid
+    for so far; a document's uncertainty is that of its least sure tokens, its embedding the
+    mean of its tokens' tag probabilities (which fields it seems to hold, and how surely)."""
+    settled = []
+
+    def run(train_rows, train_answers, valid_rows, valid_answers, pool):
+        from nanoforge.distill.active import document_uncertainty
+        from nanoforge.students.encoder import token_lengths
+        from nanoforge.students.runner import TorchRunner
+
+        if not settled:
+            settled.append(defaults.settle(spec, lambda: token_lengths(
+                spec.student.distil_from or spec.student.base, [r.input for r in pool]))[0])
+        cfg = settled[0].student
+        kept = [(r, o) for r, o in zip(train_rows, typed_answers(schema, train_rows, train_answers)) if o is not None]
+        spans, _ = alignment(schema, [r.input for r, _ in kept], [o for _, o in kept])
+        valid_out = [o if o is not None else dict.fromkeys(schema.names)
+                     for o in typed_answers(schema, valid_rows, valid_answers)]
+        model, text_enc, training = _train_student(settled[0], schema, tags, [r.input for r, _ in kept], spans,
+                                                   [r.input for r in valid_rows], valid_out)(None)
+        enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
+        probs = [p for _, p in tag_probs(TorchRunner(model), enc, [r.input for r in pool])]
+        return (training["best_valid_score"], np.array([document_uncertainty(p) for p in probs]),
+                np.stack([p.mean(0) for p in probs]))
+
+    return run
 
 
 def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResult:
@@ -172,7 +202,13 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     log(f"task {spec.name}: {len(schema.fields)} fields; train {len(splits['train'])}, "
         f"valid {len(splits['valid'])}, test {len(splits['test'])}")
 
-    teacher, answers = steps.teach(spec, [], splits, out)
+    budgeted = None
+    if budget.over_budget(spec, splits):
+        budgeted = budget.teach_on_budget(spec, [], splits, out, _round_student(spec, schema, tags))
+        teacher, answers, splits = budgeted.teacher, budgeted.answers, budgeted.splits
+        gold = {name: gold_outputs(schema, recs) for name, recs in splits.items()}
+    else:
+        teacher, answers = steps.teach(spec, [], splits, out)
     typed = {name: typed_answers(schema, splits[name], answers[name]) for name in answers}
     steps.write_dataset(out, {name: ({"input": r.input, "output": o, **({"rejected": True} if o is None else {})}
                                      for r, o in zip(splits[name], typed[name])) for name in typed})
@@ -271,7 +307,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         models["teacher"] = {"metrics": nano.score(typed["test"], test_gold), "latency_ms": None,
                              "size_mb": None, "cost_per_1k_usd": tstats["cost_per_1k_usd"],
                              "runtime": f"{teacher.name}:{spec.teacher.model}"}
-    else:
+    elif teacher.name == "reference":  # (on a budget, an LLM teacher is not sent gold-labelled test)
         models["teacher"] = {"metrics": nano.score(test_gold, test_gold), "latency_ms": None,
                              "size_mb": None, "cost_per_1k_usd": 0.0,
                              "runtime": "reference labels (the gold answers themselves)"}
@@ -280,5 +316,9 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                "alignment": align_stats, "training": training, "lineage": manifest.lineage,
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
+    if budgeted is not None:
+        budgeted.info["curve"].append({"round": budgeted.info["rounds"], "calls": budgeted.calls,
+                                       "train_labelled": len(train_texts), "valid_score": training["best_valid_score"]})
+        summary["budget"] = budgeted.info
     return RunResult(summary, {"gold": test_gold, "int8": scores["outputs"], "torch": torch_preds,
                                "texts": test_texts, "schema": schema})
