@@ -114,7 +114,7 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
             text: Optional[str] = typer.Argument(None, help="input text; omit to read JSONL from stdin"),
             threads: Optional[int] = typer.Option(None, "--threads", min=1)) -> None:
     """Predict one text, or each JSONL line on stdin ({"input": ...} or a JSON string)."""
-    from nanoforge.data import check_text
+    from nanoforge.data import check_text, read_input_line
     from nanoforge.runtime import load
 
     nano = load(bundle, threads=threads)
@@ -131,28 +131,13 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
         batch.clear()
 
     for lineno, raw in enumerate(sys.stdin.buffer, start=1):
-        where = f"stdin:{lineno}"
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            flush()
-            raise NanoforgeError(f"{where}: not valid UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            flush()
-            raise NanoforgeError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        value = obj.get("input") if isinstance(obj, dict) else obj
-        if isinstance(obj, dict) and "input" not in obj:
-            flush()
-            raise NanoforgeError(f"{where}: missing field `input`")
-        try:
-            batch.append(check_text(value, where))
+            value = read_input_line(raw, f"stdin:{lineno}")
         except NanoforgeError:
-            flush()
+            flush()  # the answers to the lines before the bad one are printed first
             raise
+        if value is not None:
+            batch.append(value)
         if len(batch) >= 64:
             flush()
     flush()
