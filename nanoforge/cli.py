@@ -1,6 +1,7 @@
 """The `nanoforge` command line (typer).
 
     nanoforge train TASK.yaml --out DIR     -> DIR/bundle/, DIR/report.md, DIR/report.json
+    nanoforge datagen TASK.yaml --n N --out FILE.jsonl   inputs written, checked and labelled by the teacher
     nanoforge eval BUNDLE --data FILE.jsonl --json
     nanoforge predict BUNDLE "some text"    (or JSONL on stdin)
     nanoforge demo --out DIR                 the bundled default (CLINC150)
@@ -67,6 +68,18 @@ def train(task: Path = typer.Argument(..., help="task spec (YAML)"),
           out: Path = typer.Option(..., "--out", help="run folder to write")) -> None:
     """Label with the teacher, train the student, export, bundle and report."""
     _run_training(task, out)
+
+
+@app.command()
+@user_errors
+def datagen(task: Path = typer.Argument(..., help="task spec (YAML) with a description and an LLM teacher"),
+            n: int = typer.Option(..., "--n", min=1, help="rows wanted, after the checks"),
+            out: Path = typer.Option(..., "--out", help="JSONL to write (usable as data.train)")) -> None:
+    """Have the teacher write inputs for the task, drop the bad and repeated ones, label the rest."""
+    from nanoforge.datagen import generate, print_report
+    from nanoforge.task import load_task
+
+    print_report(generate(load_task(task), n, out, spec_source=str(task)))
 
 
 @app.command()
