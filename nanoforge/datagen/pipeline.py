@@ -61,11 +61,12 @@ class Candidate:
         return {"input": shown, "reason": self.reason, "detail": self.detail, "request": self.request.id}
 
 
-def paths(out: Path) -> dict[str, Path]:
-    """Where the run writes, next to the output: its cache, report and dropped inputs."""
+def paths(spec: TaskSpec, out: Path) -> dict[str, Path]:
+    """Where the run writes, next to the output: the teacher's cache (unless the spec's
+    `teacher.cache` names one), the report and the dropped inputs."""
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return {"cache": out.with_name(stem + ".cache.sqlite"), "report": out.with_name(stem + ".report.json"),
-            "dropped": out.with_name(stem + ".dropped.jsonl")}
+    return {"cache": spec.teacher.cache or out.with_name(stem + ".cache.sqlite"),
+            "report": out.with_name(stem + ".report.json"), "dropped": out.with_name(stem + ".dropped.jsonl")}
 
 
 def generate(spec: TaskSpec, n: int, out: str | Path, spec_source: str | None = None) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def generate(spec: TaskSpec, n: int, out: str | Path, spec_source: str | None = 
     labels = task_labels(spec, train, source)
     held_out = {name: read_records(path, spec.data.input_field, spec.data.output_field)
                 for name, path in (("valid", spec.data.valid), ("test", spec.data.test)) if path is not None}
-    files = paths(out)
+    files = paths(spec, out)
     teacher = make_teacher(spec, labels, cache_path=files["cache"])
     assert isinstance(teacher, ChatTeacher)
     try:
