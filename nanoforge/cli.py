@@ -1,6 +1,7 @@
 """The `nanoforge` command line (typer).
 
     nanoforge train TASK.yaml --out DIR     -> DIR/bundle/, DIR/report.md, DIR/report.json
+    nanoforge datagen TASK.yaml --n N --out FILE.jsonl   inputs written, checked and labelled by the teacher
     nanoforge eval BUNDLE --data FILE.jsonl --json
     nanoforge predict BUNDLE "some text"    (or JSONL on stdin)
     nanoforge demo --out DIR                 the bundled default (CLINC150)
@@ -71,6 +72,18 @@ def train(task: Path = typer.Argument(..., help="task spec (YAML)"),
 
 @app.command()
 @user_errors
+def datagen(task: Path = typer.Argument(..., help="task spec (YAML) with a description and an LLM teacher"),
+            n: int = typer.Option(..., "--n", min=1, help="rows wanted, after the checks"),
+            out: Path = typer.Option(..., "--out", help="JSONL to write (usable as data.train)")) -> None:
+    """Have the teacher write inputs for the task, drop the bad and repeated ones, label the rest."""
+    from nanoforge.datagen import generate, print_report
+    from nanoforge.task import load_task
+
+    print_report(generate(load_task(task), n, out, spec_source=str(task)))
+
+
+@app.command()
+@user_errors
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder to write")) -> None:
     """The main job on the bundled default: CLINC150 intents with out-of-scope fallback."""
     if not DEMO_TASK.is_file():
@@ -114,7 +127,7 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
             text: Optional[str] = typer.Argument(None, help="input text; omit to read JSONL from stdin"),
             threads: Optional[int] = typer.Option(None, "--threads", min=1)) -> None:
     """Predict one text, or each JSONL line on stdin ({"input": ...} or a JSON string)."""
-    from nanoforge.data import check_text
+    from nanoforge.data import check_text, read_input_line
     from nanoforge.runtime import load
 
     nano = load(bundle, threads=threads)
@@ -131,28 +144,13 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
         batch.clear()
 
     for lineno, raw in enumerate(sys.stdin.buffer, start=1):
-        where = f"stdin:{lineno}"
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            flush()
-            raise NanoforgeError(f"{where}: not valid UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            flush()
-            raise NanoforgeError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        value = obj.get("input") if isinstance(obj, dict) else obj
-        if isinstance(obj, dict) and "input" not in obj:
-            flush()
-            raise NanoforgeError(f"{where}: missing field `input`")
-        try:
-            batch.append(check_text(value, where))
+            value = read_input_line(raw, f"stdin:{lineno}")
         except NanoforgeError:
-            flush()
+            flush()  # the answers to the lines before the bad one are printed first
             raise
+        if value is not None:
+            batch.append(value)
         if len(batch) >= 64:
             flush()
     flush()

@@ -67,6 +67,24 @@ def check_text(text: Any, where: str, what: str = "input") -> str:
     return text
 
 
+def read_input_line(raw: bytes, where: str) -> str | None:
+    """One JSONL line of inputs (`{"input": ...}` or a JSON string) as its text; None for a
+    blank line. Errors name `where` (e.g. stdin:3)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NanoforgeError(f"{where}: not valid UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise NanoforgeError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(obj, dict) and "input" not in obj:
+        raise NanoforgeError(f"{where}: missing field `input`")
+    return check_text(obj.get("input") if isinstance(obj, dict) else obj, where)
+
+
 def parse_record(obj: Any, where: str, input_field: str = "input", output_field: str = "output") -> Record:
     """One row. `input_field` / `output_field` name the keys that hold the input and output
     (a translation file with `en` and `ja` serves both directions). `output` may be a label,

@@ -108,3 +108,110 @@ def describe_field(f: Field) -> str:
     presence = "null when the document does not contain it" if f.nullable or not f.required else "required"
     desc = f" {f.description.strip()}" if f.description.strip() else ""
     return f"{f.name}: {kind}; {presence}.{desc}"
+
+
+# ----------------------------------------------------------------------------- synthetic inputs (datagen)
+
+# The axes every generation request varies along; `datagen.axes` may give them or more.
+STANDARD_AXES = {
+    "topic": "what an input is about",
+    "persona": "who writes it",
+    "style": "how it is written (tone, register, typos, formatting)",
+    "length": "how long it is",
+}
+# Per kind: what an input near the task's boundary looks like (classify names the two labels).
+_EDGE = {
+    "extract": "a hard case for extraction: fields missing, in an unusual format or order, or next to distractors",
+    "translate": "a hard case for translation: idioms, names, numbers or ambiguous words",
+    "summarize": "a hard case for summarising: several topics, details that matter, digressions",
+}
+
+
+def task_brief(spec: TaskSpec, labels: list[str]) -> list[str]:
+    """What the task is, for the prompts that write and grade its inputs."""
+    lines = [f'Task "{spec.name}" ({spec.kind}): {(spec.description or "").strip()}']
+    if spec.teacher.instructions and spec.teacher.instructions.strip():
+        lines.append(spec.teacher.instructions.strip())
+    if spec.kind == "classify":
+        lines.append("Labels: " + ", ".join(labels))
+    elif spec.kind == "extract":
+        lines.append("Fields read from each input:")
+        lines.extend(f"- {describe_field(f)}" for f in spec.extraction_schema().fields)
+    elif spec.kind == "translate":
+        lines.append(f"Inputs are {LANGUAGES[spec.source_lang]} texts to translate into "
+                     f"{LANGUAGES[spec.target_lang]}; write them in {LANGUAGES[spec.source_lang]}.")
+    else:
+        lines.append(f"Inputs are texts to summarise{_limit(spec)}.")
+    return lines
+
+
+def intent(spec: TaskSpec, kind: str, label: str | None = None, other: str | None = None) -> str:
+    """The kind of input a request asks for: `typical`, `edge` (near the task's boundary; for
+    classify between `label` and `other`) or `out_of_scope` (outside the task)."""
+    if kind == "out_of_scope":
+        what = "fits none of the labels" if spec.kind == "classify" else "this task does not cover"
+        return f"something users of this system could send that {what} (out of scope)"
+    if spec.kind == "classify" and kind == "edge":
+        return f"an input near the boundary between `{label}` and `{other}`: easy to confuse, yet `{label}`"
+    if spec.kind == "classify":
+        return f"an input a careful annotator would label `{label}`"
+    return _EDGE[spec.kind] if kind == "edge" else "a typical input of this task"
+
+
+def _examples(seeds: list[str]) -> str:
+    if not seeds:
+        return "There are no example inputs yet."
+    return "Examples of real inputs (for their form; do not copy them):\n" + "\n".join(f"- {s}" for s in seeds)
+
+
+def axes_prompt(spec: TaskSpec, labels: list[str], axes: list[str]) -> str:
+    lines = ["You plan the variety of synthetic inputs for a small model's training data.", *task_brief(spec, labels),
+             "Propose values for each of these axes of variation of the inputs:"]
+    lines.extend(f"- {a}: {STANDARD_AXES.get(a, a)}" for a in axes)
+    lines.append("Answer with one JSON object mapping each axis name to a list of 6 to 10 short, distinct values, "
+                 "and nothing else.")
+    return "\n".join(lines)
+
+
+def axes_request(seeds: list[str]) -> str:
+    return f"{_examples(seeds)}\nPropose the values."
+
+
+AXES_REASK = "That is not usable: {error}. Answer again with one JSON object mapping each axis name to a list of " \
+             "short strings, and nothing else."
+
+
+def write_prompt(spec: TaskSpec, labels: list[str]) -> str:
+    """The system prompt of every request for inputs."""
+    return "\n".join([
+        "You write realistic inputs for a task that a small model will learn from.", *task_brief(spec, labels),
+        "Write each input exactly as the system would receive it from a user: no numbering, no labels, "
+        "no answers, no commentary.",
+        "Answer with one JSON array of strings, one input per string, and nothing else."])
+
+
+def write_request(request_id: str, n: int, axes: dict[str, str], wanted: str, seeds: list[str]) -> str:
+    """One request: its id (so that no two requests are the same cached prompt), the axes'
+    values it picked, the kind of input wanted and a few example inputs."""
+    lines = [f"Request {request_id}. Write {n} different inputs, each {wanted}."]
+    lines.extend(f"- {name}: {value}" for name, value in axes.items())
+    lines.append(_examples(seeds))
+    return "\n".join(lines)
+
+
+def judge_prompt(spec: TaskSpec, labels: list[str]) -> str:
+    """The rubric the judge scores each candidate input by (1-5, JSON)."""
+    return "\n".join([
+        "You grade candidate inputs written for a task's training data.", *task_brief(spec, labels),
+        "Score the candidate as an input of the intended kind, from 1 to 5:",
+        "5: realistic and clear; a real user could send it; of the intended kind.",
+        "4: realistic, with small flaws.",
+        "3: usable: plausible, though plain or a little off the intended kind.",
+        "2: unrealistic, unclear, or not of the intended kind.",
+        "1: not an input at all (instructions, commentary, a list, an answer or a label), or it gives away "
+        "its own answer.",
+        'Answer with one JSON object, {"score": <1-5>, "reason": "<a few words>"}, and nothing else.'])
+
+
+def judge_request(wanted: str, text: str) -> str:
+    return f"Intended kind: {wanted}.\nCandidate input:\n{text}"

@@ -184,6 +184,39 @@ class FallbackSpec(_Strict):
     teacher: TeacherSpec | None = None
 
 
+class DatagenSpec(_Strict):
+    """`nanoforge datagen` (nanoforge/datagen/): inputs the teacher writes from `description:`.
+
+    Each request for inputs picks one value of every axis; axes given here are used as they
+    are, and the teacher proposes values for the standard ones left out (topic, persona,
+    style, length). The thresholds decide what counts as the same input again."""
+
+    axes: dict[str, list[str]] = {}  # e.g. {persona: [student, retiree], style: [terse, chatty]}
+    per_call: int = Field(5, ge=1, le=50)  # inputs asked for in one request
+    temperature: float = Field(1.0, ge=0, le=2)  # of the writing requests (grading and labels: teacher's)
+    seed_examples: int = Field(5, ge=0, le=50)  # first rows of data.train shown as examples
+    edge_share: float = Field(0.2, ge=0, le=1)  # requests for inputs near the task's boundary
+    out_of_scope_share: float = Field(0.1, ge=0, le=1)  # requests for inputs outside the task (with out_of_scope:)
+    min_judge_score: int = Field(3, ge=1, le=5)  # the judge's 1-5 score an input must reach
+    max_chars: int | None = Field(None, ge=10)  # longer is garbage; default: from the seeds, else the kind
+    near_duplicate: float = Field(0.6, gt=0, le=1)  # Jaccard of word 1-/2-grams at or above: the same input
+    max_cosine: float = Field(0.95, gt=0, le=1)  # embedding cosine at or above: the same input
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_have_values(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, values in v.items():
+            if not name.strip() or not values or any(not x.strip() for x in values):
+                raise ValueError(f"axis {name!r}: give a name and a list of non-empty values")
+        return v
+
+    @model_validator(mode="after")
+    def _shares(self):
+        if self.edge_share + self.out_of_scope_share > 1:
+            raise ValueError("edge_share + out_of_scope_share must be at most 1")
+        return self
+
+
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+$")
@@ -203,6 +236,7 @@ class TaskSpec(_Strict):
     out_of_scope: OutOfScopeSpec | None = None
     export: ExportSpec = ExportSpec()
     fallback: FallbackSpec = FallbackSpec()
+    datagen: DatagenSpec = DatagenSpec()
     seed: int = 0
 
     @field_validator("labels")

@@ -7,7 +7,8 @@ answer is `rejected` and counted, never guessed. Around each call: a semaphore (
 `concurrency`), an sqlite cache written after every response (a killed run resumes without
 paying twice), and the token and cost totals. A subclass brings the transport: its client,
 one API call (`_complete`), how it asks for a JSON object (`_ask_structured`) and the one-line
-`TeacherError` of a failure. Repeated inputs are asked once.
+`TeacherError` of a failure. Repeated inputs are asked once. `chat` sends other requests
+(writing and grading synthetic inputs) through the same cache, slots and totals.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from nanoforge import prompts
 from nanoforge.data import Record
@@ -151,17 +153,23 @@ class ChatTeacher:
         return [answers[r.input] for r in records]
 
     async def _label_all(self, texts: dict[str, int], progress: Progress | None) -> dict[str, Answer]:
-        client = self._client()
-        sem = asyncio.Semaphore(self.spec.teacher.concurrency)
         answers: dict[str, Answer] = {}
         answer = self._answer_text if self.text_mode else self._answer if self.schema is None else self._answer_extract
 
-        async def one(text: str) -> None:
+        async def one(client: Any, sem: asyncio.Semaphore, text: str) -> None:
             answers[text] = await answer(client, sem, text, texts[text])
             if progress:
                 progress(texts[text])
 
-        tasks = [asyncio.ensure_future(one(text)) for text in texts]
+        await self._each(list(texts), one)
+        return answers
+
+    async def _each(self, items: list[Any], work: Callable[[Any, asyncio.Semaphore, Any], Awaitable[None]]) -> None:
+        """`await work(client, sem, item)` for every item, concurrently on one client within the
+        spec's `concurrency`; the first failure cancels the rest and is raised."""
+        client = self._client()
+        sem = asyncio.Semaphore(self.spec.teacher.concurrency)
+        tasks = [asyncio.ensure_future(work(client, sem, item)) for item in items]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -171,7 +179,38 @@ class ChatTeacher:
             raise
         finally:
             await client.close()
-        return answers
+
+    # ------------------------------------------------------------------ other requests
+
+    def chat(self, requests: list[tuple[str, ...]], temperature: float | None = None,
+             progress: Progress | None = None) -> list[tuple[str, bool]]:
+        """(reply text, from the cache) for each request, in order: requests that are not the
+        task's own answers (writing synthetic inputs, grading them: nanoforge/datagen/). A
+        request is (system prompt, user message[, assistant reply, user message]...). They go
+        through the labelling path's cache, concurrency slots, retries and token and cost
+        totals, with the spec's sampling parameters (`temperature` instead of the spec's where
+        the API takes one; no logprobs). A request made twice is sent once. Raises TeacherError
+        when the server keeps failing."""
+        params = {k: v for k, v in self.params.items() if k not in ("logprobs", "top_logprobs")}
+        if temperature is not None and "temperature" in params:
+            params["temperature"] = temperature
+        replies: dict[tuple[str, ...], tuple[str, bool]] = {}
+        times = Counter(requests)
+
+        async def one(client: Any, sem: asyncio.Semaphore, request: tuple[str, ...]) -> None:
+            system, *messages = request
+            turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": m} for i, m in enumerate(messages)]
+            reply, cached = await self._ask(client, sem, system, turns, params)
+            replies[request] = (reply.content, cached)
+            if progress:
+                progress(times[request])
+
+        start = time.perf_counter()
+        try:
+            asyncio.run(self._each(list(times), one))
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+        return [replies[r] for r in requests]
 
     async def _answer(self, client: Any, sem: asyncio.Semaphore, text: str, n: int) -> Answer:
         """Ask, re-ask once if the answer is not a label; `n` records share this input."""
