@@ -61,7 +61,7 @@ def replay(registry, capture: Path, texts: list[str], checkpoints: list[int]) ->
     from nanoforge.serve.monitor import drift_rows
 
     seen = []
-    with running(create_app(registry, capture=Capture(capture))) as base:
+    with running(create_app(registry, capture=Capture(capture, seed=0))) as base:
         with httpx.Client(base_url=base, timeout=60) as c:
             for i, t in enumerate(texts, start=1):
                 c.post("/v1/nanos/clinc-half/predict", json={"input": t}).raise_for_status()
@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--result", type=Path, default=HERE / "results" / "loop.json")
     args = ap.parse_args()
     from nanoforge.recipes import train
-    from nanoforge.recipes.retrain import retrain
+    from nanoforge.data import read_records
+    from nanoforge.recipes.retrain import retrain, score
     from nanoforge.registry import Registry
     from nanoforge.task import load_task
 
@@ -111,6 +112,10 @@ def main() -> None:
                 spec_source=str(task))
     result["retrain"] = {**r, "seconds": round(time.perf_counter() - t1)}
     print(f"v2: {'promoted' if r['promoted'] else 'not promoted'}: {r['why']}")
+    hold = [x for x in read_records(args.out / "v2" / "data" / "captured-holdout.jsonl") if x.output in new]
+    result["new_intents_accuracy"] = {"held_out": len(hold), **{name: score(reg.path(ref), hold, "classify") for name, ref in
+                                                                (("v1", v1), ("candidate", reg.resolve(r["candidate"])))}}
+    print("accuracy on the held-out captured inputs of the new intents:", result["new_intents_accuracy"])
 
     wrong_rows = [dict(x) for x in rows("test")]
     rng = random.Random(0)
@@ -148,9 +153,9 @@ def plot(result: dict, path: Path) -> None:
             ("v2, wrong labels", "candidate_scores", "retrain_wrong_labels")]
     for k, part in enumerate(("test", "captured")):
         a2.bar([i + (k - 0.5) * 0.4 for i in range(len(runs))], [result[src][key][part] or 0 for _, key, src in runs],
-               width=0.4, label={"test": "frozen test (old intents)", "captured": "captured slice (new intents)"}[part])
+               width=0.4, label={"test": "frozen test (old intents)", "captured": "captured slice, net accuracy"}[part])
     a2.set_xticks(range(len(runs)), [r[0] for r in runs])
-    a2.set_ylabel("accuracy (%)")
+    a2.set_ylabel("% (net: right - wrong, a fallback 0)")
     a2.set_title("candidates against prod")
     a2.legend()
     fig.tight_layout()

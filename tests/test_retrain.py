@@ -12,7 +12,7 @@ import pytest
 from conftest import CLINC
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.recipes.retrain import captured_inputs, retrain
+from nanoforge.recipes.retrain import captured_inputs, net_accuracy, retrain
 from nanoforge.registry import Registry
 from nanoforge.task import load_task
 
@@ -40,7 +40,8 @@ def test_a_new_intent_is_learnt_and_the_candidate_promoted(trained_run, setup, t
     assert len(captured_inputs(capture)) == 40
     r = retrain(spec, capture, reg, tmp_path / "run", labels_file=CLINC / "train.jsonl", max_regression=100)
     assert r["captured"] == {"new_inputs": 40, "learnt": 32, "held_out": 8, "rejected_by_teacher": 0}
-    assert r["prod_scores"]["captured"] == 0.0  # prod has no such label
+    assert r["prod_scores"]["captured"] <= 0.0  # prod has no such label: it falls back or answers wrongly
+    assert r["captured_metric"] == "net accuracy"
     assert r["candidate_scores"]["captured"] > 0 and r["promoted"], r["why"]
     assert str(reg.resolve(prod.name)) == r["candidate"] != str(prod)
     candidate = json.loads((reg.path(reg.resolve(prod.name)) / "manifest.json").read_text())
@@ -70,3 +71,11 @@ def test_user_mistakes_are_one_line_errors(trained_run, setup, tmp_path):
                         str(tmp_path / "nothing"), "--registry", str(reg.root), "--out", str(tmp_path / "c")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no capture files" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_net_accuracy_charges_wrong_answers_not_fallbacks():
+    gold = ["a", "a", "b", "b", None]
+    assert net_accuracy([None, None, None, None, None], gold) == 20.0  # only the out-of-scope one right
+    assert net_accuracy(["a", "a", "b", "b", None], gold) == 100.0
+    # answering everything, half of it wrongly, is worse than falling back on what it does not know
+    assert net_accuracy(["a", "b", "a", "b", "a"], gold) == -20.0 < net_accuracy(["a", None, None, "b", None], gold)

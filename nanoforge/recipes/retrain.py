@@ -9,10 +9,17 @@
 3. A candidate trains on the task's training data plus the labelled captured inputs, with the
    task's valid and test splits frozen as the running version had them (written out, so a
    split that was carved from train stays the same), as the next minor version.
-4. Candidate and prod answer the frozen test split and the captured slice (`nanoforge eval`'s
-   function). The candidate is registered; it is promoted to prod only when its test metric is
-   at most `max_regression` points under prod's and it beats prod on the captured slice.
-   `DIR/retrain.json` says what was measured and why.
+4. Candidate and prod answer the frozen test split (the kind's headline metric, `nanoforge
+   eval`'s function) and the captured slice. The candidate is registered; it is promoted to prod
+   only when its test metric is at most `max_regression` points under prod's and it beats prod
+   on the captured slice. `DIR/retrain.json` says what was measured and why.
+
+On the captured slice a classifier is scored by *net accuracy*, 100 x (right - wrong) / n: a
+fallback (out of scope) costs nothing, since the request still gets the LLM's answer, but a
+confident wrong answer costs as much as a right one earns. Plain accuracy would promote a
+candidate that answers everything, however wrongly: taught captured labels of which half were
+wrong, such a candidate answers more of the slice right than prod (which can only fall back on
+what it never saw) while answering far more of it wrong (bench/loop.py measures both).
 """
 
 from __future__ import annotations
@@ -56,14 +63,25 @@ def next_version(registry: Registry, name: str) -> str:
     return f"{major}.{minor + 1}.0"
 
 
-def score(bundle: Path, records: list[Record], kind: str) -> float:
+def net_accuracy(outputs: list, golds: list) -> float:
+    """100 x (right - wrong) / n, where an out-of-scope answer (None) to an in-scope input is
+    neither: the fallback answers it. None for None is right."""
+    right = sum(o == g for o, g in zip(outputs, golds))
+    wrong = sum(o != g and o is not None for o, g in zip(outputs, golds))
+    return 100.0 * (right - wrong) / max(len(golds), 1)
+
+
+def score(bundle: Path, records: list[Record], kind: str, net: bool = False) -> float:
     """The kind's headline metric of `bundle` on `records`, on a 0-100 scale, by the kind's own
-    scoring (`nanoforge eval`'s); a label the bundle does not know (a new intent) counts as wrong."""
+    scoring (`nanoforge eval`'s); a label the bundle does not know (a new intent) counts as wrong.
+    `net` (classify): `net_accuracy` instead."""
     nano = load(bundle)
     step = nano.eval_batch or max(len(records), 1)
     texts = [r.input for r in records]
     outputs = [a["output"] for s in range(0, len(texts), step) for a in nano.predict_batch(texts[s : s + step])]
     golds = [r.output if kind == "classify" else nano.gold(r) for r in records]
+    if net and kind == "classify":
+        return net_accuracy(outputs, golds)
     value = nano.score(outputs, golds)[HEADLINE[kind]] or 0.0
     return 100.0 * value if kind in ("classify", "extract") else float(value)
 
@@ -121,13 +139,14 @@ def retrain(spec: TaskSpec, captured: Path, registry: Registry, out: Path, label
 
     test = [r for r in splits["test"] if r.labelled]
     result = {"prod": str(prod), "candidate": str(candidate), "metric": HEADLINE[spec.kind],
+              "captured_metric": "net accuracy" if spec.kind == "classify" else HEADLINE[spec.kind],
               "captured": {"new_inputs": len(texts), "learnt": len(learn_rows), "held_out": len(hold_rows),
                            "rejected_by_teacher": sum(a.rejected for a in answers)},
               "teacher": teacher.stats.to_dict(), "max_regression": max_regression}
     for name, ref in (("prod", prod), ("candidate", candidate)):
         bundle = registry.path(ref)
         result[name + "_scores"] = {"test": score(bundle, test, spec.kind),
-                                    "captured": score(bundle, hold_rows, spec.kind) if hold_rows else None}
+                                    "captured": score(bundle, hold_rows, spec.kind, net=True) if hold_rows else None}
     p, c = result["prod_scores"], result["candidate_scores"]
     worse = c["test"] < p["test"] - max_regression
     no_gain = c["captured"] is None or p["captured"] is None or c["captured"] <= p["captured"]
@@ -135,12 +154,13 @@ def retrain(spec: TaskSpec, captured: Path, registry: Registry, out: Path, label
         result["promoted"] = False
         result["why"] = "; ".join(
             ([f"test {c['test']:.2f} is more than {max_regression} under prod's {p['test']:.2f}"] if worse else [])
-            + ([f"captured slice {c['captured']:.2f} does not beat prod's {p['captured']:.2f}"]
+            + ([f"captured slice {result['captured_metric']} {c['captured']:.2f} does not beat prod's {p['captured']:.2f}"]
                if no_gain and c["captured"] is not None else ["no captured slice to compare on"] if no_gain else []))
     else:
         registry.promote(candidate.name, candidate.version)
         result["promoted"] = True
         result["why"] = (f"test {c['test']:.2f} vs prod {p['test']:.2f} (within {max_regression}); captured slice "
+                         f"{result['captured_metric']} "
                          f"{c['captured']:.2f} vs {p['captured']:.2f}")
     log(f"retrain: {candidate} {'promoted to prod' if result['promoted'] else 'registered, not promoted'}: "
         f"{result['why']}")
