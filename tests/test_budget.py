@@ -13,7 +13,7 @@ from wire_server import WireServer, user_text
 from nanoforge.distill.active import document_uncertainty, k_center, margin_uncertainty, select
 from nanoforge.errors import NanoforgeError
 from nanoforge.recipes import train
-from nanoforge.recipes.budget import round_sizes, split_budget
+from nanoforge.recipes.budget import MAX_PASS_FACTOR, pool_epochs, round_sizes, split_budget
 from nanoforge.task import load_task, parse_task
 
 
@@ -48,6 +48,14 @@ def test_the_budget_is_split_between_valid_and_rounds():
     assert split_budget(1000, 5000, 3000) == (850, 150)
     assert split_budget(100, 40, 5) == (40, 5)
     assert round_sizes(10, 4) == [3, 3, 2, 2] and round_sizes(2, 4) == [1, 1]
+
+
+def test_a_student_on_a_budget_trains_as_many_steps_as_on_the_whole_pool():
+    spec = parse_task({"name": "x", "kind": "classify", "data": {"train": "t.jsonl"}, "student": {"epochs": 3}})
+    scaled, why = pool_epochs(spec, 300, 1000)
+    assert scaled.student.epochs == 10 and "3 -> 10" in why and spec.student.epochs == 3
+    assert pool_epochs(spec, 1000, 1000) == (spec, None)  # everything labelled: as written
+    assert pool_epochs(spec, 1, 1000)[0].student.epochs == 3 * MAX_PASS_FACTOR
 
 
 def test_a_budget_on_another_kind_is_refused_by_the_spec():

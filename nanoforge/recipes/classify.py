@@ -128,7 +128,8 @@ def _round_student(spec, labels):
 
         if not settled:
             settled.append(defaults.settle(spec, lambda: token_lengths(spec.student.base, [r.input for r in pool]))[0])
-        model, enc, training = _train_student(settled[0], labels, labelled_texts(train_rows, train_answers, labels),
+        round_spec, _ = budget.pool_epochs(settled[0], len(train_rows), len(pool))
+        model, enc, training = _train_student(round_spec, labels, labelled_texts(train_rows, train_answers, labels),
                                               labelled_texts(valid_rows, valid_answers, labels))(None)
         logits, pooled = classifier_outputs(TorchRunner(model), enc, [r.input for r in pool])
         return training["best_valid_score"], margin_uncertainty(softmax(logits)), pooled
@@ -183,6 +184,10 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     spec, chosen = defaults.settle(spec, lambda: token_lengths(spec.student.base, train_set.texts))
     for c in chosen:
         log(f"default {c.key} = {c.value}: {c.why}")
+    if budgeted is not None:
+        spec, why = budget.pool_epochs(spec, len(train_set.texts), budgeted.info["pool"]["train"])
+        if why:
+            log(f"on a budget: {why}")
 
     cfg = spec.student
     if cfg.threads:

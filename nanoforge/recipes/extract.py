@@ -169,12 +169,13 @@ def _round_student(spec: TaskSpec, schema: Schema, tags: list[str]):
         if not settled:
             settled.append(defaults.settle(spec, lambda: token_lengths(
                 spec.student.distil_from or spec.student.base, [r.input for r in pool]))[0])
-        cfg = settled[0].student
+        round_spec, _ = budget.pool_epochs(settled[0], len(train_rows), len(pool))
+        cfg = round_spec.student
         kept = [(r, o) for r, o in zip(train_rows, typed_answers(schema, train_rows, train_answers)) if o is not None]
         spans, _ = alignment(schema, [r.input for r, _ in kept], [o for _, o in kept])
         valid_out = [o if o is not None else dict.fromkeys(schema.names)
                      for o in typed_answers(schema, valid_rows, valid_answers)]
-        model, text_enc, training = _train_student(settled[0], schema, tags, [r.input for r, _ in kept], spans,
+        model, text_enc, training = _train_student(round_spec, schema, tags, [r.input for r, _ in kept], spans,
                                                    [r.input for r in valid_rows], valid_out)(None)
         enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
         probs = [p for _, p in tag_probs(TorchRunner(model), enc, [r.input for r in pool])]
@@ -226,6 +227,10 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                                                                train_texts))
     for c in chosen:
         log(f"default {c.key} = {c.value}: {c.why}")
+    if budgeted is not None:
+        spec, why = budget.pool_epochs(spec, len(train_texts), budgeted.info["pool"]["train"])
+        if why:
+            log(f"on a budget: {why}")
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
