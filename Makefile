@@ -17,7 +17,7 @@ PROMTOOL := /usr/bin/promtool
 LLAMA_SDIST := llama_cpp_python-0.3.36
 NATIVE_SRC := native/.src/$(LLAMA_SDIST)/vendor/llama.cpp
 NATIVE_RUN := native/build/nanoforge-run
-NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family
+NATIVE_CMAKE_ARGS ?=  # e.g. -DGGML_NATIVE=OFF for a binary that runs on other CPUs of the same family; -DNANOFORGE_AMX=ON where AMX really runs
 JOBS ?= 2
 
 .PHONY: install demo test bench lint clean smollm2 web browser native native-bench litert mlx-lm
