@@ -52,9 +52,9 @@ def test_the_budget_is_split_between_valid_and_rounds():
 
 def test_a_student_on_a_budget_trains_as_many_steps_as_on_the_whole_pool():
     spec = parse_task({"name": "x", "kind": "classify", "data": {"train": "t.jsonl"}, "student": {"epochs": 3}})
-    scaled, why = pool_epochs(spec, 300, 1000)
-    assert scaled.student.epochs == 10 and "3 -> 10" in why and spec.student.epochs == 3
-    assert pool_epochs(spec, 1000, 1000) == (spec, None)  # everything labelled: as written
+    scaled, [choice] = pool_epochs(spec, 300, 1000)
+    assert scaled.student.epochs == choice.value == 10 and "3 passes" in choice.why and spec.student.epochs == 3
+    assert pool_epochs(spec, 1000, 1000) == (spec, [])  # everything labelled: as written
     assert pool_epochs(spec, 1, 1000)[0].student.epochs == 3 * MAX_PASS_FACTOR
 
 
@@ -109,6 +109,8 @@ def test_an_active_budget_asks_the_teacher_no_more_than_it_allows(llm_task, tmp_
     assert b["labelled"] == {"train": 85, "valid": 15} and b["pool"] == {"train": 220, "valid": 66}
     assert [c["calls"] for c in b["curve"]] == [44, 72, 100] and all(0 <= c["valid_score"] <= 1 for c in b["curve"])
     assert result["data"] == {"train": 85, "valid": 15, "test": len(rows["test"])}
+    # the nano trained as many steps as 3 epochs over the 220 pool inputs, and the report says so
+    assert [c["value"] for c in result["defaults"] if c["key"] == "student.epochs"] == [8]
     assert "teacher" not in result["models"]  # not scored on test: that would cost calls beyond the budget
     learnt = [json.loads(x) for x in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
     assert len(learnt) == 85 and all(r["output"] == gold[r["input"]] for r in learnt)

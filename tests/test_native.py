@@ -400,15 +400,17 @@ def test_stock_llama_cpp_embeds_the_encoder_ggufs_as_the_python_runtime_reads_th
     weight = np.array(meta["nanoforge.head.weight"].contents(), dtype=np.float64).reshape(shape)
     bias = np.array(meta["nanoforge.head.bias"].contents(), dtype=np.float64)
     python = _classifier_on_fp32(trained_run)
-    texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()][:6]
+    texts = [json.loads(x)["input"] for x in (trained_run["task"].parent / "test.jsonl").read_text().splitlines()]
     in_scope = 0
-    for text in texts:
+    for text in texts[:24]:  # until 4 in-scope answers are compared (how many the gate keeps varies per training)
         pooled = _stock_embeddings(native, bundle / "model.gguf", text, "mean")
         assert pooled.shape == (1, shape[1])
         want = python.predict(text)
         top = python.labels[int(np.argmax(weight @ pooled[0] + bias))]
         assert want["output"] in (None, top), text
         in_scope += want["output"] is not None
+        if in_scope == 4:
+            break
     assert in_scope >= 3
 
     tagger = export_gguf(extract_run["out"], tmp_path / "tag", "f32")

@@ -27,6 +27,7 @@ import numpy as np
 
 from nanoforge.data import Record
 from nanoforge.progress import progress_bar
+from nanoforge.recipes.defaults import Choice
 from nanoforge.recipes.steps import log
 from nanoforge.task import TaskSpec
 from nanoforge.teachers import Answer, Teacher, make_teacher
@@ -65,19 +66,20 @@ def round_sizes(total: int, rounds: int) -> list[int]:
     return [s for s in (base + (i < extra) for i in range(rounds)) if s]
 
 
-def pool_epochs(spec: TaskSpec, labelled: int, pool: int) -> tuple[TaskSpec, str | None]:
+def pool_epochs(spec: TaskSpec, labelled: int, pool: int) -> tuple[TaskSpec, list[Choice]]:
     """`spec` whose student trains on `labelled` of the `pool` train inputs for as many steps as
     `student.epochs` passes over the whole pool would take (at most MAX_PASS_FACTOR x the
-    epochs; early stopping on valid still keeps the best epoch); and why, for the log. A student
-    that sees 30% of CLINC150 three times learns far less than one that sees all of it three
-    times: at the same number of steps the gap is what the selection, not the schedule, makes."""
+    epochs; early stopping on valid still keeps the best epoch), and the choice for the report
+    (none when nothing changed). A student that sees 30% of CLINC150 three times learns far less
+    than one that sees all of it three times; at equal steps, what differs is the selection."""
     epochs = spec.student.epochs
     scaled = min(epochs * MAX_PASS_FACTOR, math.ceil(epochs * pool / max(labelled, 1)))
     if scaled <= epochs:
-        return spec, None
-    why = (f"student.epochs {epochs} -> {scaled}: {labelled} of {pool} train inputs labelled, trained as many "
-           f"steps as {epochs} passes over all of them")
-    return spec.model_copy(update={"student": spec.student.model_copy(update={"epochs": scaled})}), why
+        return spec, []
+    why = (f"on a budget, {labelled} of {pool} train inputs labelled: as many steps as {epochs} passes over "
+           f"all of them (was {epochs})")
+    return (spec.model_copy(update={"student": spec.student.model_copy(update={"epochs": scaled})}),
+            [Choice("student.epochs", scaled, why)])
 
 
 def teach_on_budget(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], out: Path,

@@ -182,12 +182,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         raise NanoforgeError(f"{spec.data.train}: no in-scope training rows after labelling")
     oos, gate_why = gate_spec(spec, answers)
     spec, chosen = defaults.settle(spec, lambda: token_lengths(spec.student.base, train_set.texts))
+    if budgeted is not None:
+        spec, scaled = budget.pool_epochs(spec, len(train_set.texts), budgeted.info["pool"]["train"])
+        chosen += scaled
     for c in chosen:
         log(f"default {c.key} = {c.value}: {c.why}")
-    if budgeted is not None:
-        spec, why = budget.pool_epochs(spec, len(train_set.texts), budgeted.info["pool"]["train"])
-        if why:
-            log(f"on a budget: {why}")
 
     cfg = spec.student
     if cfg.threads:

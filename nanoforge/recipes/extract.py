@@ -225,12 +225,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     spec, chosen = defaults.settle(spec, lambda: token_lengths(spec.student.distil_from or spec.student.base,
                                                                train_texts))
+    if budgeted is not None:
+        spec, scaled = budget.pool_epochs(spec, len(train_texts), budgeted.info["pool"]["train"])
+        chosen += scaled
     for c in chosen:
         log(f"default {c.key} = {c.value}: {c.why}")
-    if budgeted is not None:
-        spec, why = budget.pool_epochs(spec, len(train_texts), budgeted.info["pool"]["train"])
-        if why:
-            log(f"on a budget: {why}")
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
