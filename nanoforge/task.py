@@ -171,6 +171,48 @@ class ExportSpec(_Strict):
         return raw
 
 
+class PruneSpec(_Strict):
+    """Width pruning with recovery (nanoforge/compress/prune.py): heads and FFN channels scored
+    on training batches, the same number kept in every layer, then logit distillation from the
+    unpruned student. Either a measured speed target or explicit sizes."""
+
+    # single-input speed-up of the INT8 ONNX model over the unpruned one, measured on valid
+    # inputs: the shape that keeps the most weights and reaches it is chosen
+    target_speedup: float | None = Field(None, gt=1, le=20)
+    layers: int | None = Field(None, ge=1)  # explicit sizes (default: the model's own)
+    heads: int | None = Field(None, ge=1)
+    ffn: int | None = Field(None, ge=1)
+    min_layers: int | None = Field(None, ge=1)  # the speed target's shallowest shape (default: half)
+    batches: int = Field(64, ge=1, le=100_000)  # training batches that score importance
+    epochs: int | None = Field(None, ge=1, le=100)  # of recovery (default: student.epochs)
+    lr: float | None = Field(None, gt=0, lt=1)  # of recovery (default: student.lr)
+    kd_alpha: float = Field(0.9, ge=0, le=1)  # weight of the unpruned model's soft labels
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        sizes = self.layers is not None or self.heads is not None or self.ffn is not None
+        if (self.target_speedup is None) == (not sizes):
+            raise ValueError("give either target_speedup or sizes (layers / heads / ffn), not both or neither")
+        return self
+
+
+class MergeSpec(_Strict):
+    """Merge this run's student with students fine-tuned from the same base in other runs
+    (nanoforge/compress/merge.py); the merge replaces the student only when valid improves."""
+
+    runs: list[str] = Field(min_length=1)  # run folders (with student/) or student folders
+    method: Literal["greedy", "uniform", "slerp", "ties"] = "greedy"
+    t: float = Field(0.5, ge=0, le=1)  # slerp: 0 is this run's student, 1 the other one
+    density: float = Field(0.2, gt=0, le=1)  # ties: share of each task vector kept
+
+
+class OptimiseSpec(_Strict):
+    """Steps after distillation (nanoforge/recipes/optimise.py), in this order; each is reported."""
+
+    merge: MergeSpec | None = None
+    prune: PruneSpec | None = None
+
+
 class FallbackSpec(_Strict):
     """What serving does when the nano should not answer alone: the input is out of scope,
     the output breaks the contract (a label outside the set, JSON invalid for the schema),
@@ -237,6 +279,7 @@ class TaskSpec(_Strict):
     export: ExportSpec = ExportSpec()
     fallback: FallbackSpec = FallbackSpec()
     datagen: DatagenSpec = DatagenSpec()
+    optimise: OptimiseSpec = OptimiseSpec()
     seed: int = 0
 
     @field_validator("labels")
@@ -292,6 +335,8 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
             spec.student.base = str((base_dir / base).resolve())
         if spec.student.distil_from is not None:
             spec.student.distil_from = str((base_dir / Path(spec.student.distil_from).expanduser()).resolve())
+        if spec.optimise.merge is not None:
+            spec.optimise.merge.runs = [str((base_dir / Path(r).expanduser()).resolve()) for r in spec.optimise.merge.runs]
         if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
             spec.teacher.cache = (base_dir / spec.teacher.cache).resolve()
     if spec.kind == "extract":
@@ -330,6 +375,12 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     if spec.teacher.budget is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
         raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for encoder students "
                              f"(classify, extract); label a sample with data.max_train_rows instead")
+    for step in ("merge", "prune"):
+        if getattr(spec.optimise, step) is not None and spec.kind != "classify":
+            raise NanoforgeError(f"{source}: optimise.{step}: built for classify (encoder) students")
+    merge = spec.optimise.merge
+    if merge is not None and merge.method == "slerp" and len(merge.runs) != 1:
+        raise NanoforgeError(f"{source}: optimise.merge.runs: slerp merges this run's student with exactly one other")
     if spec.teacher.backend in ("openai", "hf") and not spec.teacher.model:
         raise NanoforgeError(f"{source}: teacher.model: required for the {spec.teacher.backend} backend")
     fb = spec.fallback.teacher

@@ -32,7 +32,7 @@ import numpy as np
 
 from nanoforge.bundle import write_bundle
 from nanoforge.errors import NanoforgeError
-from nanoforge.export.weights import decoder_weights, encoder_weights, locate
+from nanoforge.export.weights import decoder_weights, encoder_config, encoder_weights, locate, unprune_heads
 from nanoforge.manifest import Decoder, Gguf, Manifest
 from nanoforge.runtime.native import native_binary
 
@@ -276,21 +276,17 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
     return _finish(w, tensors, quant, path)
 
 
-def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: Path, config_file: Path,
-                       quant: str) -> Path:
+def write_encoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, bundle: Path, quant: str) -> Path:
     """A `bert` GGUF that stock llama.cpp loads as an embedding model (mean pooling for a
     classifier, none for a span tagger); the task head and the gate ride along as `nanoforge.*`
     float arrays (llama.cpp refuses extra tensors), a tagger's fields as `nanoforge.fields`."""
     import gguf
 
     s = manifest.model
-    if not config_file.is_file():
-        raise NanoforgeError(f"{config_file}: missing; an encoder exports from the run folder that trained it "
-                             "(its student/config.json gives the head count)")
-    cfg = json.loads(config_file.read_text())
+    config_file, cfg = encoder_config(bundle, manifest)
     if cfg.get("model_type") != "bert":
         raise NanoforgeError(f"{config_file}: a {cfg.get('model_type')!r} encoder; GGUF export covers BERT")
-    weights = encoder_weights(onnx_file)
+    weights, cfg = unprune_heads(encoder_weights(onnx_file), cfg)  # llama.cpp's bert: full-width heads
     w = _start("bert", path, manifest, quant)
     w.add_context_length(int(cfg["max_position_embeddings"]))
     w.add_embedding_length(int(cfg["hidden_size"]))
@@ -359,8 +355,7 @@ def export_gguf(source: str | Path, out: str | Path, quant: str = "f32") -> Path
             (tmp / "Modelfile").write_text(modelfile(manifest, before, after))
             files["Modelfile"] = tmp / "Modelfile"
         else:
-            path = write_encoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file, bundle,
-                                      bundle.parent / "student" / "config.json", own)
+            path = write_encoder_gguf(tmp / f"model.{own}.gguf", manifest, onnx_file, bundle, own)
         if quant not in OWN_QUANTS:  # llama.cpp's quantiser, from the F32 file
             quantised = tmp / GGUF_FILE
             run = subprocess.run([str(native_binary()), "quantize", str(path), str(quantised), quant],

@@ -22,7 +22,7 @@ import numpy as np
 
 from nanoforge.bundle import write_bundle
 from nanoforge.errors import NanoforgeError
-from nanoforge.export.weights import decoder_weights, encoder_weights, locate
+from nanoforge.export.weights import decoder_weights, encoder_config, encoder_weights, locate, unprune_heads
 from nanoforge.manifest import Decoder, Manifest, Mlx
 
 BITS = (4, 8)
@@ -104,14 +104,12 @@ def export_mlx(source: str | Path, out: str | Path, bits: int | None = None, gro
             (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(s, bundle / s.tokenizer), indent=2))
             extra["tokenizer_config.json"] = tmp / "tokenizer_config.json"
         else:
-            config_file = bundle.parent / "student" / "config.json"
-            if not config_file.is_file():
-                raise NanoforgeError(f"{config_file}: missing; an encoder exports from the run folder that trained it "
-                                     "(its student/config.json gives the architecture)")
-            config, arch = json.loads(config_file.read_text()), "bert"
+            config_file, config = encoder_config(bundle, manifest)
+            arch = "bert"
             if config.get("model_type") != "bert":
                 raise NanoforgeError(f"{config_file}: a {config.get('model_type')!r} encoder; MLX export covers BERT")
-            tensors = {k: v for k, v in encoder_weights(onnx_file).items() if k.startswith(("encoder.", "head."))}
+            tensors, config = unprune_heads(encoder_weights(onnx_file), config)
+            tensors = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "head."))}
         quant = {"group_size": group_size, "bits": bits} if bits else None
         if quant:
             config["quantization"] = quant

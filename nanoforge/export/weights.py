@@ -86,6 +86,45 @@ def encoder_weights(onnx_file: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def encoder_config(bundle: Path, manifest: Manifest) -> tuple[Path, dict]:
+    """(file, Hugging Face config) of an encoder bundle's architecture, from the run folder
+    that trained it: `student/config.json`, or `pruned/config.json` for a pruned student
+    (the manifest's lineage names the folder)."""
+    folder = (manifest.lineage or {}).get("model_folder", "student")
+    config_file = bundle.parent / folder / "config.json"
+    if not config_file.is_file():
+        raise NanoforgeError(f"{config_file}: missing; an encoder exports from the run folder that trained it "
+                             f"(its {folder}/config.json gives the architecture)")
+    return config_file, json.loads(config_file.read_text())
+
+
+def unprune_heads(weights: dict[str, np.ndarray], config: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """A head-pruned BERT (config `pruned_heads`) as a full-width one for engines that want
+    hidden_size / num_attention_heads per head (llama.cpp's bert, the MLX runtime): each pruned
+    head comes back with zero query/key/value weights and zero output columns. Such a head
+    attends uniformly to zero values and writes nothing, so the answers are the same."""
+    pruned = {int(k): set(v) for k, v in (config.get("pruned_heads") or {}).items() if v}
+    if not pruned:
+        return weights, config
+    n, hidden = int(config["num_attention_heads"]), int(config["hidden_size"])
+    d = hidden // n
+    out = dict(weights)
+    for layer, gone in pruned.items():
+        kept = [h for h in range(n) if h not in gone]
+        rows = np.concatenate([np.arange(h * d, (h + 1) * d) for h in kept])
+        p = f"encoder.encoder.layer.{layer}.attention."
+        for m in ("self.query", "self.key", "self.value"):
+            w = np.zeros((hidden, weights[f"{p}{m}.weight"].shape[1]), np.float32)
+            w[rows] = weights[f"{p}{m}.weight"]
+            b = np.zeros(hidden, np.float32)
+            b[rows] = weights[f"{p}{m}.bias"]
+            out[f"{p}{m}.weight"], out[f"{p}{m}.bias"] = w, b
+        o = np.zeros((weights[f"{p}output.dense.weight"].shape[0], hidden), np.float32)
+        o[:, rows] = weights[f"{p}output.dense.weight"]
+        out[f"{p}output.dense.weight"] = o
+    return out, {k: v for k, v in config.items() if k != "pruned_heads"}
+
+
 def torch_model(bundle: Path, manifest: Manifest, onnx_file: Path):
     """The bundle's model as the torch student it was exported from (eval mode), its weights
     read from `onnx_file`. An encoder needs its architecture from the run folder
@@ -103,11 +142,9 @@ def torch_model(bundle: Path, manifest: Manifest, onnx_file: Path):
 
         from nanoforge.students.encoder import EncoderClassifier, EncoderTagger
 
-        config_file = bundle.parent / "student" / "config.json"
-        if not config_file.is_file():
-            raise NanoforgeError(f"{config_file}: missing; an encoder exports from the run folder that trained it "
-                                 "(its student/config.json gives the architecture)")
-        config = AutoConfig.for_model(**json.loads(config_file.read_text()))
+        raw = encoder_config(bundle, manifest)[1]
+        raw["pruned_heads"] = {int(k): v for k, v in (raw.get("pruned_heads") or {}).items()}  # JSON keys are text
+        config = AutoConfig.for_model(**raw)
         kwargs = {"add_pooling_layer": False} if config.model_type == "bert" else {}
         cls, n = ((EncoderClassifier, len(s.labels)) if s.runtime == "encoder-classifier"
                   else (EncoderTagger, len(s.tags)))

@@ -196,6 +196,21 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
                                                 _train_student(spec, labels, train_set, valid_set))
 
+    optimised = {}
+    if spec.optimise.merge is not None:
+        from nanoforge.recipes.optimise import merge_classifier
+
+        model, optimised["merge"] = merge_classifier(spec, labels, model, enc, valid_set)
+    if spec.optimise.prune is not None:
+        from nanoforge.recipes.optimise import prune_classifier
+
+        model, optimised["prune"] = prune_classifier(
+            spec, labels, model, enc, train_set, valid_set, out,
+            steps.fingerprint(print_, {k: optimised["merge"][k] for k in ("method", "used", "kept")}
+                              if "merge" in optimised else None))
+
+    model_folder = "pruned" if "prune" in optimised else "student"  # the trained model's architecture, for exports
+
     if budgeted is not None:  # the nano is the last round's student
         budgeted.info["curve"].append({"round": budgeted.info["rounds"], "calls": budgeted.calls,
                                        "train_labelled": len(train_set.texts), "valid_score": training["best_valid_score"]})
@@ -250,9 +265,10 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         max_length=cfg.max_length, pad_id=enc.pad_id, labels=labels, gate=gate_section)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="classify", task=spec.public_dict(),
-                        model=section, metrics={"parity": parity, "export": outcome.to_dict()},
+                        model=section, metrics={"parity": parity, "export": outcome.to_dict(),
+                                                      **({"optimise": optimised} if optimised else {})},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
-                                              gate_reason=gate_why,
+                                              gate_reason=gate_why, model_folder=model_folder,
                                               label_distribution=label_distribution(answers["train"], labels)))
 
     # -- test: the runtime (through `nanoforge eval`'s function), the torch model, the teacher
@@ -268,7 +284,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     models = {
         "student_int8": steps.model_row(scores, "onnxruntime"),
         "student_torch_fp32": {"metrics": nano.score(torch_preds, gold), "latency_ms": latency_ms(torch_one, texts),
-                               "size_mb": round(size_mb(out / "student"), 3), "cost_per_1k_usd": 0.0,
+                               "size_mb": round(size_mb(out / model_folder), 3), "cost_per_1k_usd": 0.0,
                                "runtime": "torch"},
     }
     if (row := _teacher_row(nano, teacher, spec, answers, gold)) is not None:
@@ -286,7 +302,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                "teacher_stats": teacher.stats.to_dict(),
                "gate": {**(gate_section.to_dict() if gate_section else {"method": None}), "reason": gate_why},
                "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
-               "training": training, "lineage": manifest.lineage,
+               "training": training, "lineage": manifest.lineage, **({"optimise": optimised} if optimised else {}),
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     if budgeted is not None:

@@ -1,0 +1,220 @@
+"""Optimisation steps after distillation (`optimise:` in the spec), for encoder classifiers.
+
+prune: score heads and FFN channels on training batches, cut the trained student to the
+asked shape (or to the shape that keeps the most weights and reaches a measured speed-up
+of its INT8 ONNX model), then recover by logit distillation from the unpruned student.
+The step reports the shapes it measured, the weights kept and valid accuracy before and after.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanoforge.recipes.steps import log
+from nanoforge.task import PruneSpec, TaskSpec
+
+
+def _importance(model, enc, train_set, prune: PruneSpec, batch_size: int, seed: int):
+    """Taylor importance from the task loss on `prune.batches` training batches of in-scope rows."""
+    import torch
+
+    from nanoforge.compress.prune import importance
+
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(train_set.labels >= 0)
+    order = rng.permutation(rows)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][: prune.batches]
+
+    def loss(idx):
+        ids, mask = enc.encode([train_set.texts[i] for i in idx])
+        logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        return torch.nn.functional.cross_entropy(logits, torch.from_numpy(train_set.labels[idx]))
+
+    return importance(model, batches, loss)
+
+
+def pruned_copy(model, width, scores):
+    """A copy of `model` cut to `width`: evenly spaced layers first, then each kept layer's best
+    heads and channels by `scores` (rows of the layers kept)."""
+    from nanoforge.compress.prune import keep_layers, prune_width, width_of
+
+    heads, channels = scores
+    small = copy.deepcopy(model)
+    kept = list(range(width_of(small.encoder).layers))
+    if width.layers < len(kept):
+        kept = keep_layers(small.encoder, width.layers)
+    prune_width(small.encoder, width.heads, width.ffn, heads[kept], channels[kept])
+    return small
+
+
+def _int8_p50(model, enc, texts: list[str], folder: Path, name: str) -> float:
+    """p50 ms of one input through the model's INT8 (dynamic) ONNX export on 1 thread."""
+    from nanoforge.export.onnx import export_student
+    from nanoforge.export.quantize import quantize_int8
+    from nanoforge.recipes.steps import p50_ms
+    from nanoforge.runtime.session import make_session
+    from nanoforge.students.runner import classifier_outputs
+
+    fp32 = export_student(model, folder / f"{name}.fp32.onnx")
+    int8 = quantize_int8(fp32, folder / f"{name}.int8.onnx")
+    session = make_session(int8, threads=1)
+    return p50_ms(lambda t: classifier_outputs(session, enc, [t]), texts, n=len(texts))
+
+
+def choose_width(model, enc, scores, prune: PruneSpec, texts: list[str]) -> tuple[Any, list[dict]]:
+    """The shape to prune to, and the shapes measured on the way (speed-up over the unpruned model)."""
+    from nanoforge.compress.prune import Width, candidate_widths, width_of
+
+    full = width_of(model.encoder)
+    if prune.target_speedup is None:
+        return Width(prune.layers or full.layers, prune.heads or full.heads, prune.ffn or full.ffn), []
+    hidden = model.encoder.config.hidden_size
+    head_dim = model.encoder.encoder.layer[0].attention.self.attention_head_size
+    measured = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = _int8_p50(model, enc, texts, Path(tmp), "full")
+        for width in candidate_widths(full, hidden, head_dim, prune.min_layers)[1:]:
+            p50 = _int8_p50(pruned_copy(model, width, scores), enc, texts, Path(tmp), "candidate")
+            measured.append({**width.to_dict(), "p50_ms": p50, "speedup": ref / p50, "full_p50_ms": ref})
+            log(f"prune: {width.layers} layers x {width.heads} heads x {width.ffn} FFN: {ref / p50:.2f}x "
+                f"({p50:.3f} ms vs {ref:.3f} ms)")
+            if ref / p50 >= prune.target_speedup:
+                return width, measured
+    best = max(measured, key=lambda m: m["speedup"])
+    log(f"prune: no shape reaches {prune.target_speedup}x; the fastest measured ({best['speedup']:.2f}x) is kept")
+    return Width(best["layers"], best["heads"], best["ffn"]), measured
+
+
+def prune_classifier(spec: TaskSpec, labels: list[str], model, enc, train_set, valid_set, out: Path,
+                     fingerprint: str):
+    """(pruned and recovered model, report entry). Reuses `out/pruned` when its fingerprint matches."""
+    from nanoforge.compress.prune import width_of
+    from nanoforge.distill.trainer import LabelledTexts, accuracy, train_classifier
+    from nanoforge.recipes import steps
+    from nanoforge.runtime.gate import softmax
+    from nanoforge.students.encoder import load_trained
+    from nanoforge.students.runner import TorchRunner, classifier_outputs
+
+    prune = spec.optimise.prune
+    cfg = spec.student
+    before = {"width": width_of(model.encoder).to_dict(), "parameters": steps.n_parameters(model),
+              "valid_accuracy": 100 * accuracy(model, enc, valid_set)}
+    info: dict[str, Any] = {"before": before}
+    t0 = time.perf_counter()
+
+    def train(folder: Path | None):
+        scores = _importance(model, enc, train_set, prune, cfg.batch_size, cfg.seed)
+        width, measured = choose_width(model, enc, scores, prune, valid_set.texts[:100])
+        info["measured"] = measured
+        small = pruned_copy(model, width, scores).train()
+        logits, _ = classifier_outputs(TorchRunner(model), enc, train_set.texts)
+        soft = softmax(logits / cfg.kd_temperature).astype(np.float32)
+        recover = cfg.model_copy(update={"epochs": prune.epochs or cfg.epochs, "lr": prune.lr or cfg.lr,
+                                         "kd_alpha": prune.kd_alpha, "patience": max(cfg.patience, 2)})
+        log(f"prune: recovering {width.layers} layers x {width.heads} heads x {width.ffn} FFN by logit "
+            f"distillation from the unpruned student ({recover.epochs} epochs)")
+        training = train_classifier(small, enc, LabelledTexts(train_set.texts, train_set.labels, soft),
+                                    valid_set, recover, log=log)
+        training["measured"] = measured
+        if folder is not None:
+            enc.save(folder / "tokenizer.json")
+            small.save(folder, {"labels": labels, "max_length": cfg.max_length, "base": cfg.base,
+                                "training": training, "pruned_from": str(out / "student")})
+        return small, enc, training
+
+    small, _, training = steps.reuse_or_train(out / "pruned", steps.fingerprint(fingerprint, prune.model_dump()),
+                                              load_trained, train)
+    after = {"width": width_of(small.encoder).to_dict(), "parameters": steps.n_parameters(small),
+             "valid_accuracy": 100 * accuracy(small, enc, valid_set)}
+    info.update(after=after, measured=training.get("measured", []), recovery_epochs=training.get("best_epoch"),
+                seconds=time.perf_counter() - t0)
+    log(f"prune: {before['parameters'] / 1e6:.1f}M -> {after['parameters'] / 1e6:.1f}M parameters, valid accuracy "
+        f"{before['valid_accuracy']:.2f} -> {after['valid_accuracy']:.2f}")
+    return small, info
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def _student_folder(path: str) -> Path:
+    from nanoforge.errors import NanoforgeError
+
+    p = Path(path)
+    for folder in (p, p / "student"):
+        if (folder / "student.json").is_file() and (folder / "model.safetensors").is_file():
+            return folder
+    raise NanoforgeError(f"optimise.merge.runs: {path} is neither a run folder with student/ nor a student folder")
+
+
+def _base_state(base: str) -> dict:
+    """The pretrained base's weights under the student's names (`encoder.` + the base's own)."""
+    from safetensors.torch import load_file
+
+    from nanoforge.students.encoder import resolve_base
+
+    folder = resolve_base(base)
+    files = sorted(folder.glob("*.safetensors"))
+    state = {}
+    for f in files:
+        for k, v in load_file(str(f)).items():
+            state["encoder." + k.removeprefix("bert.").removeprefix("model.")] = v
+    return state
+
+
+def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
+    """(the merged model if valid accuracy improves, else `model`; report entry)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from nanoforge.compress import merge
+    from nanoforge.distill.trainer import accuracy
+    from nanoforge.errors import NanoforgeError
+
+    m = spec.optimise.merge
+    t0 = time.perf_counter()
+    names, states = ["this run"], [{k: v.detach().clone() for k, v in model.state_dict().items()}]
+    for run in m.runs:
+        folder = _student_folder(run)
+        meta = json.loads((folder / "student.json").read_text())
+        if meta.get("labels") != labels:
+            raise NanoforgeError(f"optimise.merge.runs: {folder} was trained on other labels than this task's")
+        names.append(str(folder))
+        states.append(load_file(str(folder / "model.safetensors")))
+    merge.check_compatible(states, names)
+    probe = copy.deepcopy(model)
+
+    def score(state) -> float:
+        probe.load_state_dict(state)
+        return 100 * accuracy(probe.eval(), enc, valid_set)
+
+    alone = score(states[0])
+    steps: list[dict] = []
+    if m.method == "greedy":
+        merged, kept, steps = merge.greedy(states, score, names, log=log)
+        used = [names[i] for i in kept]
+    else:
+        if m.method == "uniform":
+            merged = merge.uniform(states)
+        elif m.method == "slerp":
+            merged = merge.slerp(states[0], states[1], m.t)
+        else:
+            merged = merge.ties(_base_state(spec.student.base), states, m.density)
+        used = names
+    merged_score = score(merged)
+    keep = merged_score > alone and len(used) > 1
+    info = {"method": m.method, "ingredients": names, "used": used, "steps": steps,
+            "valid_accuracy": {"student": alone, "merged": merged_score}, "kept": keep,
+            "seconds": time.perf_counter() - t0}
+    log(f"merge ({m.method} of {len(used)}): valid accuracy {alone:.2f} -> {merged_score:.2f}: "
+        + ("the merge replaces the student" if keep else "the student stays (no gain on valid)"))
+    if not keep:
+        return model, info
+    probe.load_state_dict(merged)
+    return probe.eval(), info
