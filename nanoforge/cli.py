@@ -358,6 +358,25 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
 
 @app.command()
 @user_errors
+def compare(runs: list[Path] = typer.Argument(..., help="run folders of one task (from `nanoforge train`)"),
+            out: Path = typer.Option(..., "--out", help="folder for compare.md, compare.json and compare.png"),
+            data: Optional[Path] = typer.Option(None, "--data", help="labelled test JSONL (default: the task's test)"),
+            price: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="USD per CPU core-hour"),
+            watts: float = typer.Option(10.0, "--watts-per-core", min=0, help="for the energy estimate"),
+            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="score only the first N test rows")) -> None:
+    """The comparison table: teacher, torch student and every exported variant of each run, with
+    test quality, 1-thread p50, size, cost and an energy estimate per 1k calls, and a plot."""
+    from nanoforge.compare import compare as run_compare
+    from nanoforge.compare import markdown, write
+
+    result = run_compare(runs, data, price, watts, limit, log=lambda m: typer.echo(m, err=True))
+    paths = write(result, out)
+    typer.echo(markdown(result))
+    typer.echo(f"wrote {paths['md']}, {paths['json'].name} and {paths['png'].name}", err=True)
+
+
+@app.command()
+@user_errors
 def web(bundle: Path = typer.Argument(..., help="bundle folder"),
         port: int = typer.Option(8765, "--port", help="0: any free port"),
         out: Optional[Path] = typer.Option(None, "--out", help="site folder (default: a temporary one)")) -> None:
