@@ -187,6 +187,9 @@ class PruneSpec(_Strict):
     epochs: int | None = Field(None, ge=1, le=100)  # of recovery (default: student.epochs)
     lr: float | None = Field(None, gt=0, lt=1)  # of recovery (default: student.lr)
     kd_alpha: float = Field(0.9, ge=0, le=1)  # weight of the unpruned model's soft labels
+    # weight of layer distillation: each kept layer's hidden states learn the unpruned layer's
+    # (mean squared error relative to that layer's mean square); 0: the logits only
+    hidden_weight: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
     def _one_target(self):

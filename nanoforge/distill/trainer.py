@@ -140,17 +140,21 @@ def train_classifier(
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
         ids, mask = enc.encode([train.texts[i] for i in idx])
         logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
-        y = labels[idx]
-        oos = y < 0
-        per_row = torch.zeros(len(idx))
-        if (~oos).any():
-            s = soft[idx][~oos] if soft is not None else None
-            per_row[~oos] = kd_loss(logits[~oos], y[~oos], s, cfg.kd_temperature, cfg.kd_alpha)
-        if oos.any():
-            per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
-        return per_row.mean()
+        return classifier_loss(logits, labels[idx], soft[idx] if soft is not None else None, cfg)
 
     return fit(model, len(train.texts), cfg, batch_loss, lambda: accuracy(model, enc, valid), "accuracy", log)
+
+
+def classifier_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: StudentSpec) -> torch.Tensor:
+    """A batch's mean loss: `kd_loss` for in-scope rows, outlier exposure for out-of-scope ones (-1)."""
+    oos = y < 0
+    per_row = torch.zeros(len(y))
+    if (~oos).any():
+        per_row[~oos] = kd_loss(logits[~oos], y[~oos], soft[~oos] if soft is not None else None,
+                                cfg.kd_temperature, cfg.kd_alpha)
+    if oos.any():
+        per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
+    return per_row.mean()
 
 
 def pad_batch(rows: list[np.ndarray], value: int) -> np.ndarray:

@@ -107,10 +107,15 @@ class EncoderClassifier(EncoderStudent):
     graph = CLASSIFIER_GRAPH
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.with_states(input_ids, attention_mask, states=False)[:2]
+
+    def with_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, states: bool = True):
+        """(logits, pooled, every layer's hidden states or None): the states for layer distillation."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=states)
+        hidden = out.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self.head(self.dropout(pooled)), pooled
+        return self.head(self.dropout(pooled)), pooled, out.hidden_states if states else None
 
 
 class EncoderTagger(EncoderStudent):
