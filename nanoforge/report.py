@@ -212,7 +212,7 @@ ONNX FP32 against torch: label agreement {fmt(p['fp32']['agreement'])}, max logi
 
 Best epoch {result['training']['best_epoch']}, {result['training']['steps']} steps, {result['training']['seconds']:.0f} s.
 
-{budget_md(out, result)}## Teacher
+{budget_md(out, result)}{optimise_md(result)}## Teacher
 
 Backend `{t['backend']}`{f" model `{t['model']}`" if t.get('model') else ''}: {t['requests']} answers, {t['api_calls']} API calls,
 {t['cached']} from cache, {t['reasked']} re-asked, {t['rejected']} rejected; tokens in/out {t['tokens_in']}/{t['tokens_out']};
@@ -225,6 +225,38 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
 ```
 """
     (out / "report.md").write_text(md)
+
+
+def optimise_md(result: dict[str, Any]) -> str:
+    """The `optimise:` steps (merge, prune) as they ran, with valid accuracy before and after."""
+    opt = result.get("optimise") or {}
+    parts = []
+    if (m := opt.get("merge")) is not None:
+        steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
+                        for s in m["steps"])
+        table = f"| ingredient | valid alone | soup with it | kept |\n|---|---|---|---|\n{steps}\n" if steps else ""
+        parts.append(f"""### Merge ({m['method']})
+
+Ingredients: {', '.join(f'`{i}`' for i in m['ingredients'])}; merged: {len(m['used'])}.
+Valid accuracy {m['valid_accuracy']['student']:.2f} (this run's student) -> {m['valid_accuracy']['merged']:.2f} (merged):
+{'the merge replaced the student' if m['kept'] else 'the student stayed (no gain on valid)'}.
+
+{table}""")
+    if (p := opt.get("prune")) is not None:
+        b, a = p["before"], p["after"]
+        shape = "{layers} layers x {heads} heads x {ffn} FFN channels"
+        measured = "".join(f"| {x['layers']} x {x['heads']} x {x['ffn']} | {x['speedup']:.2f}x | {x['p50_ms']:.3f} |\n"
+                           for x in p.get("measured", []))
+        table = (f"Shapes measured (INT8 ONNX, 1 thread, against the unpruned model's {p['measured'][0]['full_p50_ms']:.3f} ms):\n\n"
+                 f"| layers x heads x FFN | speed-up | p50 ms |\n|---|---|---|\n{measured}\n") if measured else ""
+        parts.append(f"""### Width pruning with recovery
+
+{shape.format(**b['width'])} ({b['parameters'] / 1e6:.1f}M parameters) -> {shape.format(**a['width'])}
+({a['parameters'] / 1e6:.1f}M); valid accuracy {b['valid_accuracy']:.2f} -> {a['valid_accuracy']:.2f} after recovery
+(best recovery epoch {p['recovery_epochs']}, {p['seconds'] / 60:.1f} min).
+
+{table}""")
+    return "## Optimise\n\n" + "\n".join(parts) if parts else ""
 
 
 def budget_md(out: Path, result: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ def test_pruned_classifier_ships_its_pruned_shape_and_reuses_on_rerun(pruned_run
     graph = onnx.load(str(out / "bundle" / "model.onnx")).graph
     shapes = [tuple(i.dims) for i in graph.initializer]
     assert any(24 in s and 32 in s for s in shapes) and not any(64 in s for s in shapes)
+    report = (out / "report.md").read_text()
+    assert "### Width pruning with recovery" in report and "2 layers x 1 heads x 24 FFN channels" in report
     nano = load(out / "bundle")
     answer = nano.predict("what is my account balance")
     assert set(answer) >= {"output", "confidence", "out_of_scope"}
@@ -109,6 +111,7 @@ def test_merge_with_an_identical_student_is_not_kept_and_other_labels_are_refuse
     # the same spec and seed train the same student: the soup equals it, so it is not kept
     assert info["valid_accuracy"]["merged"] == info["valid_accuracy"]["student"] and not info["kept"]
     assert info["ingredients"] == ["this run", str(trained_run["out"] / "student")]
+    assert "### Merge (uniform)" in (tmp_path / "run" / "report.md").read_text()
 
     other = tmp_path / "other" / "student"
     other.mkdir(parents=True)
