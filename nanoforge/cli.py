@@ -10,6 +10,7 @@
     nanoforge export BUNDLE --format web --out DIR   a static site: the nano in the browser
     nanoforge export BUNDLE --format gguf --out DIR  GGUF for llama.cpp, Ollama and nanoforge-run
     nanoforge web BUNDLE --port N                    that site, served on localhost
+    nanoforge compare RUN... --out DIR               teacher vs every variant: quality, latency, size, cost
 
 User mistakes print one line `error: ...` and exit with code 2. `eval` and `predict`
 run on the torch-free runtime.
@@ -17,7 +18,6 @@ run on the torch-free runtime.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Optional
 
 import typer
 
+from nanoforge.cli_registry import REGISTRY_OPT, registry_app, router_app, user_errors
 from nanoforge.errors import NanoforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,23 +33,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_TASK = EXAMPLES / "clinc150" / "task.yaml"
-
-
-def user_errors(fn):
-    """Turn NanoforgeError into `error: ...` on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NanoforgeError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _run_training(task: Path, out: Path) -> None:
@@ -156,90 +140,8 @@ def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
     flush()
 
 
-registry_app = typer.Typer(no_args_is_help=True, help="Versions of nanos: add, list, promote, rollback.")
 app.add_typer(registry_app, name="registry")
-REGISTRY_OPT = typer.Option(Path("registry"), "--registry", help="registry folder")
-
-
-@registry_app.command("add")
-@user_errors
-def registry_add(bundle: Path = typer.Argument(..., help="bundle folder"), registry: Path = REGISTRY_OPT,
-                 promote: Optional[str] = typer.Option(None, "--promote", help="also point this alias at it")) -> None:
-    """Verify a bundle and copy it in as NAME/VERSION."""
-    from nanoforge.registry import Registry
-
-    reg = Registry(registry, create=True)
-    ref = reg.add(bundle)
-    typer.echo(f"added {ref} to {registry}")
-    if promote:
-        reg.promote(ref.name, ref.version, promote)
-        typer.echo(f"{ref.name}@{promote} -> {ref.version}")
-
-
-@registry_app.command("list")
-@user_errors
-def registry_list(registry: Path = REGISTRY_OPT,
-                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Every version of every nano, its aliases and which one a plain NAME gets."""
-    from nanoforge.registry import Registry
-
-    rows = Registry(registry).entries()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        mark = "*" if r["default"] else " "
-        aliases = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
-        typer.echo(f"{mark} {r['name']}@{r['version']}  {r['kind']}{aliases}")
-
-
-@registry_app.command("promote")
-@user_errors
-def registry_promote(name: str, version: str, registry: Path = REGISTRY_OPT,
-                     alias: str = typer.Option("prod", "--alias", help="alias to move")) -> None:
-    """Point ALIAS (default prod) at NAME@VERSION; a plain NAME then gets it."""
-    from nanoforge.registry import Registry
-
-    ref = Registry(registry).promote(name, version, alias)
-    typer.echo(f"{name}@{alias} -> {ref.version}")
-
-
-@registry_app.command("rollback")
-@user_errors
-def registry_rollback(name: str, registry: Path = REGISTRY_OPT,
-                      alias: str = typer.Option("prod", "--alias", help="alias to move back")) -> None:
-    """Point ALIAS back at the version it had before its last promotion."""
-    from nanoforge.registry import Registry
-
-    ref = Registry(registry).rollback(name, alias)
-    typer.echo(f"{name}@{alias} -> {ref.version}")
-
-
-router_app = typer.Typer(no_args_is_help=True, help="The router nano that picks a nano when no task is named.")
 app.add_typer(router_app, name="router")
-
-
-@router_app.command("build")
-@user_errors
-def router_build(registry: Path = REGISTRY_OPT,
-                 out: Path = typer.Option(Path("runs/router"), "--out", help="run folder to write"),
-                 base: str = typer.Option("minilm-l6", "--base", help="student base (or a local HF folder)"),
-                 data: list[str] = typer.Option([], "--data", help="NAME=FILE.jsonl: inputs of a nano whose "
-                                                "training data is not on this machine (repeatable)"),
-                 per_nano: int = typer.Option(2000, "--per-nano", help="most rows per nano and split"),
-                 epochs: int = typer.Option(3, "--epochs")) -> None:
-    """Train a router nano over the registered nanos' inputs and register it as `router` (prod)."""
-    from nanoforge.recipes.router import build_router
-    from nanoforge.registry import Registry
-
-    overrides = {}
-    for item in data:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
-            raise NanoforgeError(f"--data {item!r}: expected NAME=FILE.jsonl")
-        overrides[name] = file
-    ref = build_router(Registry(registry), out, base=base, per_nano=per_nano, epochs=epochs, data=overrides)
-    typer.echo(f"router nano {ref} registered in {registry} (prod); report: {out / 'report.md'}")
 
 
 @app.command()
@@ -323,29 +225,21 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
         from nanoforge.export.mlx import export_mlx
 
         written = export_mlx(bundle, out, bits)
-        size = sum(f.stat().st_size for f in written.iterdir())
-        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {f'{bits}-bit' if bits else 'float32'}); load it with "
-                   f"`nanoforge.runtime.load('{written}')`" + (" or mlx-lm" if (written / "tokenizer_config.json").is_file()
-                                                                else ""))
-        return
+        mlx_lm = " or mlx-lm" if (written / "tokenizer_config.json").is_file() else ""
+        return _wrote(written, f"{bits}-bit" if bits else "float32", f"`nanoforge.runtime.load('{written}')`{mlx_lm}")
     if format == "tflite":
         from nanoforge.export.tflite import export_tflite
 
         written = export_tflite(bundle, out, precision, data, limit, max_metric_drop, min_agreement,
                                 log=lambda m: typer.echo(m, err=True))
-        size = sum(f.stat().st_size for f in written.iterdir())
-        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {precision}); load it with "
-                   f"`nanoforge.runtime.load('{written}')` or LiteRT's Interpreter (docs/MOBILE.md)")
-        return
+        return _wrote(written, precision, f"`nanoforge.runtime.load('{written}')` or LiteRT's Interpreter (docs/MOBILE.md)")
     if format == "gguf":
         from nanoforge.export.gguf import export_gguf
 
         written = export_gguf(bundle, out, quant)
-        size = sum(f.stat().st_size for f in written.iterdir())
         also = (f", llama.cpp (model.gguf) or Ollama (`ollama create NAME -f {written / 'Modelfile'}`)"
                 if (written / "Modelfile").is_file() else " or llama.cpp as an embedding model (model.gguf)")
-        typer.echo(f"wrote {written} ({size / 1e6:.1f} MB, {quant}); run it with `nanoforge-run {written}`{also}")
-        return
+        return _wrote(written, quant, f"`nanoforge-run {written}`{also}")
     if format != "web":
         raise NanoforgeError(f"--format {format!r}: not one of web, gguf, tflite, mlx")
     from nanoforge.export.web import export_web, site_bytes
@@ -356,6 +250,11 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
                f"serve it with `nanoforge web {bundle}` or any static host")
 
 
+def _wrote(folder: Path, what: str, how: str) -> None:
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    typer.echo(f"wrote {folder} ({size / 1e6:.1f} MB, {what}); run it with {how}")
+
+
 @app.command()
 @user_errors
 def compare(runs: list[Path] = typer.Argument(..., help="run folders of one task (from `nanoforge train`)"),
@@ -364,10 +263,9 @@ def compare(runs: list[Path] = typer.Argument(..., help="run folders of one task
             price: float = typer.Option(0.05, "--price-per-core-hour", min=0, help="USD per CPU core-hour"),
             watts: float = typer.Option(10.0, "--watts-per-core", min=0, help="for the energy estimate"),
             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="score only the first N test rows")) -> None:
-    """The comparison table: teacher, torch student and every exported variant of each run, with
-    test quality, 1-thread p50, size, cost and an energy estimate per 1k calls, and a plot."""
-    from nanoforge.compare import compare as run_compare
-    from nanoforge.compare import markdown, write
+    """Teacher, torch student and every exported variant of each run: test quality, 1-thread p50,
+    size, cost and an energy estimate per 1k calls, and a quality-vs-latency plot."""
+    from nanoforge.compare import compare as run_compare, markdown, write
 
     result = run_compare(runs, data, price, watts, limit, log=lambda m: typer.echo(m, err=True))
     paths = write(result, out)
