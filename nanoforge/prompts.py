@@ -215,3 +215,20 @@ def judge_prompt(spec: TaskSpec, labels: list[str]) -> str:
 
 def judge_request(wanted: str, text: str) -> str:
     return f"Intended kind: {wanted}.\nCandidate input:\n{text}"
+
+
+def answer_judge_prompt(spec: TaskSpec) -> str:
+    """The rubric a teacher grades a student's answers by (1-5, JSON): preference rounds."""
+    return "\n".join([
+        "You grade answers that a small model gave for a task.", *task_brief(spec, []),
+        "Score the answer to the input, from 1 to 5:",
+        "5: correct and complete; as good as your own answer would be.",
+        "4: correct, with small flaws of wording or style.",
+        "3: mostly right: the meaning is kept, with a clear error or an omission.",
+        "2: partly wrong: important content missing, added or changed.",
+        "1: wrong, empty, in the wrong language, or not an answer to this input.",
+        'Answer with one JSON object, {"score": <1-5>, "reason": "<a few words>"}, and nothing else.'])
+
+
+def answer_judge_request(source: str, answer: str) -> str:
+    return f"Input:\n{source}\n\nAnswer:\n{answer}"

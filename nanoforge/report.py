@@ -14,6 +14,7 @@ import numpy as np
 
 from nanoforge.evaluate import fmt, retention_curve
 from nanoforge.metrics.text import HEADLINE
+from nanoforge.report_optimise import optimise_md
 
 MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
                 "teacher": "teacher"}
@@ -227,38 +228,6 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
     (out / "report.md").write_text(md)
 
 
-def optimise_md(result: dict[str, Any]) -> str:
-    """The `optimise:` steps (merge, prune) as they ran, with valid accuracy before and after."""
-    opt = result.get("optimise") or {}
-    parts = []
-    if (m := opt.get("merge")) is not None:
-        steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
-                        for s in m["steps"])
-        table = f"| ingredient | valid alone | soup with it | kept |\n|---|---|---|---|\n{steps}\n" if steps else ""
-        parts.append(f"""### Merge ({m['method']})
-
-Ingredients: {', '.join(f'`{i}`' for i in m['ingredients'])}; merged: {len(m['used'])}.
-Valid accuracy {m['valid_accuracy']['student']:.2f} (this run's student) -> {m['valid_accuracy']['merged']:.2f} (merged):
-{'the merge replaced the student' if m['kept'] else 'the student stayed (no gain on valid)'}.
-
-{table}""")
-    if (p := opt.get("prune")) is not None:
-        b, a = p["before"], p["after"]
-        shape = "{layers} layers x {heads} heads x {ffn} FFN channels"
-        measured = "".join(f"| {x['layers']} x {x['heads']} x {x['ffn']} | {x['speedup']:.2f}x | {x['p50_ms']:.3f} |\n"
-                           for x in p.get("measured", []))
-        table = (f"Shapes measured (INT8 ONNX, 1 thread, against the unpruned model's {p['measured'][0]['full_p50_ms']:.3f} ms):\n\n"
-                 f"| layers x heads x FFN | speed-up | p50 ms |\n|---|---|---|\n{measured}\n") if measured else ""
-        parts.append(f"""### Width pruning with recovery
-
-{shape.format(**b['width'])} ({b['parameters'] / 1e6:.1f}M parameters) -> {shape.format(**a['width'])}
-({a['parameters'] / 1e6:.1f}M); valid accuracy {b['valid_accuracy']:.2f} -> {a['valid_accuracy']:.2f} after recovery
-(best recovery epoch {p['recovery_epochs']}, {p['seconds'] / 60:.1f} min).
-
-{table}""")
-    return "## Optimise\n\n" + "\n".join(parts) if parts else ""
-
-
 def budget_md(out: Path, result: dict[str, Any]) -> str:
     """The labelling-on-a-budget section (recipes/budget.py) and its plot, budget.png."""
     b = result.get("budget")
@@ -424,7 +393,7 @@ def write_generative_report(out: Path, run) -> None:
              ladder_md(result, key),
              f"\nGreedy outputs identical to torch on {par['fp32']['n']} valid prompts: FP32 ONNX "
              f"{par['fp32']['identical_outputs']:.0%}, {shipped} {par[shipped]['identical_outputs']:.0%}.\n",
-             "\n" + defaults_md(result), "\n## Examples (test)\n"]
+             "\n" + defaults_md(result), "\n" + optimise_md(result), "\n## Examples (test)\n"]
     for ex in result.get("examples", []):
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)

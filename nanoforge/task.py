@@ -209,9 +209,29 @@ class MergeSpec(_Strict):
     density: float = Field(0.2, gt=0, le=1)  # ties: share of each task vector kept
 
 
+class PreferenceSpec(_Strict):
+    """Preference rounds from AI feedback (nanoforge/distill/preference.py): the student samples
+    `candidates` answers to `prompts` training inputs, the judge scores them, best and worst
+    make a pair, DPO trains on the pairs; a round is kept only when the valid metric improves."""
+
+    judge: Literal["reference-metric", "teacher", "roundtrip"] = "reference-metric"
+    rounds: int = Field(3, ge=1, le=20)
+    candidates: int = Field(4, ge=2, le=32)
+    prompts: int = Field(1000, ge=1)  # training inputs sampled per round
+    pairs_per_prompt: int = Field(1, ge=1, le=16)
+    temperature: float = Field(1.0, gt=0, le=2)  # of the sampling
+    top_p: float = Field(0.95, gt=0, le=1)
+    beta: float = Field(0.1, gt=0)  # DPO's
+    length_normalised: bool = False  # mean instead of summed answer log-probabilities
+    epochs: int = Field(1, ge=1, le=20)  # over each round's pairs
+    lr: float | None = Field(None, gt=0, lt=1)  # default: student.lr / 10
+    reverse: str | None = None  # roundtrip: the reverse-direction nano (a bundle folder)
+
+
 class OptimiseSpec(_Strict):
     """Steps after distillation (nanoforge/recipes/optimise.py), in this order; each is reported."""
 
+    preference: PreferenceSpec | None = None
     merge: MergeSpec | None = None
     prune: PruneSpec | None = None
 
@@ -338,6 +358,9 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
             spec.student.base = str((base_dir / base).resolve())
         if spec.student.distil_from is not None:
             spec.student.distil_from = str((base_dir / Path(spec.student.distil_from).expanduser()).resolve())
+        if spec.optimise.preference is not None and spec.optimise.preference.reverse:
+            spec.optimise.preference.reverse = str((base_dir / Path(spec.optimise.preference.reverse).expanduser())
+                                                   .resolve())
         if spec.optimise.merge is not None:
             spec.optimise.merge.runs = [str((base_dir / Path(r).expanduser()).resolve()) for r in spec.optimise.merge.runs]
         if spec.teacher.cache is not None and not spec.teacher.cache.is_absolute():
@@ -381,6 +404,12 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     for step in ("merge", "prune"):
         if getattr(spec.optimise, step) is not None and spec.kind != "classify":
             raise NanoforgeError(f"{source}: optimise.{step}: built for classify (encoder) students")
+    pref = spec.optimise.preference
+    if pref is not None and spec.kind not in ("translate", "summarize"):
+        raise NanoforgeError(f"{source}: optimise.preference: built for translate and summarize (decoder) students")
+    if pref is not None and pref.judge == "roundtrip" and (spec.kind != "translate" or not pref.reverse):
+        raise NanoforgeError(f"{source}: optimise.preference.reverse: the roundtrip judge needs a translate task "
+                             "and a reverse-direction nano (a bundle folder)")
     merge = spec.optimise.merge
     if merge is not None and merge.method == "slerp" and len(merge.runs) != 1:
         raise NanoforgeError(f"{source}: optimise.merge.runs: slerp merges this run's student with exactly one other")

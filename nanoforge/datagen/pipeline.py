@@ -31,7 +31,7 @@ from nanoforge.progress import progress_bar
 from nanoforge.task import TaskSpec
 from nanoforge.teachers import make_teacher
 from nanoforge.teachers.chat import ChatTeacher
-from nanoforge.teachers.parsing import load_json
+from nanoforge.teachers.parsing import load_json, read_score
 
 OVERSHOOT = 1.25  # inputs asked for per input still needed
 MAX_ROUNDS = 5
@@ -300,16 +300,3 @@ def read_items(reply: str) -> list[Any]:
     if error or not isinstance(obj, list):
         return [{"unreadable reply": reply[:300]}]
     return obj
-
-
-def read_score(reply: str) -> int | None:
-    """The judge's 1-5 score: {"score": 4} (a bare number or a numeric string also reads), or None."""
-    obj, error = load_json(reply)
-    value = obj.get("score") if isinstance(obj, dict) else obj
-    if error or isinstance(value, bool):
-        return None
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(score) if score in (1, 2, 3, 4, 5) else None

@@ -201,6 +201,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student,
                                                         _train_student(spec, pairs, tok, layout))
     model.eval()
+    optimised = {}
+    if spec.optimise.preference is not None:
+        from nanoforge.recipes.optimise import preference_rounds
+
+        model, optimised["preference"] = preference_rounds(spec, model, tok, layout, pairs, out, print_)
     max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
     c = model.cfg
     cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)
@@ -231,7 +236,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind=spec.kind, task=spec.public_dict(),
                         model=section("fp32"),
-                        lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary))
+                        lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary),
+                        metrics={"optimise": optimised} if optimised else {})
     valid_records = [Record(input=i, output=json.loads(o) if schema is not None else o, where=f"valid pair {k}")
                      for k, (i, o) in enumerate(valid)]
     scale, key = (100.0 if schema is not None else 1.0), HEADLINE[spec.kind]
@@ -286,7 +292,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                 for t, p, r in list(zip(texts, scores["outputs"], shown))[:10]]
     summary = {"task": spec.name, "kind": spec.kind, "decoder": True, "models": models, "teacher_stats": tstats,
                "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
-               "training": training, "lineage": manifest.lineage,
+               "training": training, "lineage": manifest.lineage, **({"optimise": optimised} if optimised else {}),
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}, "examples": examples}
     return RunResult(summary)

@@ -267,3 +267,70 @@ def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
         return model, info
     probe.load_state_dict(merged)
     return probe.eval(), info
+
+
+# ----------------------------------------------------------------------------- preference rounds
+
+
+def preference_rounds(spec: TaskSpec, model, tok, layout, pairs: dict, out: Path, fingerprint: str):
+    """(the student after the rounds kept, report entry): RLAIF with DPO on the decoder student.
+    Reuses `out/preference` when its fingerprint matches."""
+    import random
+
+    from nanoforge.distill.preference import make_pairs, sample, train_pairs
+    from nanoforge.metrics.text import HEADLINE
+    from nanoforge.progress import progress_bar
+    from nanoforge.recipes import steps
+    from nanoforge.recipes.generative import VALID_METRIC_PAIRS, _load_student, max_input_tokens, valid_metric
+    from nanoforge.runtime.decoder import encode_prompt
+    from nanoforge.teachers.judges import make_judge
+
+    p, cfg = spec.optimise.preference, spec.student
+    max_input = max_input_tokens(spec, layout)
+    valid = pairs["valid"][:VALID_METRIC_PAIRS]
+    metric = HEADLINE[spec.kind]
+    t0 = time.perf_counter()
+
+    def train(folder: Path):
+        judge = make_judge(spec, p.judge, p.reverse, cache_path=out / "teacher_cache.sqlite")
+        current = model
+        best = valid_metric(spec, current, tok, layout, valid, max_input)()
+        rounds: list[dict] = [{"round": 0, "valid": best, "kept": True, "note": "the distilled student"}]
+        log(f"preference: judge {judge.name}; valid {metric} of the distilled student {best:.2f}")
+        for r in range(1, p.rounds + 1):
+            chosen = random.Random(cfg.seed + r).sample(pairs["train"], min(p.prompts, len(pairs["train"])))
+            sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
+            ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
+            with progress_bar(f"preference round {r}: sampling", total=len(ids) * p.candidates) as advance:
+                cands = sample(current, tok, layout, ids, p.candidates, cfg.max_new_tokens, p.temperature, p.top_p,
+                               seed=cfg.seed + 7919 * r, progress=advance)
+            scores = judge.score(sources, cands, refs)
+            made, counts = make_pairs(cands, scores, p.pairs_per_prompt)
+            entry = {"round": r, **counts}
+            if not made:
+                rounds.append({**entry, "valid": None, "kept": False, "note": "no pair: every answer scored alike"})
+                log(f"preference round {r}: no pairs ({counts}); stopping")
+                break
+            candidate = copy.deepcopy(current)
+            dpo = cfg.model_copy(update={"epochs": p.epochs, "lr": p.lr or cfg.lr / 10, "patience": 1})
+            training = train_pairs(candidate, tok, layout, sources, made, dpo, p.beta, p.length_normalised,
+                                   max_input, cfg.max_new_tokens,
+                                   valid_metric(spec, candidate, tok, layout, valid, max_input), metric, log=log)
+            score = training["best_valid_score"]
+            kept = score > best
+            rounds.append({**entry, "valid": score, "kept": kept, "mean_margin": float(np.mean([m.margin for m in made])),
+                           "seconds": training["seconds"]})
+            log(f"preference round {r}: {len(made)} pairs from {len(ids)} prompts, valid {metric} {best:.2f} -> "
+                f"{score:.2f}: " + ("kept" if kept else "not kept; stopping"))
+            if not kept:
+                break
+            current, best = candidate, score
+        info = {"judge": judge.stats(), "rounds": rounds, "metric": metric, "best_valid": best,
+                "settings": p.model_dump(mode="json")}
+        tok.save(str(folder / "tokenizer.json"))
+        current.save(folder, {"training": info, "prompt": layout.to_dict(), "base": cfg.base})
+        return current, tok, layout, info
+
+    tuned, _, _, info = steps.reuse_or_train(out / "preference", steps.fingerprint(fingerprint, p.model_dump()),
+                                             _load_student, train)
+    return tuned.eval(), {**info, "seconds": time.perf_counter() - t0}

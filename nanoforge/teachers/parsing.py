@@ -136,3 +136,16 @@ def load_json(text: str) -> tuple[Any, str | None]:
 def json_kind(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def read_score(reply: str) -> int | None:
+    """The judge's 1-5 score: {"score": 4} (a bare number or a numeric string also reads), or None."""
+    obj, error = load_json(reply)
+    value = obj.get("score") if isinstance(obj, dict) else obj
+    if error or isinstance(value, bool):
+        return None
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(score) if score in (1, 2, 3, 4, 5) else None
