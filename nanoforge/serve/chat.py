@@ -19,7 +19,7 @@ from nanoforge.data import check_text
 from nanoforge.errors import NanoforgeError
 from nanoforge.registry import Registry
 from nanoforge.router import Router
-from nanoforge.serve.errors import APIError
+from nanoforge.serve.errors import APIError, fast_json
 from nanoforge.serve.rest import Answer
 from nanoforge.serve.service import AUTO
 
@@ -66,14 +66,14 @@ def chat_routes(registry: Registry, router: Router, answer: Answer) -> APIRouter
         # the nano that answered (or refused) renders the output as text
         content = router.get(f"{ans['nano']}@{ans['version']}").nano.as_text(ans["output"])
         n_in, n_out = len(text.split()), len(content.split())
-        return {
+        return fast_json({  # the REST route's fast path: no encoder pass over a plain-JSON answer
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
             "model": f"{ans['nano']}@{ans['version']}",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
             "nanoforge": ans,
-        }
+        })
 
     return api
 
