@@ -94,13 +94,9 @@ def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[fl
 
 def sequence_logps(model, rows, idx, pad_id: int, length_normalised: bool) -> torch.Tensor:
     """Log-probability of each row's answer tokens (rows as distill/sft.examples builds them)."""
-    width = max(len(rows[i][0]) for i in idx)
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.int64)
-    labels = torch.full((len(idx), width), -100, dtype=torch.int64)
-    mask = torch.zeros((len(idx), width), dtype=torch.int64)
-    for r, i in enumerate(idx):
-        n = len(rows[i][0])
-        ids[r, :n], labels[r, :n], mask[r, :n] = torch.from_numpy(rows[i][0]), torch.from_numpy(rows[i][1]), 1
+    from nanoforge.distill.sft import pad_rows
+
+    ids, labels, mask = pad_rows(rows, idx, pad_id)
     h, _, _ = model.hidden(ids, mask)
     logp = F.log_softmax(model.lm_head(h[:, :-1]).float(), dim=-1)
     target = labels[:, 1:]

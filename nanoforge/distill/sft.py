@@ -26,20 +26,24 @@ def examples(tok, layout: PromptLayout, pairs: list[tuple[str, str]], max_input:
     return rows
 
 
-def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float = 0.5, beta: float = 0.0,
-             temperature: float = 1.0) -> torch.Tensor:
-    """Cross-entropy on the answer tokens; with `teacher` (a HF causal LM sharing the
-    tokenizer) mixed with token-level distillation on the same positions:
-    (1 - alpha) CE + alpha D(teacher || student), D forward KL or generalised JSD(beta)."""
+def pad_rows(rows, idx, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, labels, attention mask) of rows `idx`, right-padded to the longest."""
     width = max(len(rows[i][0]) for i in idx)
     ids = torch.full((len(idx), width), pad_id, dtype=torch.int64)
     labels = torch.full((len(idx), width), -100, dtype=torch.int64)
     mask = torch.zeros((len(idx), width), dtype=torch.int64)
     for r, i in enumerate(idx):
         n = len(rows[i][0])
-        ids[r, :n] = torch.from_numpy(rows[i][0])
-        labels[r, :n] = torch.from_numpy(rows[i][1])
-        mask[r, :n] = 1
+        ids[r, :n], labels[r, :n], mask[r, :n] = torch.from_numpy(rows[i][0]), torch.from_numpy(rows[i][1]), 1
+    return ids, labels, mask
+
+
+def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float = 0.5, beta: float = 0.0,
+             temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy on the answer tokens; with `teacher` (a HF causal LM sharing the
+    tokenizer) mixed with token-level distillation on the same positions:
+    (1 - alpha) CE + alpha D(teacher || student), D forward KL or generalised JSD(beta)."""
+    ids, labels, mask = pad_rows(rows, idx, pad_id)
     target = labels[:, 1:]
     keep = target != -100
     h, _, _ = model.hidden(ids, mask)
