@@ -205,7 +205,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if spec.optimise.preference is not None:
         from nanoforge.recipes.optimise import preference_rounds
 
-        model, optimised["preference"] = preference_rounds(spec, model, tok, layout, pairs, out, print_)
+        max_input = max_input_tokens(spec, layout)
+        model, optimised["preference"] = preference_rounds(
+            spec, model, tok, layout, pairs["train"],
+            lambda m: valid_metric(spec, m, tok, layout, pairs["valid"][:VALID_METRIC_PAIRS], max_input),
+            max_input, _load_student, out, print_)
     max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
     c = model.cfg
     cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)

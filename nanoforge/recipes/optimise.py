@@ -272,8 +272,11 @@ def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
 # ----------------------------------------------------------------------------- preference rounds
 
 
-def preference_rounds(spec: TaskSpec, model, tok, layout, pairs: dict, out: Path, fingerprint: str):
+def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[str, str]], valid_metric,
+                      max_input: int, load_student, out: Path, fingerprint: str):
     """(the student after the rounds kept, report entry): RLAIF with DPO on the decoder student.
+    `valid_metric(model)` gives the callable scoring a model on valid and `load_student(folder)` reads a
+    saved student: the generative recipe passes its own, so this module never imports it.
     Reuses `out/preference` when its fingerprint matches."""
     import random
 
@@ -281,24 +284,21 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, pairs: dict, out: Path
     from nanoforge.metrics.text import HEADLINE
     from nanoforge.progress import progress_bar
     from nanoforge.recipes import steps
-    from nanoforge.recipes.generative import VALID_METRIC_PAIRS, _load_student, max_input_tokens, valid_metric
     from nanoforge.runtime.decoder import encode_prompt
     from nanoforge.teachers.judges import make_judge
 
     p, cfg = spec.optimise.preference, spec.student
-    max_input = max_input_tokens(spec, layout)
-    valid = pairs["valid"][:VALID_METRIC_PAIRS]
     metric = HEADLINE[spec.kind]
     t0 = time.perf_counter()
 
     def train(folder: Path):
         judge = make_judge(spec, p.judge, p.reverse, cache_path=out / "teacher_cache.sqlite")
         current = model
-        best = valid_metric(spec, current, tok, layout, valid, max_input)()
+        best = valid_metric(current)()
         rounds: list[dict] = [{"round": 0, "valid": best, "kept": True, "note": "the distilled student"}]
         log(f"preference: judge {judge.name}; valid {metric} of the distilled student {best:.2f}")
         for r in range(1, p.rounds + 1):
-            chosen = random.Random(cfg.seed + r).sample(pairs["train"], min(p.prompts, len(pairs["train"])))
+            chosen = random.Random(cfg.seed + r).sample(train_set, min(p.prompts, len(train_set)))
             sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
             ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
             with progress_bar(f"preference round {r}: sampling", total=len(ids) * p.candidates) as advance:
@@ -315,7 +315,7 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, pairs: dict, out: Path
             dpo = cfg.model_copy(update={"epochs": p.epochs, "lr": p.lr or cfg.lr / 10, "patience": 1})
             training = train_pairs(candidate, tok, layout, sources, made, dpo, p.beta, p.length_normalised,
                                    max_input, cfg.max_new_tokens,
-                                   valid_metric(spec, candidate, tok, layout, valid, max_input), metric, log=log)
+                                   valid_metric(candidate), metric, log=log)
             score = training["best_valid_score"]
             kept = score > best
             rounds.append({**entry, "valid": score, "kept": kept, "mean_margin": float(np.mean([m.margin for m in made])),
@@ -332,5 +332,5 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, pairs: dict, out: Path
         return current, tok, layout, info
 
     tuned, _, _, info = steps.reuse_or_train(out / "preference", steps.fingerprint(fingerprint, p.model_dump()),
-                                             _load_student, train)
+                                             load_student, train)
     return tuned.eval(), {**info, "seconds": time.perf_counter() - t0}
