@@ -1,11 +1,13 @@
 """Bounded load test of `nanoforge serve` on loopback.
 
     python bench/serve_load.py --bundle runs/demo/bundle            # concurrency 1, 8, 64; 10 s each
+    python bench/serve_load.py --bundle B --route predict chat --concurrency 64   # both routes, one server
 
 Starts the server in its own process (one uvicorn worker, the registry holding the bundle),
 then for each concurrency level opens that many keep-alive connections from a second
-process and sends `POST /v1/nanos/NAME/predict` with CLINC150 test inputs for a fixed
-duration. Reports requests/s, p50/p95/p99 latency, errors, and the CPU time per request of the
+process and sends `POST /v1/nanos/NAME/predict` (or, with `--route chat`, the OpenAI-compatible
+`POST /v1/chat/completions`) with CLINC150 test inputs for a fixed duration; several routes are
+measured one after the other against the same server. Reports requests/s, p50/p95/p99 latency, errors, and the CPU time per request of the
 server's event loop, its model threads and the load generator per level; writes
 bench/results/serve_load.json and serve_load.png.
 
@@ -135,6 +137,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--max-wait-ms", type=float, default=0.0)
+    ap.add_argument("--route", nargs="+", choices=["predict", "chat"], default=["predict"],
+                    help="predict: the REST route; chat: /v1/chat/completions")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serve_load.json")
     ap.add_argument("--model-only", action="store_true",
                     help="only measure the model in-process on one thread (no HTTP) and add it to --out")
@@ -151,9 +155,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nf-load-"))
     reg = Registry(tmp / "registry", create=True)
     ref = reg.add(args.bundle)
-    path = f"/v1/nanos/{ref.name}/predict"
     texts = [json.loads(line)["input"] for line in INPUTS.read_text().splitlines()]
-    bodies = [json.dumps({"input": t}).encode() for t in texts]
+    routes = {
+        "predict": (f"/v1/nanos/{ref.name}/predict", [json.dumps({"input": t}).encode() for t in texts]),
+        "chat": ("/v1/chat/completions", [json.dumps({"model": ref.name, "messages": [{"role": "user", "content": t}]})
+                                          .encode() for t in texts]),
+    }
 
     port = free_port()
     server = subprocess.Popen(
@@ -164,7 +171,8 @@ def main() -> None:
     try:
         wait_ready(port)
         ctx = mp.get_context("spawn")
-        for c in args.concurrency:
+        for route, c in [(r, c) for r in args.route for c in args.concurrency]:
+            path, bodies = routes[route]
             for seconds, keep in ((args.warmup, False), (args.seconds, True)):
                 q = ctx.Queue()
                 p = ctx.Process(target=run_level, args=(port, path, bodies, c, seconds, q))
@@ -175,7 +183,7 @@ def main() -> None:
                 p.join()
                 if not keep:
                     continue
-                level = {"concurrency": c, "seconds": round(wall, 2), "requests": len(lat),
+                level = {"route": f"POST {path}", "concurrency": c, "seconds": round(wall, 2), "requests": len(lat),
                          "requests_per_s": round(len(lat) / wall, 1),
                          "p50_ms": round(1000 * percentile(lat, 0.50), 2),
                          "p95_ms": round(1000 * percentile(lat, 0.95), 2),
@@ -183,7 +191,7 @@ def main() -> None:
                          "errors": len(errors), "error_examples": errors[:3],
                          "cpu_per_request": {**cpu, "load_generator_us": round(1e6 * client_cpu / max(len(lat), 1), 1)}}
                 levels.append(level)
-                print(f"concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, p50 {level['p50_ms']:.2f} ms, "
+                print(f"{route:7s} concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, p50 {level['p50_ms']:.2f} ms, "
                       f"p99 {level['p99_ms']:.2f} ms, errors {level['errors']}, CPU per request "
                       f"{level['cpu_per_request']}", flush=True)
         import urllib.request
@@ -195,7 +203,8 @@ def main() -> None:
         server.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     batch = _mean_batch(metrics)
-    result = {"nano": str(ref), "bundle": str(args.bundle), "endpoint": f"POST {path}", "levels": levels,
+    result = {"nano": str(ref), "bundle": str(args.bundle), "endpoints": [f"POST {routes[r][0]}" for r in args.route],
+              "levels": levels,
               "mean_batch_size": batch, "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms,
               "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +244,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     lv = result["levels"]
-    xs = [str(x["concurrency"]) for x in lv]
+    several = len({x.get("route") for x in lv}) > 1
+    xs = [(x["route"].rsplit("/", 1)[-1] + " " if several else "") + str(x["concurrency"]) for x in lv]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.bar(xs, [x["requests_per_s"] for x in lv])
     a1.set_xlabel("concurrent connections")

@@ -139,6 +139,8 @@ def test_greedy_merge_of_two_fine_tunes_then_prune(tiny_task, trained_run, tmp_p
     assert [s["add"] for s in merge["steps"]][0] in merge["ingredients"] and len(merge["steps"]) == 2
     best_alone = max(s["alone"] for s in merge["steps"])
     assert merge["valid_accuracy"]["merged"] >= best_alone - 1e-9  # greedy never ends below its best
+    # kept exactly when valid improves, even when the soup is one ingredient: another run's better student
+    assert merge["kept"] == (merge["valid_accuracy"]["merged"] > merge["valid_accuracy"]["student"])
     expected = max(merge["valid_accuracy"]["merged"], merge["valid_accuracy"]["student"]) if merge["kept"] \
         else merge["valid_accuracy"]["student"]
     assert abs(prune["before"]["valid_accuracy"] - expected) < 1e-6

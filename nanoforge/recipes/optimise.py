@@ -257,12 +257,14 @@ def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
             merged = merge.ties(_base_state(spec.student.base), states, m.density)
         used = names
     merged_score = score(merged)
-    keep = merged_score > alone and len(used) > 1
+    # a greedy soup may hold a single ingredient: another run's student that beats this one on valid
+    keep = merged_score > alone
     info = {"method": m.method, "ingredients": names, "used": used, "steps": steps,
             "valid_accuracy": {"student": alone, "merged": merged_score}, "kept": keep,
             "seconds": time.perf_counter() - t0}
-    log(f"merge ({m.method} of {len(used)}): valid accuracy {alone:.2f} -> {merged_score:.2f}: "
-        + ("the merge replaces the student" if keep else "the student stays (no gain on valid)"))
+    what = f"{m.method} soup of {len(used)}" if len(used) > 1 else f"the best ingredient alone ({used[0]})"
+    log(f"merge: {what}: valid accuracy {alone:.2f} -> {merged_score:.2f}: "
+        + ("it replaces the student" if keep else "the student stays (no gain on valid)"))
     if not keep:
         return model, info
     probe.load_state_dict(merged)
