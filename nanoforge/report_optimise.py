@@ -10,7 +10,7 @@ def _num(x) -> str:
 
 
 def optimise_md(result: dict[str, Any]) -> str:
-    """The `optimise:` steps (merge, prune) as they ran, with valid accuracy before and after."""
+    """The `optimise:` steps (preference, merge, prune) as they ran, with the valid metric before and after."""
     opt = result.get("optimise") or {}
     parts = []
     if (pr := opt.get("preference")) is not None:
@@ -38,15 +38,18 @@ Valid accuracy {m['valid_accuracy']['student']:.2f} (this run's student) -> {m['
 {table}""")
     if (p := opt.get("prune")) is not None:
         b, a = p["before"], p["after"]
+        metric = p.get("metric", "accuracy")
+        key = f"valid_{metric}"
         shape = "{layers} layers x {heads} heads x {ffn} FFN channels"
         measured = "".join(f"| {x['layers']} x {x['heads']} x {x['ffn']} | {x['speedup']:.2f}x | {x['p50_ms']:.3f} |\n"
                            for x in p.get("measured", []))
-        table = (f"Shapes measured (INT8 ONNX, 1 thread, against the unpruned model's {p['measured'][0]['full_p50_ms']:.3f} ms):\n\n"
+        table = (f"Shapes measured ({p.get('timed', 'INT8 ONNX')}, 1 thread, against the unpruned model's "
+                 f"{p['measured'][0]['full_p50_ms']:.3f} ms):\n\n"
                  f"| layers x heads x FFN | speed-up | p50 ms |\n|---|---|---|\n{measured}\n") if measured else ""
         parts.append(f"""### Width pruning with recovery
 
 {shape.format(**b['width'])} ({b['parameters'] / 1e6:.1f}M parameters) -> {shape.format(**a['width'])}
-({a['parameters'] / 1e6:.1f}M); valid accuracy {b['valid_accuracy']:.2f} -> {a['valid_accuracy']:.2f} after recovery
+({a['parameters'] / 1e6:.1f}M); valid {metric} {b[key]:.2f} -> {a[key]:.2f} after recovery
 (best recovery epoch {p['recovery_epochs']}, {p['seconds'] / 60:.1f} min).
 
 {table}""")

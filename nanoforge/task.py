@@ -176,8 +176,9 @@ class PruneSpec(_Strict):
     on training batches, the same number kept in every layer, then logit distillation from the
     unpruned student. Either a measured speed target or explicit sizes."""
 
-    # single-input speed-up of the INT8 ONNX model over the unpruned one, measured on valid
-    # inputs: the shape that keeps the most weights and reaches it is chosen
+    # single-input speed-up over the unpruned model, measured on valid inputs (an encoder's INT8
+    # ONNX model; a decoder's FP32 ONNX prefill and max_new_tokens greedy steps): the shape that
+    # keeps the most weights and reaches it is chosen; a decoder's heads go by key/value group
     target_speedup: float | None = Field(None, gt=1, le=20)
     layers: int | None = Field(None, ge=1)  # explicit sizes (default: the model's own)
     heads: int | None = Field(None, ge=1)
@@ -187,8 +188,8 @@ class PruneSpec(_Strict):
     epochs: int | None = Field(None, ge=1, le=100)  # of recovery (default: student.epochs)
     lr: float | None = Field(None, gt=0, lt=1)  # of recovery (default: student.lr)
     kd_alpha: float = Field(0.9, ge=0, le=1)  # weight of the unpruned model's soft labels
-    # weight of layer distillation: each kept layer's hidden states learn the unpruned layer's
-    # (mean squared error relative to that layer's mean square); 0: the logits only
+    # weight of layer distillation (encoders): each kept layer's hidden states learn the unpruned
+    # layer's (mean squared error relative to that layer's mean square); 0: the logits only
     hidden_weight: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
@@ -401,9 +402,11 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     if spec.teacher.budget is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
         raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for encoder students "
                              f"(classify, extract); label a sample with data.max_train_rows instead")
-    for step in ("merge", "prune"):
-        if getattr(spec.optimise, step) is not None and spec.kind != "classify":
-            raise NanoforgeError(f"{source}: optimise.{step}: built for classify (encoder) students")
+    if spec.optimise.merge is not None and spec.kind != "classify":
+        raise NanoforgeError(f"{source}: optimise.merge: built for classify (encoder) students")
+    if spec.optimise.prune is not None and spec.kind not in ("classify", "translate", "summarize"):
+        raise NanoforgeError(f"{source}: optimise.prune: built for classify (encoder) and translate / summarize "
+                             "(decoder) students")
     pref = spec.optimise.preference
     if pref is not None and spec.kind not in ("translate", "summarize"):
         raise NanoforgeError(f"{source}: optimise.preference: built for translate and summarize (decoder) students")

@@ -95,7 +95,7 @@ def test_prune_spec_needs_one_target(tmp_path):
 def test_prune_is_refused_for_other_kinds(tmp_path):
     from nanoforge.task import parse_task
 
-    raw = {"name": "x", "kind": "translate", "source_lang": "en", "target_lang": "ja",
+    raw = {"name": "x", "kind": "extract", "schema": {"type": "object", "properties": {"total": {"type": "number"}}},
            "data": {"train": "t.jsonl"}, "optimise": {"prune": {"target_speedup": 2}}}
     with pytest.raises(NanoforgeError, match="optimise.prune: built for classify"):
         parse_task(raw)

@@ -41,7 +41,8 @@ def pad_rows(rows, idx, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.
 def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float = 0.5, beta: float = 0.0,
              temperature: float = 1.0) -> torch.Tensor:
     """Cross-entropy on the answer tokens; with `teacher` (a HF causal LM sharing the
-    tokenizer) mixed with token-level distillation on the same positions:
+    tokenizer, or a CausalLM: the unpruned student a pruned one recovers from) mixed with
+    token-level distillation on the same positions:
     (1 - alpha) CE + alpha D(teacher || student), D forward KL or generalised JSD(beta)."""
     ids, labels, mask = pad_rows(rows, idx, pad_id)
     target = labels[:, 1:]
@@ -55,7 +56,10 @@ def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float
     from nanoforge.distill.losses import token_distill_loss
 
     with torch.no_grad():
-        t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
+        if isinstance(teacher, CausalLM):
+            t_logits = teacher.lm_head(teacher.hidden(ids, mask)[0][:, :-1][keep])
+        else:
+            t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
     kd = token_distill_loss(logits, t_logits, beta, temperature).mean()
     return (1 - alpha) * ce + alpha * kd
 

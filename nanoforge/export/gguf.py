@@ -254,7 +254,11 @@ def write_decoder_gguf(path: Path, manifest: Manifest, onnx_file: Path, tokenize
     w.add_feed_forward_length(int(cfg["intermediate_size"]))
     w.add_head_count(int(cfg["num_heads"]))
     w.add_head_count_kv(int(cfg["num_kv_heads"]))
-    w.add_rope_dimension_count(int(cfg["hidden_size"]) // int(cfg["num_heads"]))
+    head_dim = int(cfg.get("head_size") or int(cfg["hidden_size"]) // int(cfg["num_heads"]))
+    if head_dim * int(cfg["num_heads"]) != int(cfg["hidden_size"]):  # pruned heads: llama.cpp's own keys
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(float(cfg["rope_theta"]))
     w.add_layer_norm_rms_eps(float(cfg["rms_eps"]))
     w.add_vocab_size(int(cfg["vocab_size"]))

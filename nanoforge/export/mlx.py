@@ -36,7 +36,8 @@ def llama_config(section: Decoder, manifest: Manifest) -> dict:
             "max_position_embeddings": c["max_position"], "rope_theta": c["rope_theta"], "rms_norm_eps": c["rms_eps"],
             "vocab_size": c["vocab_size"], "tie_word_embeddings": bool(c["tie_embeddings"]), "hidden_act": "silu",
             "attention_bias": False, "mlp_bias": False, "torch_dtype": "float32",
-            "bos_token_id": (section.prompt.prefix_ids or [None])[0], "eos_token_id": section.prompt.eos_ids[0]}
+            "bos_token_id": (section.prompt.prefix_ids or [None])[0], "eos_token_id": section.prompt.eos_ids[0],
+            **({"head_dim": c["head_size"]} if c.get("head_size") else {})}  # pruned heads keep their width
 
 
 def decoder_tensors(onnx_file: Path, section: Decoder) -> dict[str, np.ndarray]:

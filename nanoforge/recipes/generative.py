@@ -93,6 +93,22 @@ def valid_metric(spec: TaskSpec, model: CausalLM, tok, layout: PromptLayout, pai
     return score
 
 
+def decode_timer(layout: PromptLayout, prompts: list[list[int]], max_new: int, folder: Path):
+    """`timer(model, name)` for a pruning speed target: a function giving the p50 (ms) of one
+    prompt's prefill and `max_new` greedy steps (no end token, so every shape decodes as many)
+    through the model's FP32 ONNX export on one thread."""
+    from nanoforge.export.onnx import export_causal
+    from nanoforge.runtime.session import make_session
+
+    def timer(model: CausalLM, name: str):
+        c = model.cfg
+        session = make_session(export_causal(model, folder / f"{name}.onnx"), threads=1)
+        gen = Generator(CacheStepper(session, layout.pad_id, c.num_layers, c.num_kv_heads, c.head_dim), [], layout.pad_id)
+        return lambda: steps.p50_ms(lambda p: greedy_ids(gen, [p], max_new, 1), prompts, n=len(prompts))
+
+    return timer
+
+
 def max_input_tokens(spec: TaskSpec, layout: PromptLayout) -> int:
     cfg = spec.student
     n = cfg.max_length - cfg.max_new_tokens - len(layout.prefix_ids) - len(layout.suffix_ids)
@@ -202,14 +218,26 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                                                         _train_student(spec, pairs, tok, layout))
     model.eval()
     optimised = {}
+    max_input = max_input_tokens(spec, layout)
+
+    def metric_of(m: CausalLM):
+        return valid_metric(spec, m, tok, layout, pairs["valid"][:VALID_METRIC_PAIRS], max_input)
+
     if spec.optimise.preference is not None:
         from nanoforge.recipes.optimise import preference_rounds
 
-        max_input = max_input_tokens(spec, layout)
-        model, optimised["preference"] = preference_rounds(
-            spec, model, tok, layout, pairs["train"],
-            lambda m: valid_metric(spec, m, tok, layout, pairs["valid"][:VALID_METRIC_PAIRS], max_input),
-            max_input, _load_student, out, print_)
+        model, optimised["preference"] = preference_rounds(spec, model, tok, layout, pairs["train"], metric_of,
+                                                           max_input, _load_student, out, print_)
+    if spec.optimise.prune is not None:
+        import tempfile
+
+        from nanoforge.recipes.optimise import prune_decoder_student
+
+        prompts = [encode_prompt(tok, layout, src, max_input)[0] for src, _ in pairs["valid"][:LATENCY_CALLS]]
+        with tempfile.TemporaryDirectory() as tmp:
+            model, optimised["prune"] = prune_decoder_student(
+                spec, model, tok, layout, pairs["train"], metric_of, max_input, _load_student,
+                decode_timer(layout, prompts, cfg.max_new_tokens, Path(tmp)), out, print_)
     max_input, max_answer = max_input_tokens(spec, layout), cfg.max_new_tokens
     c = model.cfg
     cache = KVCache(layers=c.num_layers, kv_heads=c.num_kv_heads, head_dim=c.head_dim)

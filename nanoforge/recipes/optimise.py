@@ -1,8 +1,9 @@
-"""Optimisation steps after distillation (`optimise:` in the spec), for encoder classifiers.
+"""Optimisation steps after distillation (`optimise:` in the spec).
 
 prune: score heads and FFN channels on training batches, cut the trained student to the
-asked shape (or to the shape that keeps the most weights and reaches a measured speed-up
-of its INT8 ONNX model), then recover by logit distillation from the unpruned student.
+asked shape (or to the shape that keeps the most weights and reaches a measured speed-up:
+an encoder's INT8 ONNX model, a decoder's FP32 ONNX decoding), then recover by logit
+distillation from the unpruned student (encoders and decoders).
 The step reports the shapes it measured, the weights kept and valid accuracy before and after.
 """
 
@@ -77,25 +78,36 @@ def speedup(full, candidate, rounds: int = 3) -> tuple[float, float, float]:
 
 
 def choose_width(model, enc, scores, prune: PruneSpec, texts: list[str]) -> tuple[Any, list[dict]]:
-    """The shape to prune to, and the shapes measured on the way (speed-up over the unpruned model)."""
-    from nanoforge.compress.prune import Width, candidate_widths, width_of
+    """The shape to prune an encoder classifier to, and the shapes measured on the way (the
+    speed-up of each candidate's INT8 ONNX model over the unpruned one's)."""
+    from nanoforge.compress.prune import width_of
 
-    full = width_of(model.encoder)
-    if prune.target_speedup is None:
-        return Width(prune.layers or full.layers, prune.heads or full.heads, prune.ffn or full.ffn), []
     hidden = model.encoder.config.hidden_size
     head_dim = model.encoder.encoder.layer[0].attention.self.attention_head_size
-    measured = []
     with tempfile.TemporaryDirectory() as tmp:
-        ref = _int8_timer(model, enc, texts, Path(tmp), "full")
-        for width in candidate_widths(full, hidden, head_dim, prune.min_layers)[1:]:
-            ratio, p50, ref_p50 = speedup(ref, _int8_timer(pruned_copy(model, width, scores), enc, texts, Path(tmp),
-                                                           "candidate"))
-            measured.append({**width.to_dict(), "p50_ms": p50, "speedup": ratio, "full_p50_ms": ref_p50})
-            log(f"prune: {width.layers} layers x {width.heads} heads x {width.ffn} FFN: {ratio:.2f}x "
-                f"({p50:.3f} ms vs {ref_p50:.3f} ms)")
-            if ratio >= prune.target_speedup:
-                return width, measured
+        return shape_for(width_of(model.encoder), hidden, head_dim, prune,
+                         lambda m, name: _int8_timer(m, enc, texts, Path(tmp), name),
+                         lambda width: pruned_copy(model, width, scores), model)
+
+
+def shape_for(full, hidden: int, head_dim: int, prune: PruneSpec, timer, cut, model, head_step: int = 1
+              ) -> tuple[Any, list[dict]]:
+    """The asked shape, or the one that keeps the most weights and reaches `prune.target_speedup`
+    (else the fastest measured), with the measurements: `timer(model, name)` gives a function
+    returning one p50 (ms) of `model`, `cut(width)` a pruned copy of `model`."""
+    from nanoforge.compress.prune import Width, candidate_widths
+
+    if prune.target_speedup is None:
+        return Width(prune.layers or full.layers, prune.heads or full.heads, prune.ffn or full.ffn), []
+    measured = []
+    ref = timer(model, "full")
+    for width in candidate_widths(full, hidden, head_dim, prune.min_layers, head_step)[1:]:
+        ratio, p50, ref_p50 = speedup(ref, timer(cut(width), "candidate"))
+        measured.append({**width.to_dict(), "p50_ms": p50, "speedup": ratio, "full_p50_ms": ref_p50})
+        log(f"prune: {width.layers} layers x {width.heads} heads x {width.ffn} FFN: {ratio:.2f}x "
+            f"({p50:.3f} ms vs {ref_p50:.3f} ms)")
+        if ratio >= prune.target_speedup:
+            return width, measured
     best = max(measured, key=lambda m: m["speedup"])
     log(f"prune: no shape reaches {prune.target_speedup}x; the fastest measured ({best['speedup']:.2f}x) is kept")
     return Width(best["layers"], best["heads"], best["ffn"]), measured
@@ -153,7 +165,7 @@ def prune_classifier(spec: TaskSpec, labels: list[str], model, enc, train_set, v
     cfg = spec.student
     before = {"width": width_of(model.encoder).to_dict(), "parameters": steps.n_parameters(model),
               "valid_accuracy": 100 * accuracy(model, enc, valid_set)}
-    info: dict[str, Any] = {"before": before}
+    info: dict[str, Any] = {"metric": "accuracy", "timed": "INT8 ONNX", "before": before}
     t0 = time.perf_counter()
 
     def train(folder: Path | None):
@@ -185,6 +197,72 @@ def prune_classifier(spec: TaskSpec, labels: list[str], model, enc, train_set, v
                 seconds=time.perf_counter() - t0)
     log(f"prune: {before['parameters'] / 1e6:.1f}M -> {after['parameters'] / 1e6:.1f}M parameters, valid accuracy "
         f"{before['valid_accuracy']:.2f} -> {after['valid_accuracy']:.2f}")
+    return small, info
+
+
+def prune_decoder_student(spec: TaskSpec, model, tok, layout, train_set: list[tuple[str, str]], valid_metric,
+                          max_input: int, load_student, timer, out: Path, fingerprint: str):
+    """(pruned and recovered decoder, report entry): query heads (by key/value group) and SwiGLU
+    channels scored on training batches, the decoder cut to the asked shape (or to the speed
+    target, `timer(model, name)` timing a model the way the recipe decodes), then recovery on the
+    training answers with the unpruned decoder's token distributions (logit distillation).
+    `valid_metric(model)` and `load_student(folder)` come from the generative recipe, as for the
+    preference rounds. Reuses `out/pruned` when its fingerprint matches."""
+    from nanoforge.compress.prune import decoder_importance, decoder_width, prune_decoder
+    from nanoforge.distill.sft import examples, sft_loss
+    from nanoforge.distill.trainer import fit
+    from nanoforge.metrics.text import HEADLINE
+    from nanoforge.recipes import steps
+
+    prune, cfg = spec.optimise.prune, spec.student
+    metric = HEADLINE[spec.kind]
+    model.eval()
+    key = f"valid_{metric}"
+    before = {"width": decoder_width(model).to_dict(), "parameters": steps.n_parameters(model),
+              key: valid_metric(model)()}
+    t0 = time.perf_counter()
+    rows = examples(tok, layout, train_set, max_input, cfg.max_new_tokens)
+
+    def train(folder: Path):
+        order = np.random.default_rng(cfg.seed).permutation(len(rows))
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)][: prune.batches]
+        scores = decoder_importance(model, batches, lambda idx: sft_loss(model, rows, idx, layout.pad_id))
+
+        def cut(width):
+            small = copy.deepcopy(model)
+            prune_decoder(small, width, *scores)
+            return small
+
+        c = model.cfg
+        width, measured = shape_for(decoder_width(model), c.hidden_size, c.head_dim, prune, timer, cut, model,
+                                    head_step=c.num_heads // c.num_kv_heads)
+        small = cut(width).train()
+        recover = cfg.model_copy(update={"epochs": prune.epochs or cfg.epochs, "lr": prune.lr or cfg.lr,
+                                         "patience": max(cfg.patience, 2)})
+        log(f"prune: recovering {width.layers} layers x {width.heads} heads x {width.ffn} FFN by logit "
+            f"distillation from the unpruned decoder ({recover.epochs} epochs)")
+
+        def batch_loss(idx):
+            return sft_loss(small, rows, idx, layout.pad_id, model, prune.kd_alpha, 0.0, cfg.kd_temperature)
+
+        training = fit(small, len(rows), recover, batch_loss, valid_metric(small), metric, log,
+                       lengths=[len(r[0]) for r in rows])
+        training["measured"] = measured
+        tok.save(str(folder / "tokenizer.json"))
+        small.save(folder, {"training": training, "prompt": layout.to_dict(), "base": "pruned",
+                            "pruned_from": str(out / "student")})
+        return small, tok, layout, training
+
+    small, _, _, training = steps.reuse_or_train(out / "pruned", steps.fingerprint(fingerprint, prune.model_dump()),
+                                                 load_student, train)
+    small.eval()
+    after = {"width": decoder_width(small).to_dict(), "parameters": steps.n_parameters(small),
+             key: valid_metric(small)()}
+    info = {"metric": metric, "timed": f"FP32 ONNX, prefill and {cfg.max_new_tokens} greedy steps",
+            "before": before, "after": after, "measured": training.get("measured", []),
+            "recovery_epochs": training.get("best_epoch"), "seconds": time.perf_counter() - t0}
+    log(f"prune: {before['parameters'] / 1e6:.1f}M -> {after['parameters'] / 1e6:.1f}M parameters, valid {metric} "
+        f"{before[key]:.2f} -> {after[key]:.2f}")
     return small, info
 
 

@@ -150,7 +150,7 @@ class Llama:
         self.w, self.c = weights, config
         self.heads = int(config["num_attention_heads"])
         self.kv_heads = int(config.get("num_key_value_heads") or self.heads)
-        self.d = int(config["hidden_size"]) // self.heads
+        self.d = int(config.get("head_dim") or int(config["hidden_size"]) // self.heads)
         self.eps = float(config["rms_norm_eps"])
         mx = _mx()
         self.inv_freq = 1.0 / (float(config["rope_theta"]) ** (mx.arange(0, self.d, 2).astype(mx.float32) / self.d))

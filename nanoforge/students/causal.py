@@ -43,16 +43,17 @@ class CausalConfig:
     rope_theta: float = 10000.0
     rms_eps: float = 1e-5
     tie_embeddings: bool = True
+    head_size: int | None = None  # width of a head; default hidden_size // num_heads (set once heads are pruned)
 
     def __post_init__(self) -> None:
         if self.num_kv_heads is None:
             self.num_kv_heads = self.num_heads
-        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+        if (self.head_size is None and self.hidden_size % self.num_heads) or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.head_size or self.hidden_size // self.num_heads
 
     @classmethod
     def from_hf(cls, c) -> "CausalConfig":
