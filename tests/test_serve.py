@@ -132,6 +132,9 @@ def test_metrics_count_what_was_sent(url, name, scope_of):
         for t in inside + outside:
             assert c.post(f"/v1/nanos/{name}@1.1.0/predict", json={"input": t}).status_code == 200
         assert c.post("/v1/nanos/nope/predict", json={"input": "x"}).status_code == 404
+        chat = {"model": f"{name}@1.1.0", "messages": [{"role": "user", "content": inside[0]}]}
+        assert c.post("/v1/chat/completions", json=chat).status_code == 200
+        assert c.post("/v1/chat/completions", json={**chat, "model": "nope"}).status_code == 404
     after = httpx.get(f"{url}/metrics").text
 
     def delta(metric: str, **labels) -> float:
@@ -139,12 +142,14 @@ def test_metrics_count_what_was_sent(url, name, scope_of):
         return metric_values(after, metric).get(key, 0) - metric_values(before, metric).get(key, 0)
 
     v = {"nano": name, "version": "1.1.0"}
-    assert delta("nanoforge_answers_total", path="nano", **v) == len(inside)
+    assert delta("nanoforge_answers_total", path="nano", **v) == len(inside) + 1  # and the chat
     assert delta("nanoforge_answers_total", path="refused", **v) == len(outside)
     assert delta("nanoforge_out_of_scope_total", **v) == len(outside)
     assert delta("nanoforge_refusals_total", reason="out_of_scope", **v) == len(outside)
     assert delta("nanoforge_http_requests_total", route="/v1/nanos/{name}/predict", status="200") == 6
     assert delta("nanoforge_http_requests_total", route="/v1/nanos/{name}/predict", status="404") == 1
+    assert delta("nanoforge_http_requests_total", route="/v1/chat/completions", status="200") == 1
+    assert delta("nanoforge_http_requests_total", route="/v1/chat/completions", status="404") == 1
     assert delta("nanoforge_predict_seconds_count", **v) >= 1
 
 
@@ -164,6 +169,14 @@ def test_metrics_count_what_was_sent(url, name, scope_of):
      400, "invalid_request"),
     ("/v1/chat/completions", {"json": {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}},
      404, "nano_not_found"),
+    ("/v1/chat/completions", {"json": {"model": "{n}", "stream": True, "messages": [{"role": "user", "content": "hi"}]}},
+     400, "unsupported"),
+    ("/v1/chat/completions", {"json": {"model": "{n}", "messages": [{"role": "user", "content": "   "}]}},
+     400, "invalid_request"),
+    ("/v1/chat/completions", {"json": {"model": "{n}", "messages": [{"role": "user"}], "n": 1}}, 400, "invalid_request"),
+    ("/v1/chat/completions", {"json": {"messages": [{"role": "user", "content": "hi"}]}}, 422, "invalid_request"),
+    ("/v1/chat/completions", {"content": b'{"model": ', "headers": {"content-type": "application/json"}},
+     400, "invalid_json"),
     ("/v1/nowhere", {"json": {}}, 404, "not_found"),
 ])
 def test_bad_requests_get_json_errors_and_the_server_keeps_serving(url, name, path, kwargs, status, code):
@@ -214,9 +227,9 @@ def test_fallback_teacher_answers_only_out_of_scope_inputs(registry, name, scope
     with WireServer(lambda messages: "balance") as wire:
         teacher = TeacherSpec(backend="openai", base_url=wire.base_url, model="big-model", api_key_env="NO_SUCH_KEY")
         with running(create_app(registry, policy="teacher", fallback_teacher=teacher)) as base:
-            texts = list(scope_of)
-            answers = httpx.post(f"{base}/v1/nanos/{name}/predict", json={"inputs": texts}, timeout=60
-                                 ).json()["answers"]
+            texts = list(scope_of)  # one request each: scope_of says what the nano answers a text alone
+            with httpx.Client(base_url=base, timeout=60) as c:
+                answers = [c.post(f"/v1/nanos/{name}/predict", json={"input": t}).json() for t in texts]
             metrics = httpx.get(f"{base}/metrics").text
         asked = [user_text(b["messages"]) for b in wire.requests]
     for t, a in zip(texts, answers):

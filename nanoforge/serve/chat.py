@@ -53,29 +53,34 @@ def chat_routes(registry: Registry, router: Router, answer: Answer) -> APIRouter
 
     @api.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> dict[str, Any]:
-        if body.stream:
-            raise APIError(400, "unsupported", "stream: true is not supported; a nano answers in one piece")
-        if body.n not in (None, 1):
-            raise APIError(400, "unsupported", "n must be 1")
-        text = _last_user_text(body.messages)
-        try:
-            check_text(text, "messages: the last user message")
-        except NanoforgeError as e:
-            raise APIError(422, "invalid_input", str(e)) from None
-        ans = (await answer([text], None if body.model == AUTO else body.model))[0]
-        # the nano that answered (or refused) renders the output as text
-        content = router.get(f"{ans['nano']}@{ans['version']}").nano.as_text(ans["output"])
-        n_in, n_out = len(text.split()), len(content.split())
-        return fast_json({  # the REST route's fast path: no encoder pass over a plain-JSON answer
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": f"{ans['nano']}@{ans['version']}",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
-            "nanoforge": ans,
-        })
+        return fast_json(await complete(body, router, answer))  # no encoder pass over a plain-JSON answer
 
     return api
+
+
+async def complete(body: ChatRequest, router: Router, answer: Answer) -> dict[str, Any]:
+    """The chat completion of `body`: the route above and the guard's fast path both answer with it."""
+    if body.stream:
+        raise APIError(400, "unsupported", "stream: true is not supported; a nano answers in one piece")
+    if body.n not in (None, 1):
+        raise APIError(400, "unsupported", "n must be 1")
+    text = _last_user_text(body.messages)
+    try:
+        check_text(text, "messages: the last user message")
+    except NanoforgeError as e:
+        raise APIError(422, "invalid_input", str(e)) from None
+    ans = (await answer([text], None if body.model == AUTO else body.model))[0]
+    # the nano that answered (or refused) renders the output as text
+    content = router.get(f"{ans['nano']}@{ans['version']}").nano.as_text(ans["output"])
+    n_in, n_out = len(text.split()), len(content.split())
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": f"{ans['nano']}@{ans['version']}",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
+        "nanoforge": ans,
+    }
 
 
 def _last_user_text(messages: list[ChatMessage]) -> str:
