@@ -61,6 +61,32 @@ def test_decoder_importance_scores_every_head_and_channel_and_heads_go_by_group(
         prune_decoder(model, Width(2, 3, 48), heads, channels)
 
 
+def test_a_decode_speed_target_picks_whole_key_value_groups():
+    from nanoforge.compress.prune import candidate_widths
+    from nanoforge.recipes.optimise import shape_for
+    from nanoforge.task import PruneSpec
+
+    model = _tiny()
+    assert all(w.heads % 2 == 0 for w in candidate_widths(Width(2, 4, 48), 32, 8, head_step=2))
+    scores = (torch.rand(2, 4), torch.rand(2, 48))
+
+    def cut(width):
+        small = copy.deepcopy(model)
+        prune_decoder(small, width, *scores)
+        return small
+
+    def timer(m, name):  # a stand-in for the recipe's decode timing: time in proportion to the weights
+        n = sum(p.numel() for p in m.parameters())
+        return lambda: n / 1000
+
+    width, measured = shape_for(Width(2, 4, 48), 32, 8, PruneSpec(target_speedup=1.3), timer, cut, model,
+                                head_step=2)
+    assert measured[-1]["speedup"] >= 1.3  # the first shape (most weights first) that reaches the target
+    assert all(m["speedup"] < 1.3 for m in measured[:-1])
+    assert width.heads % 2 == 0 and (width.layers, width.heads, width.ffn) == tuple(
+        measured[-1][k] for k in ("layers", "heads", "ffn"))
+
+
 @pytest.fixture(scope="module")
 def pruned_decoder(tmp_path_factory):
     """A tiny EN->JA decoder (4 heads sharing 2 key/value heads), pruned to one group and 24 of
