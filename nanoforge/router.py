@@ -102,6 +102,11 @@ class Router:
         """The loaded nano for `ref`, or None when it still needs loading (see `get`)."""
         return self._loaded.get(self.registry.resolve(ref))
 
+    def answered_by(self, answer: dict[str, Any]) -> Loaded:
+        """The loaded nano an answer names (`nano`, `version`): a lookup, no registry read."""
+        hit = self._loaded.get(Ref(answer["nano"], answer["version"]))
+        return hit if hit is not None else self.get(f"{answer['nano']}@{answer['version']}")
+
     def get(self, ref: str) -> Loaded:
         """`NAME`, `NAME@VERSION` or `NAME@ALIAS`, loaded once and kept."""
         concrete = self.registry.resolve(ref)

@@ -71,7 +71,7 @@ async def complete(body: ChatRequest, router: Router, answer: Answer) -> dict[st
         raise APIError(422, "invalid_input", str(e)) from None
     ans = (await answer([text], None if body.model == AUTO else body.model))[0]
     # the nano that answered (or refused) renders the output as text
-    content = router.get(f"{ans['nano']}@{ans['version']}").nano.as_text(ans["output"])
+    content = router.answered_by(ans).nano.as_text(ans["output"])
     n_in, n_out = len(text.split()), len(content.split())
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),

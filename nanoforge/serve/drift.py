@@ -20,7 +20,8 @@ import threading
 from collections import Counter, deque
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 FLOOR = 1e-4
 OUT_OF_SCOPE = "\x00out_of_scope"  # a class key no label can be
@@ -39,7 +40,19 @@ def psi(observed: Counter, expected: dict[str, float]) -> float:
     return out
 
 
+GAUGES = {  # name: help; each labelled by nano and version
+    "nanoforge_drift_out_of_scope_rate": "Share put out of scope, last answers",
+    "nanoforge_drift_fallback_rate": "Share not answered by the nano alone, last answers",
+    "nanoforge_drift_mean_confidence": "Mean confidence of the nano's answers",
+    "nanoforge_drift_label_psi": "PSI of answered labels against training",
+    "nanoforge_drift_window_answers": "Answers in the drift window",
+}
+
+
 class Drift:
+    """A Prometheus collector: `observe` only appends to each version's window (the event loop
+    calls it for every request), the gauges are computed from the windows when scraped."""
+
     def __init__(self, registry: CollectorRegistry, expected: Callable[[str, str], dict[str, float] | None],
                  window: int = 1000):
         """`expected(nano, version)`: the training shares of the labels (OUT_OF_SCOPE for out of
@@ -47,20 +60,10 @@ class Drift:
         self.window, self.expected = window, expected
         self.seen: dict[tuple[str, str], deque] = {}
         self.lock = threading.Lock()
-        labels = ["nano", "version"]
-        self.oos = Gauge("nanoforge_drift_out_of_scope_rate", "Share put out of scope, last answers", labels,
-                         registry=registry)
-        self.fallback = Gauge("nanoforge_drift_fallback_rate", "Share not answered by the nano alone, last answers",
-                              labels, registry=registry)
-        self.confidence = Gauge("nanoforge_drift_mean_confidence", "Mean confidence of the nano's answers",
-                                labels, registry=registry)
-        self.psi = Gauge("nanoforge_drift_label_psi", "PSI of answered labels against training", labels,
-                         registry=registry)
-        self.count = Gauge("nanoforge_drift_window_answers", "Answers in the drift window", labels, registry=registry)
+        registry.register(self)
 
     def observe(self, answers: list[dict[str, Any]]) -> None:
         with self.lock:
-            touched = set()
             for a in answers:
                 key = (a["nano"], a["version"])
                 seen = self.seen.get(key)
@@ -71,22 +74,27 @@ class Drift:
                 label = OUT_OF_SCOPE if oos else a.get("output") if a.get("kind") == "classify" else None
                 seen.append((oos, a["path"] != "nano" or bool(a.get("flagged")),
                              confidence if isinstance(confidence, (int, float)) else None, label))
-                touched.add(key)
-            for key in touched:
-                self._update(key)
 
-    def _update(self, key: tuple[str, str]) -> None:
-        seen = self.seen[key]
-        n = len(seen)
-        self.count.labels(*key).set(n)
-        self.oos.labels(*key).set(sum(s[0] for s in seen) / n)
-        self.fallback.labels(*key).set(sum(s[1] for s in seen) / n)
-        conf = [s[2] for s in seen if s[2] is not None]
-        if conf:
-            self.confidence.labels(*key).set(sum(conf) / len(conf))
-        expected = self.expected(*key)
-        if expected is not None:
-            self.psi.labels(*key).set(psi(Counter(s[3] for s in seen if isinstance(s[3], str)), expected))
+    def describe(self) -> list:
+        return [GaugeMetricFamily(name, doc, labels=["nano", "version"]) for name, doc in GAUGES.items()]
+
+    def collect(self):
+        out = {name: GaugeMetricFamily(name, doc, labels=["nano", "version"]) for name, doc in GAUGES.items()}
+        with self.lock:
+            windows = {key: list(seen) for key, seen in self.seen.items()}
+        for key, seen in windows.items():
+            n, labels = len(seen), list(key)
+            out["nanoforge_drift_window_answers"].add_metric(labels, n)
+            out["nanoforge_drift_out_of_scope_rate"].add_metric(labels, sum(s[0] for s in seen) / n)
+            out["nanoforge_drift_fallback_rate"].add_metric(labels, sum(s[1] for s in seen) / n)
+            conf = [s[2] for s in seen if s[2] is not None]
+            if conf:
+                out["nanoforge_drift_mean_confidence"].add_metric(labels, sum(conf) / len(conf))
+            expected = self.expected(*key)
+            if expected is not None:
+                observed = Counter(s[3] for s in seen if isinstance(s[3], str))
+                out["nanoforge_drift_label_psi"].add_metric(labels, psi(observed, expected))
+        yield from out.values()
 
 
 def expected_labels(lineage: dict[str, Any]) -> dict[str, float] | None:
