@@ -1,5 +1,5 @@
 """Width pruning of decoder students: heads by key/value group and SwiGLU channels, recovery by
-logit distillation, and every runtime on the pruned shapes (heads narrower than hidden / heads)."""
+logit distillation, and the GGUF and MLX runtimes on the pruned shapes (heads narrower than hidden / heads)."""
 
 from __future__ import annotations
 
@@ -136,24 +136,22 @@ def random_pruned_run(pruned_decoder, tmp_path_factory):
     return {"run": run, "texts": texts, "python": [python.predict(t, max_new_tokens=STEPS) for t in texts]}
 
 
-@pytest.mark.parametrize("engine", ["gguf", "mlx", "litert"])
+@pytest.mark.parametrize("engine", ["gguf", "mlx"])
 def test_every_export_of_a_pruned_decoder_decodes_like_the_python_runtime(random_pruned_run, engine, tmp_path):
+    """GGUF (llama.cpp's key/value length) and MLX (`head_dim`) read the head width from the
+    bundle. LiteRT traces the torch model built from the same config (`head_size`): the same
+    check with `export_tflite` passed when run by hand, but its conversion takes about a minute,
+    so the suite leaves it out."""
     run = random_pruned_run["run"]
     if engine == "gguf":
         from nanoforge.export.gguf import export_gguf
 
         bundle = export_gguf(run, tmp_path / "gguf", "f32")
-    elif engine == "mlx":
+    else:
         pytest.importorskip("mlx.core", reason="the MLX runtime needs mlx (`make install` installs mlx[cpu])")
         from nanoforge.export.mlx import export_mlx
 
         bundle = export_mlx(run, tmp_path / "mlx")
-    else:
-        pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ai-edge-litert: `make install`")
-        from nanoforge.export.tflite import export_tflite
-
-        bundle = export_tflite(run, tmp_path / "tflite", "fp32", max_metric_drop=100, min_agreement=0,
-                               log=lambda m: None)
     nano = load(bundle)
     got = nano.predict_batch(random_pruned_run["texts"], max_new_tokens=STEPS)
     getattr(nano, "close", lambda: None)()
