@@ -68,6 +68,7 @@ def test_a_decode_speed_target_picks_whole_key_value_groups():
 
     model = _tiny()
     assert all(w.heads % 2 == 0 for w in candidate_widths(Width(2, 4, 48), 32, 8, head_step=2))
+    assert {w.ffn for w in candidate_widths(Width(4, 4, 672), 256, 64)} == {672, 512, 448, 320, 256, 224, 160}
     scores = (torch.rand(2, 4), torch.rand(2, 48))
 
     def cut(width):

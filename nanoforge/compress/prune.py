@@ -239,11 +239,15 @@ def candidate_widths(full: Width, hidden: int, head_dim: int, min_layers: int | 
                      head_step: int = 1) -> list[Width]:
     """Shapes a speed target picks from, most weights first: every depth down to half the
     layers, times widths of 1, 3/4, 2/3, 1/2, 3/8, 1/3 and 1/4 (heads and FFN cut alike; heads
-    in multiples of `head_step`, the query heads sharing a key/value head)."""
+    in multiples of `head_step`, the query heads sharing a key/value head; FFN widths in
+    multiples of 32 when the model's is one of 256 or more, as quantised kernels work in
+    blocks of 32)."""
     lo = min_layers or max(1, (full.layers + 1) // 2)
+    ffn_step = 32 if full.ffn % 32 == 0 and full.ffn >= 256 else 1
     out = set()
     for layers in range(full.layers, lo - 1, -1):
         for num, den in ((1, 1), (3, 4), (2, 3), (1, 2), (3, 8), (1, 3), (1, 4)):
             heads = max(head_step, round(full.heads * num / den / head_step) * head_step)
-            out.add(Width(layers, heads, max(1, round(full.ffn * num / den))))
+            ffn = max(ffn_step, round(full.ffn * num / den / ffn_step) * ffn_step)
+            out.add(Width(layers, heads, ffn))
     return sorted(out, key=lambda w: (-transformer_parameters(w, hidden, head_dim), -w.layers))
