@@ -240,8 +240,7 @@ def candidate_widths(full: Width, hidden: int, head_dim: int, min_layers: int | 
     """Shapes a speed target picks from, most weights first: every depth down to half the
     layers, times widths of 1, 3/4, 2/3, 1/2, 3/8, 1/3 and 1/4 (heads and FFN cut alike; heads
     in multiples of `head_step`, the query heads sharing a key/value head; FFN widths in
-    multiples of 32 when the model's is one of 256 or more, as quantised kernels work in
-    blocks of 32)."""
+    multiples of 32, block-aligned for quantisation, when the model's is one of 256 or more)."""
     lo = min_layers or max(1, (full.layers + 1) // 2)
     ffn_step = 32 if full.ffn % 32 == 0 and full.ffn >= 256 else 1
     out = set()
