@@ -18,8 +18,6 @@ from nanoforge.serve.service import Service
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _PREDICT_PATH = re.compile(r"^/v1/nanos/([^/]+)/predict$")
-
-
 _CHAT_PATH = "/v1/chat/completions"
 
 
