@@ -317,40 +317,27 @@ def serve(registry: Path = REGISTRY_OPT,
                                                help="share of the other answers captured"),
           capture_max_mb: float = typer.Option(10.0, "--capture-max-mb", min=0.01,
                                                help="size of one capture file before the next (10 are kept)"),
+          workers: int = typer.Option(1, "--workers", min=1, help="server processes on the port, each with its "
+                                      "own micro-batcher; /metrics adds up all of them"),
           log_level: str = typer.Option("warning", "--log-level")) -> None:
     """Serve the registry: REST, OpenAI-compatible and GraphQL APIs, /metrics."""
-    import os
-
-    import uvicorn
-
-    from nanoforge.serve import create_app
-    from nanoforge.task import TeacherSpec
+    from nanoforge.serve.workers import run
 
     if fallback not in (None, "teacher", "refuse", "flag"):
         raise NanoforgeError(f"--fallback: {fallback!r} is not one of teacher, refuse, flag")
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise NanoforgeError(f"--api-key-env: environment variable {api_key_env} is not set or empty")
     teacher = None
     if fallback_teacher_url or fallback_teacher_model:
         if not (fallback_teacher_url and fallback_teacher_model):
             raise NanoforgeError("--fallback-teacher-url and --fallback-teacher-model go together")
-        teacher = TeacherSpec(backend="openai", base_url=fallback_teacher_url, model=fallback_teacher_model,
-                              api_key_env=fallback_teacher_key_env)
-    from nanoforge.serve.capture import Capture
-
-    asgi = create_app(registry, api_key=api_key, threads=threads, policy=fallback, fallback_teacher=teacher,
-                      max_batch=max_batch, max_wait_ms=max_wait_ms, workers=batch_workers,
-                      capture=Capture(capture, capture_sample, int(capture_max_mb * 1e6)) if capture else None)
-    typer.echo(f"serving {registry} on http://{host}:{port} (docs at /docs, GraphQL at /graphql)", err=True)
-    import sys
-
-    # Model threads hold the GIL only between onnxruntime calls; a short switch interval keeps
-    # the event loop from waiting out the default 5 ms behind them (tail latency under load).
-    sys.setswitchinterval(0.0005)
-    uvicorn.run(asgi, host=host, port=port, log_level=log_level, access_log=False)
+        teacher = {"backend": "openai", "base_url": fallback_teacher_url, "model": fallback_teacher_model,
+                   "api_key_env": fallback_teacher_key_env}
+    options = {"registry": str(registry), "api_key_env": api_key_env, "threads": threads, "fallback": fallback,
+               "fallback_teacher": teacher, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+               "batch_workers": batch_workers, "capture": str(capture) if capture else None,
+               "capture_sample": capture_sample, "capture_max_mb": capture_max_mb}
+    procs = f" with {workers} worker processes" if workers > 1 else ""
+    typer.echo(f"serving {registry} on http://{host}:{port}{procs} (docs at /docs, GraphQL at /graphql)", err=True)
+    run(options, host, port, workers, log_level)
 
 
 def main() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import running
+from serving import running, serving
 from test_registry import bundle_version
 from wire_server import WireServer, user_text
 
@@ -33,10 +34,16 @@ def name(registry):
     return registry.names()[0]
 
 
-@pytest.fixture(scope="module")
-def url(registry):
-    with running(create_app(registry, policy="refuse")) as base:
-        yield base
+@pytest.fixture(scope="module", params=["one process", "two workers"])
+def url(request, registry):
+    """Every test taking `url` runs against the server in this process and against
+    `nanoforge serve --workers 2` (two processes on one port)."""
+    if request.param == "one process":
+        with running(create_app(registry, policy="refuse")) as base:
+            yield base
+    else:
+        with serving("--registry", str(registry.root), "--fallback", "refuse", "--workers", "2") as base:
+            yield base
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +158,32 @@ def test_metrics_count_what_was_sent(url, name, scope_of):
     assert delta("nanoforge_http_requests_total", route="/v1/chat/completions", status="200") == 1
     assert delta("nanoforge_http_requests_total", route="/v1/chat/completions", status="404") == 1
     assert delta("nanoforge_predict_seconds_count", **v) >= 1
+
+
+def test_two_workers_share_the_load_and_metrics_add_up_across_them(registry, name, scope_of):
+    """Each request on its own connection; the same connection then asks /readyz which process
+    it reached. Both processes must answer some, and /metrics (from either) counts all."""
+    inside = [t for t, ok in scope_of.items() if ok]
+    with serving("--registry", str(registry.root), "--fallback", "refuse", "--workers", "2") as url:
+        before = httpx.get(f"{url}/metrics").text
+        served: dict[int, int] = {}
+        for i in range(200):
+            with httpx.Client(base_url=url) as c:
+                assert c.post(f"/v1/nanos/{name}@1.1.0/predict", json={"input": inside[i % len(inside)]}).status_code == 200
+                pid = c.get("/readyz").json()["worker"]
+            served[pid] = served.get(pid, 0) + 1
+            if i >= 19 and len(served) == 2:
+                break
+        assert len(served) == 2, f"all requests reached one process: {served}"
+        time.sleep(1.5)  # the drift counts are shared once a second
+        after = httpx.get(f"{url}/metrics").text
+    sent = sum(served.values())
+    key = (("nano", name), ("path", "nano"), ("version", "1.1.0"))
+    assert metric_values(after, "nanoforge_answers_total")[key] - metric_values(before, "nanoforge_answers_total").get(key, 0) == sent
+    routes = metric_values(after, "nanoforge_http_requests_total")
+    assert routes[(("route", "/readyz"), ("status", "200"))] >= sent
+    window = metric_values(after, "nanoforge_drift_window_answers")[(("nano", name), ("version", "1.1.0"))]
+    assert window == sent  # the drift window of both processes together
 
 
 @pytest.mark.parametrize("path,kwargs,status,code", [

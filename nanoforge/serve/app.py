@@ -6,6 +6,7 @@ REST          GET /v1/nanos, GET /v1/nanos/{name}, POST /v1/nanos/{name}/predict
 OpenAI        GET /v1/models, POST /v1/chat/completions (model: NAME, NAME@VERSION, NAME@ALIAS or auto)  (chat.py)
 GraphQL       /graphql (nanos, predict, route)                                                     (graphql.py)
 Operations    GET /metrics (Prometheus), /healthz, /readyz, /openapi.json, /docs
+Processes     one, or `--workers N` on one port (workers.py); /metrics adds up all of them
 
 Every error is JSON `{"error": {"code", "message", "type"}}` with a stable `code` (errors.py).
 Concurrent requests for one nano are micro-batched (service.py, batching.py); the ASGI guard
@@ -115,7 +116,8 @@ def create_app(
     async def readyz():
         if not service.ready:
             return error_response(503, "not_ready", "nanos are still loading")
-        return {"status": "ready", "nanos": router.loaded_refs()}
+        # `worker`: the process that answered (several under `serve --workers N`).
+        return {"status": "ready", "nanos": router.loaded_refs(), "worker": os.getpid()}
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:

@@ -5,7 +5,7 @@ flagged: out of scope, invalid output, low confidence) and a sampled share of th
 JSONL row holds the time, nano, version, path (nano / teacher / refused), reason, confidence,
 the input and the output, with personal data redacted before it is written (redact.py);
 request headers and API keys are never seen here. Files rotate at `max_bytes`, and only the
-newest `max_files` are kept, so the folder never grows past their product.
+newest `max_files` are kept (per server process), so the folder never grows past their product.
 
     {"time": "2026-12-04T16:00:00Z", "nano": "bank", "version": "1.0.0", "path": "refused",
      "reason": "out_of_scope", "confidence": null, "input": "how tall is everest", "output": null}
@@ -14,6 +14,7 @@ newest `max_files` are kept, so the folder never grows past their product.
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -71,10 +72,11 @@ class Capture:
         if self.file is None or self.written + size > self.max_bytes:
             if self.file is not None:
                 self.file.close()
-            stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}"
+            stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**9:09d}-{os.getpid()}"
             self.file = (self.folder / f"{PREFIX}{stamp}.jsonl").open("a", encoding="utf-8")
             self.written = 0
-            for old in sorted(self.folder.glob(f"{PREFIX}*.jsonl"))[: -self.max_files]:
+            # Each process of `serve --workers N` rotates its own files (never another's open one).
+            for old in sorted(self.folder.glob(f"{PREFIX}*-{os.getpid()}.jsonl"))[: -self.max_files]:
                 old.unlink(missing_ok=True)
         self.written += size
         return self.file

@@ -1,10 +1,17 @@
-"""Prometheus metrics of a server (one registry per app, so several apps can share a process)."""
+"""Prometheus metrics of a server (one registry per app, so several apps can share a process).
+
+Under `nanoforge serve --workers N` every worker process counts into prometheus_client's
+multiprocess files (PROMETHEUS_MULTIPROC_DIR, set before the workers start), and a scrape of
+any worker adds up all of them."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -12,6 +19,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # What a scrape reads: this registry, or in a worker process the sum over every worker.
+        self.shared = os.environ.get(MULTIPROC_ENV) or None
+        self.exposed = r
+        if self.shared:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=self.shared)
         self.http_requests = Counter("nanoforge_http_requests", "HTTP requests by route and status",
                                      ["route", "status"], registry=r)
         self.http_latency = Histogram("nanoforge_http_request_seconds", "HTTP request latency by route",
@@ -46,4 +61,4 @@ class Metrics:
                 self.flagged.labels(nano, version, reason or "").inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)

@@ -23,7 +23,7 @@ class Service:
                  capture: Capture | None = None):
         self.registry, self.router, self.capture = registry, router, capture
         self.metrics = Metrics()
-        self.drift = Drift(self.metrics.registry, self._training_labels)
+        self.drift = Drift(self.metrics.exposed, self._training_labels, shared=self.metrics.shared)
         self._expected: dict[tuple[str, str], dict[str, float] | None] = {}
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * workers), thread_name_prefix="nano")
         self.max_batch, self.max_wait_ms, self.workers = max_batch, max_wait_ms, workers
