@@ -1,0 +1,197 @@
+"""Fine-tune an encoder classifier on teacher labels (hard, soft, out-of-scope).
+
+In-scope rows learn from `kd_loss` (CE, plus temperature-scaled KL where the teacher
+gave a distribution); out-of-scope rows (label -1) learn low confidence through
+outlier exposure. Seeded; AdamW with linear warm-up and decay; early stopping on the
+validation accuracy, keeping the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nanoforge.distill.losses import kd_loss, outlier_exposure_loss
+from nanoforge.progress import progress_bar
+from nanoforge.runtime.text import TextEncoder
+from nanoforge.students.encoder import EncoderClassifier, EncoderTagger
+from nanoforge.students.runner import TorchRunner, classifier_outputs
+from nanoforge.task import StudentSpec
+
+OE_WEIGHT = 0.5
+
+
+@dataclass
+class LabelledTexts:
+    """Texts with label indices for a classifier (-1: out of scope), and soft labels if any."""
+
+    texts: list[str]
+    labels: np.ndarray  # int64, -1 = out of scope
+    soft: np.ndarray | None = None  # (n, C) teacher probabilities; zero rows = none
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def accuracy(model: EncoderClassifier, enc: TextEncoder, split: LabelledTexts) -> float:
+    keep = split.labels >= 0
+    if not keep.any():
+        return float("nan")
+    texts = [t for t, k in zip(split.texts, keep) if k]
+    logits, _ = classifier_outputs(TorchRunner(model), enc, texts)
+    return float((logits.argmax(1) == split.labels[keep]).mean())
+
+
+def make_optimizer(model: torch.nn.Module, cfg: StudentSpec, total: int):
+    """AdamW with linear warm-up then linear decay to zero over `total` steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
+    )
+    return opt, sched
+
+
+def grouped_by_length(lengths: list[int], batch_size: int, rng: np.random.Generator, window: int = 32) -> np.ndarray:
+    """A shuffled order whose consecutive `batch_size` runs have similar lengths: shuffle,
+    sort within windows of `window` batches, then shuffle the batches (as group_by_length)."""
+    perm = rng.permutation(len(lengths))
+    span = batch_size * window
+    for s in range(0, len(perm), span):
+        chunk = perm[s : s + span]
+        perm[s : s + span] = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+    batches = [perm[s : s + batch_size] for s in range(0, len(perm), batch_size)]
+    full = len(perm) // batch_size  # a short last batch stays last (the loop slices whole batches)
+    return np.concatenate([batches[i] for i in rng.permutation(full)] + batches[full:])
+
+
+def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[np.ndarray], torch.Tensor],
+        evaluate: Callable[[], float], metric: str, log=print, lengths: list[int] | None = None) -> dict:
+    """The training loop both students share: seeded shuffles of `n` examples, AdamW with
+    warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
+    better), early stopping after `cfg.patience` epochs without gain, best weights kept.
+    With `lengths`, batches hold examples of similar length (less padding)."""
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    opt, sched = make_optimizer(model, cfg, total)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict] = []
+    best = {"score": -math.inf, "epoch": 0, "state": None}
+    step, bad_epochs, t0 = 0, 0, time.perf_counter()
+    with progress_bar("training", total=total) as advance:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            perm = rng.permutation(n) if lengths is None else grouped_by_length(lengths, cfg.batch_size, rng)
+            running, b = 0.0, 0
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                loss = batch_loss(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                running += loss.item()
+                advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
+            model.eval()
+            score = evaluate()
+            history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
+            log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
+            if math.isnan(score) or score > best["score"]:
+                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    log(f"early stop: no gain for {cfg.patience} epoch(s); keeping epoch {best['epoch']}")
+                    break
+            if step >= total:
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
+            "steps": step, "seconds": time.perf_counter() - t0}
+
+
+def train_classifier(
+    model: EncoderClassifier, enc: TextEncoder, train: LabelledTexts, valid: LabelledTexts, cfg: StudentSpec, log=print
+) -> dict:
+    """In-scope rows: `kd_loss`; out-of-scope rows (label -1): outlier exposure."""
+    labels = torch.from_numpy(train.labels)
+    soft = torch.from_numpy(train.soft.astype(np.float32)) if train.soft is not None else None
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        ids, mask = enc.encode([train.texts[i] for i in idx])
+        logits, _ = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        return classifier_loss(logits, labels[idx], soft[idx] if soft is not None else None, cfg)
+
+    return fit(model, len(train.texts), cfg, batch_loss, lambda: accuracy(model, enc, valid), "accuracy", log)
+
+
+def classifier_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: StudentSpec) -> torch.Tensor:
+    """A batch's mean loss: `kd_loss` for in-scope rows, outlier exposure for out-of-scope ones (-1)."""
+    oos = y < 0
+    per_row = torch.zeros(len(y))
+    if (~oos).any():
+        per_row[~oos] = kd_loss(logits[~oos], y[~oos], soft[~oos] if soft is not None else None,
+                                cfg.kd_temperature, cfg.kd_alpha)
+    if oos.any():
+        per_row[oos] = OE_WEIGHT * outlier_exposure_loss(logits[oos])
+    return per_row.mean()
+
+
+def pad_batch(rows: list[np.ndarray], value: int) -> np.ndarray:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), value, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def train_tagger(
+    model: EncoderTagger,
+    windows: list[tuple[np.ndarray, np.ndarray]],
+    cfg: StudentSpec,
+    evaluate: Callable[[], float],
+    pad_id: int = 0,
+    log=print,
+    soft: list[np.ndarray] | None = None,
+) -> dict:
+    """Token classification on (ids, labels) windows; labels of -100 are ignored.
+    `soft[w]` (tokens, tags), when given, holds a teacher tagger's probabilities at
+    `cfg.kd_temperature` for window w: each token then learns `kd_loss`.
+    `evaluate()` scores the current model on valid (field F1) for early stopping."""
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        ids = pad_batch([windows[i][0] for i in idx], pad_id)
+        labels = torch.from_numpy(pad_batch([windows[i][1] for i in idx], -100)).reshape(-1)
+        mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
+        logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        logits = logits.reshape(-1, logits.shape[-1])
+        if soft is None:
+            return torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+        targets = np.zeros((len(idx), ids.shape[1], logits.shape[-1]), np.float32)
+        for row, i in enumerate(idx):
+            targets[row, : len(soft[i])] = soft[i]
+        keep = labels != -100
+        targets = torch.from_numpy(targets).reshape(-1, logits.shape[-1])[keep]
+        return kd_loss(logits[keep], labels[keep], targets, cfg.kd_temperature, cfg.kd_alpha).mean()
+
+    return fit(model, len(windows), cfg, batch_loss, evaluate, "field F1", log)

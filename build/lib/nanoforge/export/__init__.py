@@ -1,0 +1,1 @@
+"""Exports of trained students, each checked against the torch model (parity.py)."""

@@ -1,0 +1,1 @@
+"""Student models: encoder.py (classifier), causal.py (decoder LMs, later)."""
