@@ -29,7 +29,7 @@ $(BIN)/python:
 # torch goes first and alone: pinned exactly, it resolves to the CPU build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,serve,dev,litert-runtime,mlx]'
+	$(BIN)/pip install -q -e '.[train,serve,fallback,scale,dev,litert-runtime,mlx]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,6 +4,8 @@
     nanoforge datagen TASK.yaml --n N --out FILE.jsonl   inputs written, checked and labelled by the teacher
     nanoforge eval BUNDLE --data FILE.jsonl --json
     nanoforge predict BUNDLE "some text"    (or JSONL on stdin)
+    nanoforge predict BUNDLE --input FILE --output FILE [--ray [ADDRESS]]   a whole file, in order
+    nanoforge label TASK.yaml --out DIR [--ray [ADDRESS]]   the teacher's answers only (resumable)
     nanoforge demo --out DIR                 the bundled default (CLINC150)
     nanoforge registry add|list|promote|rollback ... --registry DIR
     nanoforge serve --registry DIR --port N
@@ -105,15 +107,53 @@ def eval_(bundle: Path = typer.Argument(..., help="bundle folder"),
                f"p95 {result['latency_ms']['p95']:.2f} ms  size {result['size_mb']:.1f} MB")
 
 
+RAY_OPT = typer.Option(None, "--ray", help="run on Ray: a local instance (--ray alone), `auto` or a cluster's "
+                       "HOST:PORT / ray://HOST:PORT")
+RAY_WORKERS_OPT = typer.Option(None, "--workers", min=1, help="with --ray: Ray actors (default: the cluster's CPUs)")
+
+
+@app.command()
+@user_errors
+def label(task: Path = typer.Argument(..., help="task spec (YAML)"),
+          out: Path = typer.Option(..., "--out", help="run folder: the answers go to its teacher cache"),
+          ray: Optional[str] = RAY_OPT,
+          workers: Optional[int] = RAY_WORKERS_OPT) -> None:
+    """Have the teacher answer the task's inputs (nothing is trained); `nanoforge train TASK
+    --out DIR` then reads every answer from DIR's cache. A killed run resumes where it stopped."""
+    from nanoforge.recipes.label import label as run_label
+    from nanoforge.task import load_task
+
+    stats = run_label(load_task(task), out, ray, workers)
+    typer.echo(f"teacher {stats['backend']}: {stats['requests']} answers, {stats['api_calls']} calls, "
+               f"{stats['cached']} cached, {stats['rejected']} rejected, ${stats['cost_usd']:.4f}; "
+               f"now `nanoforge train {task} --out {out}`")
+
+
 @app.command()
 @user_errors
 def predict(bundle: Path = typer.Argument(..., help="bundle folder"),
             text: Optional[str] = typer.Argument(None, help="input text; omit to read JSONL from stdin"),
-            threads: Optional[int] = typer.Option(None, "--threads", min=1)) -> None:
-    """Predict one text, or each JSONL line on stdin ({"input": ...} or a JSON string)."""
+            threads: Optional[int] = typer.Option(None, "--threads", min=1),
+            input: Optional[Path] = typer.Option(None, "--input", help="JSONL or Parquet of inputs (with --output)"),
+            output: Optional[Path] = typer.Option(None, "--output", help=".jsonl or .parquet: one answer per row, "
+                                                  "in order, with the row's id"),
+            ray: Optional[str] = RAY_OPT,
+            workers: Optional[int] = RAY_WORKERS_OPT) -> None:
+    """Predict one text, each JSONL line on stdin ({"input": ...} or a JSON string), or a whole
+    file (--input/--output, streamed, or spread over Ray actors with --ray)."""
     from nanoforge.data import check_text, read_input_line
     from nanoforge.runtime import load
 
+    if (input is None) != (output is None):
+        raise NanoforgeError("--input and --output go together")
+    if input is not None:
+        from nanoforge.batch import predict_file
+
+        summary = predict_file(bundle, input, output, threads, ray, workers)
+        typer.echo(json.dumps(summary))
+        return
+    if ray is not None:
+        raise NanoforgeError("--ray scores a file: give --input and --output")
     nano = load(bundle, threads=threads)
     if text is not None:
         typer.echo(json.dumps(nano.predict(check_text(text, "TEXT")), ensure_ascii=False))
@@ -340,8 +380,20 @@ def serve(registry: Path = REGISTRY_OPT,
     run(options, host, port, workers, log_level)
 
 
+def bare_ray(argv: list[str]) -> list[str]:
+    """`--ray` with no address (last, or before another option) means a local instance."""
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is None or nxt.startswith("-") or not (":" in nxt or nxt == "auto"):
+                out[-1] = "--ray=local"
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=bare_ray(sys.argv[1:]), prog_name="nanoforge")
 
 
 if __name__ == "__main__":

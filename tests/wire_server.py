@@ -54,8 +54,16 @@ class WireServer:
         delay_s: float = 0.0,
         logprobs_fn: LogprobsFn | None = None,
         reject_fn: RejectFn | None = None,
+        hold_after: int | None = None,
     ) -> None:
         self.answer_fn = answer_fn
+        # After `hold_after` answers, requests wait for `release()`; one whose client has gone
+        # by then (killed) is dropped unanswered. `answered` counts replies actually sent.
+        self.hold_after = hold_after
+        self.released = threading.Event()
+        self.held = 0
+        self.dropped = 0
+        self.answered: list[str] = []  # the first user message of every 200 reply sent
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.delay_s = delay_s
@@ -82,6 +90,7 @@ class WireServer:
             return len(self.requests)
 
     def close(self) -> None:
+        self.released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -148,6 +157,24 @@ class WireServer:
             with self._lock:
                 self.in_flight -= 1
 
+    def release(self) -> None:
+        """Answer the held requests (whose clients are still there) and all that follow."""
+        self.hold_after = None
+        self.released.set()
+
+    @staticmethod
+    def _client_gone(conn) -> bool:
+        import select
+        import socket
+
+        readable, _, _ = select.select([conn], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -159,7 +186,19 @@ class WireServer:
                 else:
                     with server._lock:
                         server.auth.append(self.headers.get("Authorization", ""))
-                    status, payload, headers = server._reply(json.loads(raw))
+                        hold = server.hold_after is not None and len(server.answered) >= server.hold_after
+                        server.held += hold
+                    if hold:
+                        server.released.wait()
+                        if server._client_gone(self.connection):
+                            with server._lock:
+                                server.dropped += 1
+                            return
+                    body = json.loads(raw)
+                    status, payload, headers = server._reply(body)
+                    if status == 200:
+                        with server._lock:
+                            server.answered.append(user_text(body["messages"]))
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -83,10 +83,16 @@ def require_held_out(spec: TaskSpec, splits: dict[str, list[Record]]) -> None:
                                  f"split; add rows or give data.{name}")
 
 
-def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], out: Path
-          ) -> tuple[Teacher, dict[str, list[Answer]]]:
-    """Have the teacher answer train and valid (and test, for an LLM teacher's own score)."""
-    teacher = make_teacher(spec, labels, cache_path=out / "teacher_cache.sqlite")
+def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], out: Path,
+          ray_workers: int | None = None) -> tuple[Teacher, dict[str, list[Answer]]]:
+    """Have the teacher answer train and valid (and test, for an LLM teacher's own score).
+    With `ray_workers` (inside `nanoforge.cluster.connect`), that many Ray actors answer."""
+    if ray_workers:
+        from nanoforge.teachers.ray import RayTeacher
+
+        teacher = RayTeacher(spec, labels, spec.teacher.cache or out / "teacher_cache.sqlite", ray_workers)
+    else:
+        teacher = make_teacher(spec, labels, cache_path=out / "teacher_cache.sqlite")
     names = ["train", "valid"] + (["test"] if teacher.name != "reference" else [])
     answers: dict[str, list[Answer]] = {}
     try:

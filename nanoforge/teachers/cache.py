@@ -87,3 +87,11 @@ class AnswerCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_cache(where: str | Path | Any | None) -> Any:
+    """The answer cache a teacher writes to: None (none), a path (an AnswerCache on that sqlite
+    file) or an object with the same get/put/close (labelling on Ray: teachers/ray.py)."""
+    if where is None or hasattr(where, "put"):
+        return where
+    return AnswerCache(where)

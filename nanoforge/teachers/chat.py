@@ -27,7 +27,7 @@ from nanoforge.errors import NanoforgeError, TeacherError
 from nanoforge.extract.schema import Schema
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
-from nanoforge.teachers.cache import AnswerCache
+from nanoforge.teachers.cache import AnswerCache, open_cache
 from nanoforge.teachers.parsing import LabelSet, parse_extraction
 
 Turns = list[dict[str, Any]]
@@ -104,7 +104,7 @@ class ChatTeacher:
             self.system_prompt = prompts.classify_prompt(spec, self.labels, self.none_word)
         else:
             self.system_prompt = prompts.extract_prompt(spec, self.schema, with_schema=False)
-        self._cache = AnswerCache(cache_path) if cache_path is not None else None
+        self._cache = open_cache(cache_path)
         if self._cache is None:
             self.stats.notes.append("no answer cache: an interrupted run pays again for its answers")
 

@@ -20,7 +20,7 @@ from nanoforge.errors import NanoforgeError, TeacherError
 from nanoforge.prompts import student_instruction
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
-from nanoforge.teachers.cache import AnswerCache
+from nanoforge.teachers.cache import AnswerCache, open_cache
 
 BATCH = 8
 
@@ -36,7 +36,7 @@ class HFTeacher:
             raise NanoforgeError(f"teacher.model: {folder} is not a local Hugging Face model folder (config.json)")
         self.spec, self.folder = spec, folder
         self.stats = TeacherStats(backend="hf", model=str(folder))
-        self.cache = AnswerCache(cache_path) if cache_path is not None else None
+        self.cache = open_cache(cache_path)
         self._model = self._tok = None
 
     def _load(self):

@@ -1,0 +1,42 @@
+"""Connecting to Ray for the commands that scale out (`nanoforge label --ray`, `nanoforge
+predict --ray`): a local instance on this machine's cores, or a running cluster's address.
+Torch-free; Ray itself is the optional `scale` extra."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from nanoforge.errors import NanoforgeError
+
+LOCAL = "local"
+
+
+@contextmanager
+def connect(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[int]:
+    """Ray initialised for the block; yields the cluster's CPU count. `address`: `local` (a new
+    instance here, `num_cpus` cores), `auto` (the cluster this machine joined) or HOST:PORT /
+    ray://HOST:PORT."""
+    try:
+        import ray
+    except ImportError:
+        raise NanoforgeError("--ray: Ray is not installed (pip install 'nanoforge[scale]')") from None
+    # Every node runs nanoforge from its own installation (the same version as here).
+    kwargs = {"include_dashboard": False, "log_to_driver": False}
+    try:
+        if address == LOCAL:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise NanoforgeError(f"--ray {address}: cannot connect to Ray ({str(e).splitlines()[0][:200]})") from None
+    try:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours are the ones shown
+        ctx.execution_options.preserve_order = True
+        yield int(ray.cluster_resources().get("CPU", 1))
+    finally:
+        ray.shutdown()

@@ -1,0 +1,89 @@
+"""Scaling out on one machine: a bundle scored over a file (streamed, and by Ray actors), and
+labelling by Ray actors through the wire-format server with a worker killed and the job
+resumed (no answer paid twice)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TINY_LABELS, clinc_rows, write_jsonl
+from wire_server import WireServer, user_text
+
+from nanoforge.cli import bare_ray
+
+pytest.importorskip("ray")
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nanoforge.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_bare_ray_means_a_local_instance():
+    assert bare_ray(["label", "t.yaml", "--ray"]) == ["label", "t.yaml", "--ray=local"]
+    assert bare_ray(["label", "--ray", "t.yaml", "--out", "x"]) == ["label", "--ray=local", "t.yaml", "--out", "x"]
+    assert bare_ray(["predict", "b", "--ray", "--workers", "2"]) == ["predict", "b", "--ray=local", "--workers", "2"]
+    assert bare_ray(["predict", "b", "--ray", "10.0.0.1:6379"]) == ["predict", "b", "--ray", "10.0.0.1:6379"]
+    assert bare_ray(["predict", "b", "--ray", "auto"]) == ["predict", "b", "--ray", "auto"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, trained_run):
+    """3,000 rows with ids, one of them blank (skipped), and the same as Parquet."""
+    rows = [r["input"] for r in clinc_rows("test", TINY_LABELS, per_label=12, oos=12)]
+    root = tmp_path_factory.mktemp("batch")
+    lines = [json.dumps({"id": f"r{i}", "input": rows[i % len(rows)]}) for i in range(3000)]
+    lines.insert(7, "")
+    (root / "in.jsonl").write_text("\n".join(lines) + "\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"input": [rows[i % len(rows)] for i in range(3000)]}), root / "in.parquet")
+    return root
+
+
+def test_predict_file_streams_every_row_once_in_order(inputs, trained_run, tmp_path):
+    from nanoforge.runtime import load
+
+    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.jsonl"),
+                "--output", str(tmp_path / "out.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["rows"] == 3000
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == [f"r{i}" for i in range(3000)]
+    src = [json.loads(x) for x in (inputs / "in.jsonl").read_text().splitlines() if x]
+    nano = load(trained_run["bundle"])
+    want = nano.predict_batch([s["input"] for s in src[:300]])
+    assert [{k: v for k, v in o.items() if k != "id"}["output"] for o in out[:300]] == [w["output"] for w in want]
+
+    # A bad row: a one-line error naming the line, the rows before it written.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps({"input": "what is my balance"}) for _ in range(300)) + '\n{"text": 1}\n')
+    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(bad), "--output", str(tmp_path / "bad.out.jsonl"))
+    assert r.returncode == 2 and f"{bad}:301: missing field `input`" in r.stderr, r.stderr
+    assert len((tmp_path / "bad.out.jsonl").read_text().splitlines()) == 300  # every row before it
+
+
+def test_predict_on_ray_gives_the_streamed_answers_in_order(inputs, trained_run, tmp_path):
+    """A local Ray instance, 2 actors: the same rows and answers as one process, in order."""
+    import pyarrow.parquet as pq
+
+    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.jsonl"),
+                "--output", str(tmp_path / "ray.jsonl"), "--ray", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["rows"] == 3000 and summary["workers"] == 2 and summary["ray"] == "local"
+    ray_out = [json.loads(x) for x in (tmp_path / "ray.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in ray_out] == [f"r{i}" for i in range(3000)]
+    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.parquet"),
+                "--output", str(tmp_path / "ray.parquet"), "--ray", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    table = pq.read_table(tmp_path / "ray.parquet").to_pydict()
+    assert table["id"] == [str(i) for i in range(3000)]
+    assert [json.loads(a)["output"] for a in table["answer"]] == [o["output"] for o in ray_out]
