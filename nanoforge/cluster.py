@@ -40,3 +40,20 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[int]:
         yield int(ray.cluster_resources().get("CPU", 1))
     finally:
         ray.shutdown()
+
+
+def user_error(e: BaseException) -> NanoforgeError | None:
+    """The NanoforgeError (a teacher's TeacherError, a bad input) behind an exception Ray raised
+    from an actor, for a one-line message; None when there is none."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        cause = getattr(x, "cause", None)
+        if isinstance(x, NanoforgeError) and not isinstance(cause, BaseException):
+            return type(x)(str(x).splitlines()[0]) if str(x) else x
+        todo += [cause if isinstance(cause, BaseException) else None, x.__cause__, x.__context__]
+    return None

@@ -87,3 +87,69 @@ def test_predict_on_ray_gives_the_streamed_answers_in_order(inputs, trained_run,
     table = pq.read_table(tmp_path / "ray.parquet").to_pydict()
     assert table["id"] == [str(i) for i in range(3000)]
     assert [json.loads(a)["output"] for a in table["answer"]] == [o["output"] for o in ray_out]
+
+
+def ray_actor_pids(name: str) -> list[int]:
+    """Processes whose title Ray set to `ray::NAME...` (its actors)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if f"ray::{name}" in line]
+
+
+def test_label_on_ray_survives_a_killed_worker_and_resumes_without_paying_twice(tmp_path, tiny_task):
+    """2 Ray actors label through the wire-format server. After 60 answers the server holds
+    every request; one actor is killed (its held requests are dropped unanswered), then the
+    whole job is stopped. The rerun finishes, every input answered exactly once by the server,
+    and `nanoforge train` then finds them all in the cache."""
+    rows = {s: clinc_rows(s, TINY_LABELS, per_label=12, oos=6) for s in ("train", "valid", "test")}
+    gold = {r["input"]: r["output"] for split in rows.values() for r in split}
+    for name, split in rows.items():
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"input": r["input"]} for r in split] if name != "test" else split)
+
+    def answer(messages):
+        label = gold[user_text(messages)]
+        return "none" if label is None else label
+
+    with WireServer(answer, hold_after=60) as srv:
+        (tmp_path / "task.yaml").write_text(
+            "name: ray-taught\nkind: classify\n"
+            f"labels: {json.dumps(TINY_LABELS)}\n"
+            "data: {train: train.jsonl, valid: valid.jsonl, test: test.jsonl}\n"
+            f"teacher: {{backend: openai, model: test-model, base_url: '{srv.base_url}', api_key_env: NF_TEST_KEY,"
+            " concurrency: 4, max_retries: 0, timeout_s: 120}\n"
+            f"student: {{base: '{tiny_task.parent / 'tiny-bert'}', max_length: 32, epochs: 1, batch_size: 16, "
+            "threads: 1}\n")
+        cmd = [sys.executable, "-m", "nanoforge.cli", "label", str(tmp_path / "task.yaml"), "--out",
+               str(tmp_path / "run"), "--ray", "--workers", "2"]
+        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 180
+        while srv.held < 2 or len(ray_actor_pids("MapWorker(MapBatches(TeacherActor))")) < 2:
+            assert job.poll() is None, job.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "the job never reached the held requests"
+            time.sleep(0.2)
+        answered_before = len(srv.answered)
+        os.kill(ray_actor_pids("MapWorker(MapBatches(TeacherActor))")[0], signal.SIGKILL)  # one worker dies mid-batch
+        time.sleep(3)
+        os.killpg(job.pid, signal.SIGINT)  # then the whole job is stopped
+        try:
+            job.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+        assert answered_before == 60
+        srv.release()
+        time.sleep(0.5)  # held requests of the dead clients are dropped, not answered
+        assert srv.dropped >= 1
+
+        r = run_cli("label", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "run"), "--ray", "--workers", "2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        unique = set(gold)
+        assert sorted(srv.answered) == sorted(unique), "an input was answered twice or not at all"
+        assert "cached" in r.stdout
+
+        # `nanoforge train` reads every answer from the cache: no new request reaches the server.
+        n = len(srv.answered)
+        from nanoforge.recipes.label import label
+        from nanoforge.task import load_task
+
+        stats = label(load_task(tmp_path / "task.yaml"), tmp_path / "run")
+        assert len(srv.answered) == n and stats["api_calls"] == 0 and stats["cached"] == sum(map(len, rows.values()))

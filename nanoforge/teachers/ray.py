@@ -114,14 +114,22 @@ class RayTeacher:
             fn_constructor_kwargs={"spec_json": self.spec.model_dump_json(), "labels": self.labels,
                                    "cache": self.cache, "concurrency": share})
         answers: dict[str, Answer] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for text, answer, stats in zip(batch["input"], batch["answer"], batch["stats"]):
-                answers[str(text)] = Answer(**json.loads(answer))
-                if stats:
-                    for k, v in json.loads(stats).items():
-                        setattr(self.stats, k, getattr(self.stats, k) + v)
-                if progress:
-                    progress(times[str(text)])
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for text, answer, stats in zip(batch["input"], batch["answer"], batch["stats"]):
+                    answers[str(text)] = Answer(**json.loads(answer))
+                    if stats:
+                        for k, v in json.loads(stats).items():
+                            setattr(self.stats, k, getattr(self.stats, k) + v)
+                    if progress:
+                        progress(times[str(text)])
+        except Exception as e:  # noqa: BLE001 — Ray wraps an actor's TeacherError in its own types
+            from nanoforge.cluster import user_error
+
+            err = user_error(e)
+            if err is None:
+                raise
+            raise err from None
         self.stats.requests += len(records) - len(times)  # the actors counted each input once
         self.stats.seconds += time.perf_counter() - start
         return [answers[r.input] for r in records]
