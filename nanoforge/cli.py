@@ -44,7 +44,15 @@ def _run_training(task: Path, out: Path) -> None:
     from nanoforge.report import print_summary
 
     spec = load_task(task)
-    result = run_train(spec, out, spec_source=str(task))
+    from nanoforge.distill import parallel
+
+    parallel.start()  # the process group under `accelerate launch`; nothing otherwise
+    try:
+        result = run_train(spec, out, spec_source=str(task))
+    except parallel.NotMainProcess:  # trained beside the main process, which writes the run
+        parallel.barrier()
+        return
+    parallel.barrier()
     print_summary(result.summary, out)
 
 

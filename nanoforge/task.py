@@ -137,6 +137,12 @@ class StudentSpec(_Strict):
     # causal, teacher backend hf with the student's tokenizer: token-level KD weight and
     # divergence (0: forward KL; between 0 and 1: generalised JSD as in GKD)
     kd_beta: float = Field(0.0, ge=0, lt=1)
+    # where and how the student trains (distill/parallel.py); the defaults train on the CPU
+    # of a machine without an accelerator exactly as before
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimiser step of batch_size rows
+    grad_checkpointing: bool = False  # decoders: recompute each block's activations in backward
 
 
 class OutOfScopeSpec(_Strict):

@@ -44,7 +44,8 @@ def sft_loss(model: CausalLM, rows, idx, pad_id: int, teacher=None, alpha: float
     tokenizer, or a CausalLM: the unpruned student a pruned one recovers from) mixed with
     token-level distillation on the same positions:
     (1 - alpha) CE + alpha D(teacher || student), D forward KL or generalised JSD(beta)."""
-    ids, labels, mask = pad_rows(rows, idx, pad_id)
+    device = next(model.parameters()).device
+    ids, labels, mask = (t.to(device) for t in pad_rows(rows, idx, pad_id))
     target = labels[:, 1:]
     keep = target != -100
     h, _, _ = model.hidden(ids, mask)

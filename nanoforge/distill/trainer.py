@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from nanoforge.distill import parallel
 from nanoforge.distill.losses import kd_loss, outlier_exposure_loss
 from nanoforge.progress import progress_bar
 from nanoforge.runtime.text import TextEncoder
@@ -77,13 +78,25 @@ def grouped_by_length(lengths: list[int], batch_size: int, rng: np.random.Genera
 
 def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[np.ndarray], torch.Tensor],
         evaluate: Callable[[], float], metric: str, log=print, lengths: list[int] | None = None) -> dict:
-    """The training loop both students share: seeded shuffles of `n` examples, AdamW with
+    """The training loop every student shares: seeded shuffles of `n` examples, AdamW with
     warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
     better), early stopping after `cfg.patience` epochs without gain, best weights kept.
-    With `lengths`, batches hold examples of similar length (less padding)."""
+    With `lengths`, batches hold examples of similar length (less padding).
+
+    One optimiser step takes `cfg.batch_size` rows: split across the processes of an
+    `accelerate launch` run and into `cfg.grad_accum` micro-batches, each micro-batch's mean
+    loss weighted by its share of the rows, so the step is the same however it is split
+    (distill/parallel.py). `cfg.device` and `cfg.precision` place the model and its autocast."""
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = parallel.device_of(cfg.device)
+    parallel.move_inputs(model, device)
+    if hasattr(model, "checkpointing"):
+        model.checkpointing = cfg.grad_checkpointing
+    cast = parallel.autocast(device, cfg.precision)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    parts, part = parallel.world_size(), parallel.rank()
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -101,17 +114,32 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             for b in range(steps_per_epoch):
                 if step >= total:
                     break
-                loss = batch_loss(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+                batch = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                mine = parallel.share(batch, parts, part)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_sum = 0.0
+                for micro in np.array_split(mine, min(cfg.grad_accum, max(len(mine), 1))):
+                    if not len(micro):
+                        continue
+                    with cast:
+                        loss = batch_loss(micro) * (len(micro) / len(batch))
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    loss_sum += loss.item()
+                parallel.sum_gradients(model)
+                if scaler:
+                    scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
+                if scaler:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
                 sched.step()
                 step += 1
-                running += loss.item()
+                running += loss_sum * parts  # this process's share, scaled to the batch (the log only)
                 advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
             model.eval()
-            score = evaluate()
+            score = parallel.broadcast(evaluate() if parallel.is_main() else 0.0)
             history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
             log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
             if math.isnan(score) or score > best["score"]:
@@ -125,9 +153,9 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             if step >= total:
                 break
     model.load_state_dict(best["state"])
-    model.eval()
+    model.to("cpu").eval()  # export, parity and the runtimes' comparisons run on the CPU
     return {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
-            "steps": step, "seconds": time.perf_counter() - t0}
+            "steps": step, "seconds": time.perf_counter() - t0, "device": str(device), "processes": parts}
 
 
 def train_classifier(
@@ -147,8 +175,10 @@ def train_classifier(
 
 def classifier_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: StudentSpec) -> torch.Tensor:
     """A batch's mean loss: `kd_loss` for in-scope rows, outlier exposure for out-of-scope ones (-1)."""
+    y = y.to(logits.device)
+    soft = soft.to(logits.device) if soft is not None else None
     oos = y < 0
-    per_row = torch.zeros(len(y))
+    per_row = torch.zeros(len(y), device=logits.device)
     if (~oos).any():
         per_row[~oos] = kd_loss(logits[~oos], y[~oos], soft[~oos] if soft is not None else None,
                                 cfg.kd_temperature, cfg.kd_alpha)
@@ -185,13 +215,14 @@ def train_tagger(
         mask = pad_batch([np.ones(len(windows[i][0]), np.int64) for i in idx], 0)
         logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
         logits = logits.reshape(-1, logits.shape[-1])
+        labels = labels.to(logits.device)
         if soft is None:
             return torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
         targets = np.zeros((len(idx), ids.shape[1], logits.shape[-1]), np.float32)
         for row, i in enumerate(idx):
             targets[row, : len(soft[i])] = soft[i]
         keep = labels != -100
-        targets = torch.from_numpy(targets).reshape(-1, logits.shape[-1])[keep]
+        targets = torch.from_numpy(targets).to(logits.device).reshape(-1, logits.shape[-1])[keep]
         return kd_loss(logits[keep], labels[keep], targets, cfg.kd_temperature, cfg.kd_alpha).mean()
 
     return fit(model, len(windows), cfg, batch_loss, evaluate, "field F1", log)

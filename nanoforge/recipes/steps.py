@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import nanoforge
 from nanoforge.bundle import Manifest, update_metrics, write_bundle
+from nanoforge.distill import parallel
 from nanoforge.data import Record, data_hash, decontaminate, dedup, read_records, stratified_split, write_jsonl
 from nanoforge.errors import NanoforgeError
 from nanoforge.evaluate import evaluate
@@ -96,9 +97,10 @@ def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], ou
     names = ["train", "valid"] + (["test"] if teacher.name != "reference" else [])
     answers: dict[str, list[Answer]] = {}
     try:
-        for name in names:
-            with progress_bar(f"teacher: {name}", total=len(splits[name])) as advance:
-                answers[name] = teacher.label(splits[name], progress=advance)
+        with parallel.main_first():  # under accelerate launch the others read the main one's answers
+            for name in names:
+                with progress_bar(f"teacher: {name}", total=len(splits[name])) as advance:
+                    answers[name] = teacher.label(splits[name], progress=advance)
     finally:
         teacher.close()
     stats = teacher.stats
@@ -109,6 +111,8 @@ def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], ou
 
 def write_dataset(out: Path, rows: dict[str, Iterable[dict[str, Any]]]) -> None:
     """OUT/data/{split}.jsonl: what the student learnt from, as the teacher gave it."""
+    if not parallel.is_main():
+        return
     for name, split_rows in rows.items():
         write_jsonl(out / "data" / f"{name}.jsonl", split_rows)
 
@@ -144,6 +148,12 @@ def reuse_or_train(folder: Path, print_: str, load: Callable[[Path], T], train: 
     """The student saved in `folder` when its fingerprint file says `print_`, else a new one:
     `train(folder)` trains and saves it, then the fingerprint is written (last, so an
     interrupted training is never reused). Nothing trained is lost on a rerun."""
+    if not parallel.is_main():  # a helper process of `accelerate launch`: train beside the main one, write nothing
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="nanoforge-rank-") as tmp:
+            train(Path(tmp))
+        raise parallel.NotMainProcess()
     stamp = folder / "fingerprint"
     if stamp.is_file() and stamp.read_text().strip() == print_:
         try:

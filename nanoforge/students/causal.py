@@ -150,6 +150,7 @@ class CausalLM(nn.Module):
 
     def __init__(self, cfg: CausalConfig):
         super().__init__()
+        self.checkpointing = False  # student.grad_checkpointing: recompute each block in backward
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
@@ -165,10 +166,10 @@ class CausalLM(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
 
-    def empty_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def empty_cache(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg
         shape = (c.num_layers, batch, c.num_kv_heads, 0, c.head_dim)
-        return torch.zeros(shape), torch.zeros(shape)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_k=None, past_v=None):
         """input_ids (B, S); attention_mask (B, P+S) 1 = real token (left padding allowed);
@@ -189,21 +190,26 @@ class CausalLM(nn.Module):
         projection on long prompts."""
         b, s = input_ids.shape
         if past_k is None:
-            past_k, past_v = self.empty_cache(b)
+            past_k, past_v = self.empty_cache(b, input_ids.device)
         p = past_k.shape[3]
+        dev = input_ids.device
         if attention_mask is None:
-            attention_mask = torch.ones(b, p + s, dtype=torch.int64)
+            attention_mask = torch.ones(b, p + s, dtype=torch.int64, device=dev)
         if position_ids is None:
-            position_ids = (torch.arange(s) + p).unsqueeze(0).expand(b, s)
+            position_ids = (torch.arange(s, device=dev) + p).unsqueeze(0).expand(b, s)
         cos, sin = self.rotary(position_ids)
-        q_idx = torch.arange(s).unsqueeze(1) + p
-        k_idx = torch.arange(p + s).unsqueeze(0)
+        q_idx = torch.arange(s, device=dev).unsqueeze(1) + p
+        k_idx = torch.arange(p + s, device=dev).unsqueeze(0)
         allowed = (k_idx <= q_idx).unsqueeze(0).unsqueeze(0) & (attention_mask[:, None, None, :] > 0)
-        mask = torch.where(allowed, torch.zeros((), dtype=torch.float32), torch.full((), NEG))
+        mask = torch.where(allowed, torch.zeros((), dtype=torch.float32, device=dev), torch.full((), NEG, device=dev))
         x = self.embed_tokens(input_ids)
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, mask, past_k[i], past_v[i])
+            if self.checkpointing and self.training:  # recompute activations in backward: less memory
+                x, k, v = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, past_k[i], past_v[i],
+                                                            use_reentrant=False)
+            else:
+                x, k, v = layer(x, cos, sin, mask, past_k[i], past_v[i])
             ks.append(k)
             vs.append(v)
         return self.norm(x), torch.stack(ks), torch.stack(vs)
