@@ -178,8 +178,8 @@ def test_accelerate_two_cpu_processes_train_the_single_process_nano(tmp_path, ti
     # of a batch: on this tiny task (60 in-scope valid and test rows) within 2 rows of each other.
     # The 0.5-point comparison on a real task is in docs/BENCHMARKS.md.
     assert abs(two["training"]["best_valid_score"] - one["training"]["best_valid_score"]) <= 2 / 60 + 1e-9
-    t1 = read_manifest(trained_run["bundle"]).metrics["test"]["accuracy"]
-    t2 = read_manifest(out / "bundle").metrics["test"]["accuracy"]
+    t1 = read_manifest(trained_run["bundle"]).metrics["test"]["metrics"]["accuracy"]
+    t2 = read_manifest(out / "bundle").metrics["test"]["metrics"]["accuracy"]
     assert abs(t1 - t2) <= 2 / 60 + 1e-9, (t1, t2)
     assert not list(tmp_path.glob("nanoforge-rank-*"))
 
