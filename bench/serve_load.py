@@ -2,8 +2,9 @@
 
     python bench/serve_load.py --bundle runs/demo/bundle            # concurrency 1, 8, 64; 10 s each
     python bench/serve_load.py --bundle B --route predict chat --concurrency 64   # both routes, one server
+    python bench/serve_load.py --bundle B --concurrency 64 --workers 1 2          # serve --workers 1, then 2
 
-Starts the server in its own process (one uvicorn worker, the registry holding the bundle),
+Starts the server in its own process (one uvicorn worker, or `--workers N` processes; the registry holding the bundle),
 then for each concurrency level opens that many keep-alive connections from a second
 process and sends `POST /v1/nanos/NAME/predict` (or, with `--route chat`, the OpenAI-compatible
 `POST /v1/chat/completions`) with CLINC150 test inputs for a fixed duration; several routes are
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=0.0)
     ap.add_argument("--route", nargs="+", choices=["predict", "chat"], default=["predict"],
                     help="predict: the REST route; chat: /v1/chat/completions")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="server processes (`nanoforge serve --workers N`); each count is measured in turn")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serve_load.json")
     ap.add_argument("--model-only", action="store_true",
                     help="only measure the model in-process on one thread (no HTTP) and add it to --out")
@@ -162,12 +165,31 @@ def main() -> None:
                                           .encode() for t in texts]),
     }
 
+    levels = []
+    try:
+        for workers in args.workers:
+            metrics = measure(args, routes, tmp, workers, levels)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    batch = _mean_batch(metrics)
+    result = {"nano": str(ref), "bundle": str(args.bundle), "endpoints": [f"POST {routes[r][0]}" for r in args.route],
+              "workers": args.workers,
+              "levels": levels,
+              "mean_batch_size": batch, "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms,
+              "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(f"mean micro-batch size {batch}; wrote {args.out}")
+
+
+def measure(args, routes: dict, tmp: Path, workers: int, levels: list) -> str:
+    """Start `nanoforge serve --workers N`, run every route and level against it; returns /metrics."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "nanoforge.cli", "serve", "--registry", str(tmp / "registry"), "--port", str(port),
-         "--threads", "1", "--max-wait-ms", str(args.max_wait_ms)],
+         "--threads", "1", "--max-wait-ms", str(args.max_wait_ms), "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    levels = []
     try:
         wait_ready(port)
         ctx = mp.get_context("spawn")
@@ -183,34 +205,26 @@ def main() -> None:
                 p.join()
                 if not keep:
                     continue
-                level = {"route": f"POST {path}", "concurrency": c, "seconds": round(wall, 2), "requests": len(lat),
-                         "requests_per_s": round(len(lat) / wall, 1),
+                level = {"route": f"POST {path}", "workers": workers, "concurrency": c, "seconds": round(wall, 2),
+                         "requests": len(lat), "requests_per_s": round(len(lat) / wall, 1),
                          "p50_ms": round(1000 * percentile(lat, 0.50), 2),
                          "p95_ms": round(1000 * percentile(lat, 0.95), 2),
                          "p99_ms": round(1000 * percentile(lat, 0.99), 2),
                          "errors": len(errors), "error_examples": errors[:3],
-                         "cpu_per_request": {**cpu, "load_generator_us": round(1e6 * client_cpu / max(len(lat), 1), 1)}}
+                         # the server's own threads: one process only (workers are its children)
+                         "cpu_per_request": {**(cpu if workers == 1 else {}),
+                                             "load_generator_us": round(1e6 * client_cpu / max(len(lat), 1), 1)}}
                 levels.append(level)
-                print(f"{route:7s} concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, p50 {level['p50_ms']:.2f} ms, "
-                      f"p99 {level['p99_ms']:.2f} ms, errors {level['errors']}, CPU per request "
-                      f"{level['cpu_per_request']}", flush=True)
+                print(f"{route:7s} workers {workers} concurrency {c:3d}: {level['requests_per_s']:8.1f} req/s, "
+                      f"p50 {level['p50_ms']:.2f} ms, p99 {level['p99_ms']:.2f} ms, errors {level['errors']}, "
+                      f"CPU per request {level['cpu_per_request']}", flush=True)
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
-            metrics = r.read().decode()
+            return r.read().decode()
     finally:
         server.terminate()
         server.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
-    batch = _mean_batch(metrics)
-    result = {"nano": str(ref), "bundle": str(args.bundle), "endpoints": [f"POST {routes[r][0]}" for r in args.route],
-              "levels": levels,
-              "mean_batch_size": batch, "cpus": os.cpu_count(), "max_wait_ms": args.max_wait_ms,
-              "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out.with_suffix(".png"))
-    print(f"mean micro-batch size {batch}; wrote {args.out}")
 
 
 def model_only(bundle: Path, n: int = 2048, batch: int = 64) -> float:
@@ -245,10 +259,12 @@ def plot(result: dict, path: Path) -> None:
 
     lv = result["levels"]
     several = len({x.get("route") for x in lv}) > 1
-    xs = [(x["route"].rsplit("/", 1)[-1] + " " if several else "") + str(x["concurrency"]) for x in lv]
+    workers = len({x.get("workers", 1) for x in lv}) > 1
+    xs = [(x["route"].rsplit("/", 1)[-1] + " " if several else "") + (f"{x['workers']}w " if workers else "")
+          + str(x["concurrency"]) for x in lv]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.bar(xs, [x["requests_per_s"] for x in lv])
-    a1.set_xlabel("concurrent connections")
+    a1.set_xlabel("server processes (w) and concurrent connections" if workers else "concurrent connections")
     a1.set_ylabel("requests / s")
     a1.set_title(f"throughput: {result['nano']}")
     a2.plot(xs, [x["p50_ms"] for x in lv], "o-", label="p50")

@@ -45,6 +45,12 @@ def count_tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: more concurrent clients than that get refused
+    # connections, which the SDKs retry after a back-off (a slow teacher that is not the model's)
+    request_queue_size = 256
+
+
 class WireServer:
     def __init__(
         self,
@@ -75,7 +81,7 @@ class WireServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()

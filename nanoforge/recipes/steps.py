@@ -98,7 +98,15 @@ def teach(spec: TaskSpec, labels: list[str], splits: dict[str, list[Record]], ou
     answers: dict[str, list[Answer]] = {}
     try:
         with parallel.main_first():  # under accelerate launch the others read the main one's answers
+            if ray_workers:  # one pass of the actor pool over every split (its start-up is paid once)
+                records = [r for name in names for r in splits[name]]
+                with progress_bar("teacher (Ray)", total=len(records)) as advance:
+                    every = teacher.label(records, progress=advance)
+                for name in names:
+                    answers[name], every = every[: len(splits[name])], every[len(splits[name]):]
             for name in names:
+                if name in answers:
+                    continue
                 with progress_bar(f"teacher: {name}", total=len(splits[name])) as advance:
                     answers[name] = teacher.label(splits[name], progress=advance)
     finally:

@@ -6,9 +6,10 @@ records spread over a pool of Ray actors by a Ray Data pipeline.
 Each actor runs the spec's own backend (openai / anthropic: the API calls; hf: batched
 generation, one GPU per actor where the cluster has GPUs). The W actors share the spec's
 `concurrency` (each gets its share of the slots). Every reply goes through one answer cache,
-an actor pinned to this machine that owns the run's sqlite file: a reply is committed there
-before its actor goes on, so a killed actor or a killed job loses no paid answer, and a rerun
-(or Ray's own retry of a lost batch) asks only what is not in it. `nanoforge train` then
+an actor pinned to this machine that owns the run's sqlite file: each reply is sent there as it
+arrives and a batch is done only once all its replies are committed, so a killed actor or job
+loses no answer the cache actor received, and a rerun (or Ray's own retry of a lost batch) asks
+only what is not in it. `nanoforge train` then
 reads the same file.
 """
 
@@ -25,28 +26,43 @@ from nanoforge.data import Record
 from nanoforge.task import TaskSpec
 from nanoforge.teachers.base import Answer, Progress, TeacherStats
 
-BATCH = 32  # inputs per actor call: a lost batch is asked again (its cached answers are free)
+BATCH = 128  # inputs per actor call: a lost batch is asked again (its cached answers are free)
 SUMMED = [f.name for f in fields(TeacherStats) if f.name not in ("backend", "model", "notes", "seconds")]
 
 
 class RemoteCache:
-    """The AnswerCache interface over the cache actor (get and put wait for the actor)."""
+    """The AnswerCache interface over the cache actor. A batch's first-ask answers are fetched in
+    one call (`prefetch`); each new reply is sent to the actor as it arrives, and `flush` waits
+    until every one is committed (the batch returns only after that)."""
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
+        self.local: dict[str, dict[str, Any]] = {}
+        self.pending: list[Any] = []
+
+    def prefetch(self, keys: list[str]) -> None:
+        import ray
+
+        self.local = {k: v for k, v in zip(keys, ray.get(self.actor.get_many.remote(keys))) if v is not None}
 
     def get(self, key: str) -> dict[str, Any] | None:
         import ray
 
+        if key in self.local:
+            return self.local[key]
         return ray.get(self.actor.get.remote(key))
 
     def put(self, key: str, value: dict[str, Any]) -> None:
+        self.pending.append(self.actor.put.remote(key, value))
+
+    def flush(self) -> None:
         import ray
 
-        ray.get(self.actor.put.remote(key, value))
+        ray.get(self.pending)
+        self.pending, self.local = [], {}
 
     def close(self) -> None:
-        pass
+        self.flush()
 
 
 class CacheOwner:
@@ -59,6 +75,9 @@ class CacheOwner:
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.cache.get(key)
+
+    def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        return [self.cache.get(k) for k in keys]
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self.cache.put(key, value)
@@ -74,12 +93,25 @@ class TeacherActor:
         spec = TaskSpec.model_validate_json(spec_json)
         spec.teacher.concurrency = concurrency
         spec.teacher.cache = None
-        self.teacher = make_teacher(spec, labels, cache_path=RemoteCache(cache))
+        self.cache = RemoteCache(cache)
+        self.teacher = make_teacher(spec, labels, cache_path=self.cache)
+
+    def first_keys(self, texts: list[str]) -> list[str]:
+        """The cache keys of the first ask for each text (chat teachers' labels and texts; other
+        backends and extraction's structured asks look their keys up one by one)."""
+        t = self.teacher
+        if not hasattr(t, "_key") or getattr(t, "schema", None) is not None:
+            return []
+        return [t._key(t.system_prompt, [{"role": "user", "content": x}], t.params) for x in texts]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         before = self.teacher.stats.to_dict()
         texts = [str(t) for t in batch["input"]]
-        answers = self.teacher.label([Record(input=t) for t in texts])
+        self.cache.prefetch(self.first_keys(texts))
+        try:
+            answers = self.teacher.label([Record(input=t) for t in texts])
+        finally:
+            self.cache.flush()  # every reply committed before the batch counts as done
         after = self.teacher.stats.to_dict()
         delta = json.dumps({k: after[k] - before[k] for k in SUMMED})
         return {"input": texts, "answer": [json.dumps(asdict(a), ensure_ascii=False) for a in answers],
