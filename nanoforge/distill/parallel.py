@@ -50,6 +50,10 @@ def start() -> None:
         from accelerate import PartialState
 
         PartialState(timeout=timedelta(hours=4))  # the others wait while the main one exports
+        if not is_main():  # one process reports progress and the run's log
+            from nanoforge.progress import console
+
+            console.quiet = True
 
 
 def barrier() -> None:
