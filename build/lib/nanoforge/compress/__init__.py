@@ -1,1 +1,0 @@
-"""Model compression: structured pruning (prune.py)."""

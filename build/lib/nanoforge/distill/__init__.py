@@ -1,1 +1,0 @@
-"""Distillation: losses and trainers."""

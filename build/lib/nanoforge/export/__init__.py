@@ -1,1 +1,0 @@
-"""Exports of trained students, each checked against the torch model (parity.py)."""

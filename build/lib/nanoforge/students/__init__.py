@@ -1,1 +1,0 @@
-"""Student models: encoder.py (classifier), causal.py (decoder LMs, later)."""
