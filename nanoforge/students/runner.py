@@ -27,7 +27,7 @@ class TorchRunner:
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         out = self.model(*(torch.from_numpy(feeds[n]) for n in self.graph.input_names))
         named = dict(zip(self.graph.output_names, out if isinstance(out, tuple) else (out,)))
-        return [named[n].numpy() for n in (output_names or self.graph.output_names)]
+        return [named[n].cpu().numpy() for n in (output_names or self.graph.output_names)]
 
 
 def classifier_outputs(runner: Runner, enc: TextEncoder, texts: list[str], batch_size: int = 128
