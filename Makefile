@@ -101,7 +101,7 @@ native-bench: $(NATIVE_RUN)
 	cmake --build native/build -j$(JOBS) --target llama-bench
 
 test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(PROMTOOL) $(NATIVE_RUN) native/build/llama-embedding
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/clinc150.py --run $(DEMO_OUT)

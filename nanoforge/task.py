@@ -107,6 +107,9 @@ class LoraSpec(_Strict):
     targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+PLACEMENT_DEFAULTS = {"device": "auto", "precision": "fp32", "grad_accum": 1, "grad_checkpointing": False}
+
+
 class StudentSpec(_Strict):
     # encoder: classifier / span tagger; causal: a decoder LM. Default: causal for
     # translate/summarize, encoder otherwise.
@@ -143,6 +146,16 @@ class StudentSpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimiser step of batch_size rows
     grad_checkpointing: bool = False  # decoders: recompute each block's activations in backward
+
+    def fingerprint_dict(self) -> dict:
+        """What decides the trained student, for the run's fingerprint: the fields, less the
+        placement ones left at their defaults (so a student trained before they existed, or
+        with them unset, is reused)."""
+        out = self.model_dump(mode="json")
+        for key, default in PLACEMENT_DEFAULTS.items():
+            if out.get(key) == default:
+                out.pop(key)
+        return out
 
 
 class OutOfScopeSpec(_Strict):

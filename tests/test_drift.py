@@ -54,12 +54,14 @@ def test_the_window_keeps_the_last_answers_per_version():
 def test_a_server_shows_out_of_scope_traffic_rising_and_monitor_prints_it(registry, name, scope_of):  # noqa: F811
     inside = [t for t, ok in scope_of.items() if ok]
     outside = [t for t, ok in scope_of.items() if not ok]
-    with running(create_app(registry, policy="refuse")) as base:
+    # enough out-of-scope traffic that it is at least half of what follows, whatever the tiny
+    # nano's split of the test texts (it changes with the random tiny model)
+    repeats = max(3, -(-len(inside) // len(outside)))
         with httpx.Client(base_url=base, timeout=60) as c:
             for t in inside:
                 c.post(f"/v1/nanos/{name}/predict", json={"input": t})
             before = _rows(base)[0]
-            for t in outside * 3:
+            for t in outside * repeats:
                 c.post(f"/v1/nanos/{name}/predict", json={"input": t})
             after = _rows(base)[0]
             metrics = c.get("/metrics").text
@@ -68,7 +70,7 @@ def test_a_server_shows_out_of_scope_traffic_rising_and_monitor_prints_it(regist
     # (the split comes from one batch call; the server answers one at a time: a near-tie may flip)
     assert before["out_of_scope_rate"] < 0.1 and after["out_of_scope_rate"] > before["out_of_scope_rate"] + 0.2
     assert after["label_psi"] >= 0  # the bundle records its training labels' shares (the maths: tests above)
-    assert after["answers"] == len(inside) + 3 * len(outside)
+    assert after["answers"] == len(inside) + repeats * len(outside)
     assert table.returncode == 0 and name in table.stdout and "label PSI" in table.stdout
     _check_deploy_against(metrics)
 

@@ -71,22 +71,28 @@ def test_predict_file_streams_every_row_once_in_order(inputs, trained_run, tmp_p
 
 
 def test_predict_on_ray_gives_the_streamed_answers_in_order(inputs, trained_run, tmp_path):
-    """A local Ray instance, 2 actors: the same rows and answers as one process, in order."""
-    import pyarrow.parquet as pq
-
-    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.jsonl"),
+    """A local Ray instance, 2 actors, the Parquet input: every row once, in order (ids are row
+    numbers), with the answers one process gives."""
+    r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.parquet"),
                 "--output", str(tmp_path / "ray.jsonl"), "--ray", "--workers", "2")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["rows"] == 3000 and summary["workers"] == 2 and summary["ray"] == "local"
     ray_out = [json.loads(x) for x in (tmp_path / "ray.jsonl").read_text().splitlines()]
-    assert [o["id"] for o in ray_out] == [f"r{i}" for i in range(3000)]
+    assert [o["id"] for o in ray_out] == list(range(3000))
     r = run_cli("predict", str(trained_run["bundle"]), "--input", str(inputs / "in.parquet"),
-                "--output", str(tmp_path / "ray.parquet"), "--ray", "--workers", "2")
+                "--output", str(tmp_path / "one.parquet"))
     assert r.returncode == 0, r.stderr
-    table = pq.read_table(tmp_path / "ray.parquet").to_pydict()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "one.parquet").to_pydict()
     assert table["id"] == [str(i) for i in range(3000)]
-    assert [json.loads(a)["output"] for a in table["answer"]] == [o["output"] for o in ray_out]
+    # Dynamic INT8 quantises activations per model call, and Ray's batches are cut where its
+    # blocks end: a confidence moves in the third decimal, a near-tie may flip.
+    one = [json.loads(a) for a in table["answer"]]
+    same = [a["output"] == b["output"] and a["out_of_scope"] == b["out_of_scope"] for a, b in zip(one, ray_out)]
+    assert sum(same) >= 0.99 * len(same)
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(one, ray_out)) < 0.05
 
 
 def ray_actor_pids(name: str) -> list[int]:

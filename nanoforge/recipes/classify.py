@@ -191,7 +191,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print_ = steps.fingerprint(cfg.model_dump(mode="json"), labels, data_hash(splits["train"], splits["valid"]),
+    print_ = steps.fingerprint(cfg.fingerprint_dict(), labels, data_hash(splits["train"], splits["valid"]),
                                [[a.output, a.probs] for a in answers["train"] + answers["valid"]])
     model, enc, training = steps.reuse_or_train(out / "student", print_, load_trained,
                                                 _train_student(spec, labels, train_set, valid_set))

@@ -233,7 +233,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.public_dict()["schema"],
+    print_ = steps.fingerprint(cfg.fingerprint_dict(), spec.public_dict()["schema"],
                                data_hash(splits["train"], splits["valid"]), train_out, valid_out)
     student_dir = out / "student"
     model, text_enc, training = steps.reuse_or_train(

@@ -211,7 +211,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     cfg = spec.student
     for c in chosen:
         log(f"default {c.key} = {c.value}: {c.why}")
-    print_ = steps.fingerprint(cfg.model_dump(mode="json"), spec.kind, spec.source_lang, spec.target_lang,
+    print_ = steps.fingerprint(cfg.fingerprint_dict(), spec.kind, spec.source_lang, spec.target_lang,
                                data_hash(splits["train"], splits["valid"]), pairs["train"], pairs["valid"])
     student_dir = out / "student"
     model, tok, layout, training = steps.reuse_or_train(student_dir, print_, _load_student,
