@@ -57,6 +57,7 @@ def test_a_server_shows_out_of_scope_traffic_rising_and_monitor_prints_it(regist
     # enough out-of-scope traffic that it is at least half of what follows, whatever the tiny
     # nano's split of the test texts (it changes with the random tiny model)
     repeats = max(3, -(-len(inside) // len(outside)))
+    with running(create_app(registry, policy="refuse")) as base:
         with httpx.Client(base_url=base, timeout=60) as c:
             for t in inside:
                 c.post(f"/v1/nanos/{name}/predict", json={"input": t})
