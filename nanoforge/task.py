@@ -140,22 +140,13 @@ class StudentSpec(_Strict):
     # causal, teacher backend hf with the student's tokenizer: token-level KD weight and
     # divergence (0: forward KL; between 0 and 1: generalised JSD as in GKD)
     kd_beta: float = Field(0.0, ge=0, lt=1)
-    # where and how the student trains (distill/parallel.py); the defaults train on the CPU
-    # of a machine without an accelerator exactly as before
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # where and how it trains: distill/parallel.py
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimiser step of batch_size rows
     grad_checkpointing: bool = False  # decoders: recompute each block's activations in backward
 
-    def fingerprint_dict(self) -> dict:
-        """What decides the trained student, for the run's fingerprint: the fields, less the
-        placement ones left at their defaults (so a student trained before they existed, or
-        with them unset, is reused)."""
-        out = self.model_dump(mode="json")
-        for key, default in PLACEMENT_DEFAULTS.items():
-            if out.get(key) == default:
-                out.pop(key)
-        return out
+    def fingerprint_dict(self) -> dict:  # less placement fields at their defaults: old students reused
+        return {k: v for k, v in self.model_dump(mode="json").items() if PLACEMENT_DEFAULTS.get(k, ...) != v}
 
 
 class OutOfScopeSpec(_Strict):

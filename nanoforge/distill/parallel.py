@@ -131,6 +131,22 @@ def sum_gradients(model: torch.nn.Module) -> None:
         offset += g.numel()
 
 
+def check_in_sync(model: torch.nn.Module) -> None:
+    """Every process must hold the same weights after training (their gradients were summed);
+    a difference means the processes diverged, which is an error, never a silent bundle."""
+    if world_size() <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    both = torch.stack([total, -total])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    if float(both[0]) != -float(both[1]):
+        raise NanoforgeError(f"training process {rank()} of {world_size()}: the processes' weights differ after "
+                             f"training ({float(both[0])!r} vs {-float(both[1])!r})")
+
+
 def broadcast(value: float) -> float:
     """The main process's value in every process (e.g. the valid score early stopping reads)."""
     import torch

@@ -153,6 +153,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             if step >= total:
                 break
     model.load_state_dict(best["state"])
+    parallel.check_in_sync(model)
     model.to("cpu").eval()  # export, parity and the runtimes' comparisons run on the CPU
     return {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
             "steps": step, "seconds": time.perf_counter() - t0, "device": str(device), "processes": parts}
