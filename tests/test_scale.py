@@ -136,7 +136,7 @@ def test_label_on_ray_survives_a_killed_worker_and_resumes_without_paying_twice(
             time.sleep(0.2)
         answered_before = len(srv.answered)
         os.kill(ray_actor_pids("MapWorker(MapBatches(TeacherActor))")[0], signal.SIGKILL)  # one worker dies mid-batch
-        time.sleep(3)
+        time.sleep(1)
         os.killpg(job.pid, signal.SIGINT)  # then the whole job is stopped
         try:
             job.wait(timeout=60)
