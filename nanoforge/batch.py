@@ -173,7 +173,7 @@ def _on_ray(bundle: Path, rows: list[tuple[Any, str]], writer: Writer, workers: 
     import ray.data
 
     ds = ray.data.from_items([{"row": i, "input": text} for i, (_, text) in enumerate(rows)])
-    ds = ds.map_batches(PredictActor, batch_size=CHUNK, concurrency=workers, num_cpus=1,
+    ds = ds.map_batches(PredictActor, batch_size=CHUNK, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                         fn_constructor_kwargs={"bundle": str(bundle.resolve())})
     expected = 0
     with progress_bar("predict (Ray)", total=len(rows)) as advance:

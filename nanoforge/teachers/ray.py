@@ -9,8 +9,7 @@ generation, one GPU per actor where the cluster has GPUs). The W actors share th
 an actor pinned to this machine that owns the run's sqlite file: each reply is sent there as it
 arrives and a batch is done only once all its replies are committed, so a killed actor or job
 loses no answer the cache actor received, and a rerun (or Ray's own retry of a lost batch) asks
-only what is not in it. `nanoforge train` then
-reads the same file.
+only what is not in it. `nanoforge train` then reads the same file.
 """
 
 from __future__ import annotations
@@ -142,7 +141,8 @@ class RayTeacher:
         gpus = 1 if self.spec.teacher.backend == "hf" and ray.cluster_resources().get("GPU") else 0
         share = max(1, math.ceil(self.spec.teacher.concurrency / self.workers))
         ds = ray.data.from_items([{"input": t} for t in times]).map_batches(
-            TeacherActor, batch_size=BATCH, concurrency=self.workers, num_gpus=gpus, num_cpus=0 if not gpus else None,
+            TeacherActor, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=self.workers), num_gpus=gpus,
+            num_cpus=0 if not gpus else None,
             fn_constructor_kwargs={"spec_json": self.spec.model_dump_json(), "labels": self.labels,
                                    "cache": self.cache, "concurrency": share})
         answers: dict[str, Answer] = {}
