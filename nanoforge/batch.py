@@ -47,9 +47,12 @@ def read_inputs(path: Path) -> Iterator[tuple[Any, str]]:
 def count_rows(path: Path) -> int:
     """Rows in an input file (the progress bar's total): non-blank lines, or Parquet's count."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 — reading it says what is wrong, with the file's name
+            return 0
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
 
@@ -112,6 +115,8 @@ def predict_file(bundle: Path, input: Path, output: Path, threads: int | None = 
     from nanoforge.progress import progress_bar
 
     read_manifest(bundle)  # a missing or corrupt bundle fails here, before any work
+    if not input.is_file():
+        raise NanoforgeError(f"{input}: no such input file")
     start = time.perf_counter()
     writer = Writer(output)
     try:

@@ -4,6 +4,7 @@ Torch-free; Ray itself is the optional `scale` extra."""
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -23,7 +24,7 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[int]:
     except ImportError:
         raise NanoforgeError("--ray: Ray is not installed (pip install 'nanoforge[scale]')") from None
     # Every node runs nanoforge from its own installation (the same version as here).
-    kwargs = {"include_dashboard": False, "log_to_driver": False}
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address == LOCAL:
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
@@ -34,6 +35,7 @@ def connect(address: str = LOCAL, num_cpus: int | None = None) -> Iterator[int]:
     try:
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a worker's error is ours to say, in one line
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours are the ones shown
         ctx.execution_options.preserve_order = True
@@ -56,4 +58,14 @@ def user_error(e: BaseException) -> NanoforgeError | None:
         if isinstance(x, NanoforgeError) and not isinstance(cause, BaseException):
             return type(x)(str(x).splitlines()[0]) if str(x) else x
         todo += [cause if isinstance(cause, BaseException) else None, x.__cause__, x.__context__]
+    # Ray Data passes a worker's exception on as the text of its traceback only
+    import re
+
+    from nanoforge import errors
+
+    found = re.findall(r"nanoforge\.errors\.(\w+): (.+)", str(e))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, NanoforgeError)
+        return (cls if isinstance(cls, type) and issubclass(cls, NanoforgeError) else NanoforgeError)(message)
     return None
