@@ -221,9 +221,8 @@ class MergeSpec(_Strict):
 
 
 class PreferenceSpec(_Strict):
-    """Preference rounds from AI feedback (nanoforge/distill/preference.py): the student samples
-    `candidates` answers to `prompts` training inputs, the judge scores them, best and worst
-    make a pair, DPO trains on the pairs; a round is kept only when the valid metric improves."""
+    """Preference rounds from AI feedback (nanoforge/distill/preference.py): judged samples of the student make
+    best/worst pairs for DPO (+ `nll` x the chosen answer's NLL: RPO); a round is kept only if valid improves."""
 
     judge: Literal["reference-metric", "teacher", "roundtrip"] = "reference-metric"
     rounds: int = Field(3, ge=1, le=20)
@@ -234,6 +233,8 @@ class PreferenceSpec(_Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     beta: float = Field(0.1, gt=0)  # DPO's
     length_normalised: bool = False  # mean instead of summed answer log-probabilities
+    greedy: bool = False  # the student's greedy answer joins each prompt's candidates
+    nll: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, le=20)  # over each round's pairs
     lr: float | None = Field(None, gt=0, lt=1)  # default: student.lr / 10
     reverse: str | None = None  # roundtrip: the reverse-direction nano (a bundle folder)

@@ -136,3 +136,40 @@ def test_judges_refuse_what_they_cannot_score(enja_root, tmp_path):
     with pytest.raises(NanoforgeError, match="optimise.preference: built for translate and summarize"):
         parse_task({"name": "j", "kind": "classify", "data": {"train": "t.jsonl"},
                     "optimise": {"preference": {}}})
+
+
+def test_the_greedy_answer_joins_the_candidates(enja_root):
+    result = _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 24, greedy: true, nll: 1.0, "
+                               "lr: 1.0e-12}}")
+    pref = result["optimise"]["preference"]
+    assert pref["judge"]["scored"] == 72  # 24 prompts x (2 samples + the greedy answer)
+    assert pref["settings"]["greedy"] and pref["settings"]["nll"] == 1.0
+
+
+def test_the_nll_term_raises_the_chosen_answers_more_than_dpo_alone(enja_root):
+    """RPO: with the same pairs, seed and steps, adding the chosen answers' NLL leaves them more
+    likely than DPO alone does (DPO only asks that they gain on the rejected ones)."""
+    import copy
+
+    from nanoforge.distill.preference import Pair, answer_logps, train_pairs
+    from nanoforge.distill.sft import examples
+    from nanoforge.recipes.generative import _load_student
+    from nanoforge.task import load_task
+
+    _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 8, lr: 1.0e-12}}")  # the student, reused
+    student, tok, layout, _ = _load_student(enja_root / "run" / "student")
+    rows = [json.loads(x) for x in (enja_root / "train.jsonl").read_text().splitlines()][:32]
+    sources = [r["en"] for r in rows]
+    pairs = [Pair(i, rows[i]["ja"], rows[(i + 1) % len(rows)]["ja"], 1.0) for i in range(len(rows))]
+    cfg = load_task(enja_root / "task.yaml").student.model_copy(update={"epochs": 1, "lr": 3.0e-3, "patience": 1})
+    chosen = examples(tok, layout, [(sources[p.prompt], p.chosen) for p in pairs], 64, 20)
+    idx = np.arange(len(pairs))
+    mean_logp = {}
+    for nll in (0.0, 2.0):
+        model = copy.deepcopy(student)
+        train_pairs(model, tok, layout, sources, pairs, cfg, 0.1, False, 64, 20, lambda: 0.0, "chrf",
+                    log=lambda *a: None, nll=nll)
+        with torch.no_grad():
+            total, n = answer_logps(model.eval(), chosen, idx, layout.pad_id)
+        mean_logp[nll] = float((total / n).mean())
+    assert mean_logp[2.0] > mean_logp[0.0] + 0.05

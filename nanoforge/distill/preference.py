@@ -10,8 +10,12 @@ skipped, at most `pairs_per_prompt` pairs), then train on the pairs with the DPO
 
 where log pi(y) sums the answer tokens' log-probabilities, or averages them with
 `length_normalised` (as LFM2's and SimPO's length-normalised objectives do, so a long answer
-is not preferred or penalised for its length). The recipe keeps a round only when the valid
-metric improves and stops at the first that does not.
+is not preferred or penalised for its length). With `nll` > 0 the chosen answer's mean token
+negative log-likelihood, times `nll`, is added (RPO, Pang et al., 2024): DPO alone can lower the
+chosen answer's probability as long as the rejected one falls faster. With `greedy` the
+student's greedy answer is one of the candidates, so a pair can say which samples beat the
+answer greedy decoding gives. The recipe keeps a round only when the valid metric improves and
+stops at the first that does not.
 """
 
 from __future__ import annotations
@@ -92,8 +96,9 @@ def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[fl
     return pairs, counts
 
 
-def sequence_logps(model, rows, idx, pad_id: int, length_normalised: bool) -> torch.Tensor:
-    """Log-probability of each row's answer tokens (rows as distill/sft.examples builds them)."""
+def answer_logps(model, rows, idx, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-probability of each row's answer tokens, their number); rows as
+    distill/sft.examples builds them."""
     from nanoforge.distill.sft import pad_rows
 
     ids, labels, mask = pad_rows(rows, idx, pad_id)
@@ -102,8 +107,13 @@ def sequence_logps(model, rows, idx, pad_id: int, length_normalised: bool) -> to
     target = labels[:, 1:]
     keep = target != -100
     picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
-    total = picked.sum(-1)
-    return total / keep.sum(-1).clamp(min=1) if length_normalised else total
+    return picked.sum(-1), keep.sum(-1).clamp(min=1)
+
+
+def sequence_logps(model, rows, idx, pad_id: int, length_normalised: bool) -> torch.Tensor:
+    """Log-probability of each row's answer tokens, summed or (length_normalised) averaged."""
+    total, n = answer_logps(model, rows, idx, pad_id)
+    return total / n if length_normalised else total
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -114,9 +124,10 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def train_pairs(model, tok, layout: PromptLayout, sources: list[str], pairs: list[Pair], cfg, beta: float,
                 length_normalised: bool, max_input: int, max_answer: int, evaluate: Callable[[], float],
-                metric: str, log=print) -> dict:
+                metric: str, log=print, nll: float = 0.0) -> dict:
     """DPO on `pairs` against a frozen copy of `model` as it is now (the round's reference),
-    with the student training loop (`fit`: seeded, AdamW, early stopping on `evaluate`)."""
+    plus `nll` x the chosen answers' mean token NLL, with the student training loop (`fit`:
+    seeded, AdamW, early stopping on `evaluate`)."""
     from nanoforge.distill.sft import examples
     from nanoforge.distill.trainer import fit
 
@@ -133,9 +144,11 @@ def train_pairs(model, tok, layout: PromptLayout, sources: list[str], pairs: lis
     del reference
 
     def batch_loss(idx: np.ndarray) -> torch.Tensor:
-        pc = sequence_logps(model, chosen, idx, layout.pad_id, length_normalised)
+        total, n = answer_logps(model, chosen, idx, layout.pad_id)
+        pc = total / n if length_normalised else total
         pr = sequence_logps(model, rejected, idx, layout.pad_id, length_normalised)
-        return dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta).mean()
+        loss = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta).mean()
+        return loss - nll * (total / n).mean() if nll else loss
 
     return fit(model, len(pairs), cfg, batch_loss, evaluate, metric, log,
                lengths=[len(chosen[i][0]) + len(rejected[i][0]) for i in range(len(pairs))])

@@ -381,9 +381,14 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
             chosen = random.Random(cfg.seed + r).sample(train_set, min(p.prompts, len(train_set)))
             sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
             ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-            with progress_bar(f"preference round {r}: sampling", total=len(ids) * p.candidates) as advance:
+            total = len(ids) * (p.candidates + p.greedy)
+            with progress_bar(f"preference round {r}: sampling", total=total) as advance:
                 cands = sample(current, tok, layout, ids, p.candidates, cfg.max_new_tokens, p.temperature, p.top_p,
                                seed=cfg.seed + 7919 * r, progress=advance)
+                if p.greedy:  # temperature 0: the answer the runtime gives
+                    greedy = sample(current, tok, layout, ids, 1, cfg.max_new_tokens, 0.0, 1.0, seed=0,
+                                    progress=advance)
+                    cands = [c + g for c, g in zip(cands, greedy)]
             scores = judge.score(sources, cands, refs)
             made, counts = make_pairs(cands, scores, p.pairs_per_prompt)
             entry = {"round": r, **counts}
@@ -395,7 +400,7 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
             dpo = cfg.model_copy(update={"epochs": p.epochs, "lr": p.lr or cfg.lr / 10, "patience": 1})
             training = train_pairs(candidate, tok, layout, sources, made, dpo, p.beta, p.length_normalised,
                                    max_input, cfg.max_new_tokens,
-                                   valid_metric(candidate), metric, log=log)
+                                   valid_metric(candidate), metric, log=log, nll=p.nll)
             score = training["best_valid_score"]
             kept = score > best
             rounds.append({**entry, "valid": score, "kept": kept, "mean_margin": float(np.mean([m.margin for m in made])),
