@@ -104,6 +104,23 @@ def test_runtime_streams_samples_and_stops(translate_run):
         assert cut["finish"] == "stop" and stop not in cut["output"]
 
 
+def test_decode_speed_counts_the_single_token_steps_it_times(translate_run, monkeypatch):
+    """tokens/s = the steps run after the first token (each token fed back; not the last one
+    when the length limit ends the answer) over their time, as llama-bench counts."""
+    from nanoforge.runtime import decoder, load
+
+    nano = load(translate_run["bundle"])
+    clock = iter(range(100))  # t0, first token, end: the steps take exactly one second
+    monkeypatch.setattr(decoder.time, "perf_counter", lambda: float(next(clock)))
+    for text in ("I'm in the tennis club.", "Many animals have been destroyed by men."):
+        for limit in (1, 3, 20):
+            answer = nano.predict(text, max_new_tokens=limit)
+            clock = iter(range(100))
+            t = nano.timing(text, max_new_tokens=limit)
+            steps = answer["tokens"] if answer["finish"] == "eos" else answer["tokens"] - 1
+            assert (t["tokens"], t["decode_tokens_per_s"]) == (answer["tokens"], float(steps))
+
+
 def test_long_source_is_truncated_with_a_flag_and_empty_source_is_an_error(translate_run):
     from nanoforge.runtime import load
 

@@ -172,20 +172,24 @@ class DecoderNano(Nano):
             yield final[len(shown):]
 
     def timing(self, text: str, max_new_tokens: int | None = None) -> dict[str, float]:
-        """Time to first token and decode speed (tokens/s after the first) for one input."""
+        """Time to first token and decode speed for one input: the single-token steps run after
+        the first token (each token fed back, the last one too when the end token follows it)
+        over their time, as llama-bench counts its generated tokens."""
         prompt, _ = self.prompt(text)
         t0 = time.perf_counter()
-        first, n = None, 0
+        first, n, ended = None, 0, False
         for step in self.generator.generate([prompt], max_new_tokens or self.max_new_tokens):
             if first is None:
                 first = time.perf_counter()
             if step[0] is None:
+                ended = True
                 break
             n += 1
         end = time.perf_counter()
         first = first or end
+        steps = n if ended else max(n - 1, 0)
         return {"ttft_ms": 1000 * (first - t0), "tokens": n,
-                "decode_tokens_per_s": (n - 1) / (end - first) if n > 1 and end > first else 0.0,
+                "decode_tokens_per_s": steps / (end - first) if steps and end > first else 0.0,
                 "total_ms": 1000 * (end - t0)}
 
     # -- the kind's rules ----------------------------------------------------------------
