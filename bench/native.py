@@ -190,7 +190,8 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
         got = stock_greedy(tools / "llama-simple", ggufs["f32"] / "model.gguf", before + text + after, after,
                            ref["tokens"])
         stock_same += got.replace("<unk>", "").strip() == ref["output"]
-    result["greedy_f32"] = {"nanoforge_run_identical": same / len(parity_texts), "prompts": len(parity_texts),
+    result["greedy_f32"] = {"nanoforge_run_identical": same / len(parity_texts) if parity_texts else None,
+                            "prompts": len(parity_texts),
                             "llama_simple_identical": stock_same / stock_n if stock_n else None,
                             "llama_simple_prompts": stock_n,
                             "note": "llama-simple keeps llama.cpp's default F16 KV cache; nanoforge-run F32"}
