@@ -112,6 +112,7 @@ def test_decode_speed_counts_the_single_token_steps_it_times(translate_run, monk
     nano = load(translate_run["bundle"])
     clock = iter(range(100))  # t0, first token, end: the steps take exactly one second
     monkeypatch.setattr(decoder.time, "perf_counter", lambda: float(next(clock)))
+    finishes = set()
     for text in ("I'm in the tennis club.", "Many animals have been destroyed by men."):
         for limit in (1, 3, 20):
             answer = nano.predict(text, max_new_tokens=limit)
@@ -119,6 +120,8 @@ def test_decode_speed_counts_the_single_token_steps_it_times(translate_run, monk
             t = nano.timing(text, max_new_tokens=limit)
             steps = answer["tokens"] if answer["finish"] == "eos" else answer["tokens"] - 1
             assert (t["tokens"], t["decode_tokens_per_s"]) == (answer["tokens"], float(steps))
+            finishes.add(answer["finish"])
+    assert finishes == {"eos", "length"}  # both ways an answer ends were counted
 
 
 def test_long_source_is_truncated_with_a_flag_and_empty_source_is_an_error(translate_run):
