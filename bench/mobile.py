@@ -9,7 +9,8 @@ For each run folder: `nanoforge export RUN --format tflite` (`--precision auto` 
 it; others on request, e.g. `int8:0.97` for INT8 with the agreement tolerance loosened) and
 `--format mlx` (float32), then on every input of the test file each export
 (LiteRT: nanoforge.runtime.litert, XNNPACK, 1 thread; MLX: nanoforge.runtime.mlx on MLX's CPU
-build, its own threads) against the ONNX bundle (nanoforge.runtime, 1 thread) and against the
+build, its own threads) against the ONNX bundle (nanoforge.runtime, 1 thread; an encoder's
+inputs one per call, as an app sends them, its batched answers recorded beside) and against the
 run's FP32 ONNX model and the torch student itself: answers identical (classify: label and
 out-of-scope decision; extract: each field; generate: the whole greedy text), the task metric
 of each through the kind's own scoring, single-input p50 latency (the same inputs, the same
@@ -28,8 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def answers(nano, texts: list[str]) -> list[dict]:
-    step = nano.eval_batch or len(texts)
+def answers(nano, texts: list[str], alone: bool = False) -> list[dict]:
+    """The nano's answers; `alone`: one input per call, as an app (or one request) gets them."""
+    step = 1 if alone else nano.eval_batch or len(texts)
     return [a for s in range(0, len(texts), step) for a in nano.predict_batch(texts[s : s + step])]
 
 
@@ -89,11 +91,11 @@ def torch_student(run: Path):
     return with_engine(run, runner=TorchRunner(EncoderStudent.load(run / "student")[0]))
 
 
-def score(nano, texts: list[str], golds: list, timed: list[str]) -> dict:
+def score(nano, texts: list[str], golds: list, timed: list[str], alone: bool = False) -> dict:
     from nanoforge.evaluate import latency_ms
 
     t = time.perf_counter()
-    got = answers(nano, texts)
+    got = answers(nano, texts, alone)
     out = {"answers": got, "seconds": round(time.perf_counter() - t, 1),
            "metrics": nano.score([a["output"] for a in got], golds),
            "p50_ms": latency_ms(nano.predict, timed, n=len(timed), warmup=min(5, len(timed)))["p50"]}
@@ -138,8 +140,15 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
               "unit": {"encoder-classifier": "label + out-of-scope decision", "encoder-tagger": "field"}.get(
                   onnx.section.runtime, "greedy output"),
               "bytes": {"onnx": (run / "bundle" / onnx.manifest.model.file).stat().st_size}}
-    refs = {"onnx": score(onnx, texts, golds, timed), "onnx-fp32": score(fp32_onnx(run), texts, golds, timed),
+    # The reference answer to an input is the bundle's answer to that input alone: an INT8 ONNX
+    # encoder quantises each MatMul's input over the whole batch, so batched answers depend on
+    # the other inputs in the batch (recorded as onnx_batched_identical_to_alone).
+    encoder = onnx.section.runtime != "decoder"
+    refs = {"onnx": score(onnx, texts, golds, timed, alone=encoder),
+            "onnx-fp32": score(fp32_onnx(run), texts, golds, timed),
             "torch": score(torch_student(run), texts, golds, timed[:20])}
+    batched = answers(onnx, texts) if encoder else refs["onnx"]["answers"]
+    result["onnx_batched_identical_to_alone"] = onnx.agreement(refs["onnx"]["answers"], batched)
     engines = {}
     for choice in args.precision or ["auto"]:
         precision, _, agreement = choice.partition(":")  # e.g. int8:0.97, the tolerance loosened
@@ -156,6 +165,7 @@ def measure(name: str, run: Path, data: Path, fields: tuple[str, str], args) -> 
         r = score(nano, texts, golds, timed)
         r["export_seconds"] = round(seconds, 1)
         r["identical_to_onnx"] = onnx.agreement(refs["onnx"]["answers"], r["answers"])
+        r["identical_to_onnx_batched"] = onnx.agreement(batched, r["answers"])
         r["identical_to_onnx_fp32"] = onnx.agreement(refs["onnx-fp32"]["answers"], r["answers"])
         r["identical_to_torch"] = onnx.agreement(refs["torch"]["answers"], r["answers"])
         r["over_onnx_p50"] = round(r["p50_ms"] / refs["onnx"]["p50_ms"], 3)
@@ -210,7 +220,7 @@ def main() -> None:
     ap.add_argument("--nano", action="append", required=True,
                     help="NAME=RUN_FOLDER:TEST.jsonl[:INPUT_FIELD[:OUTPUT_FIELD]] (repeatable)")
     ap.add_argument("--precision", action="append",
-                    help="LiteRT exports to measure: auto (the default a user gets), int8, fp32, or int8:0.97 "
+                    help="LiteRT exports to measure: auto (the default a user gets), int8, int8-dynamic, fp32, or int8:0.97 "
                          "(int8 with export.min_agreement loosened to 0.97); repeatable")
     ap.add_argument("--no-mlx", action="store_true", help="leave out the MLX export (float32, MLX's CPU build)")
     ap.add_argument("--mlx-lm-n", type=int, default=20, help="decoders: test prompts mlx-lm decodes (make mlx-lm)")

@@ -256,7 +256,8 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
             quant: str = typer.Option("f32", "--quant", help="gguf: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, "
                                       "q4_k_m, q5_k_m, q6_k, ..."),
             precision: str = typer.Option("auto", "--precision", help="tflite: auto (INT8 when it keeps the task's "
-                                          "export tolerance, else float32, warned), int8 (or nothing) or fp32"),
+                                          "export tolerance, else float32, warned), int8 (or nothing), "
+                                          "int8-dynamic (LiteRT's own INT8 only) or fp32"),
             bits: Optional[int] = typer.Option(None, "--bits", help="mlx: 4 or 8 (MLX's affine quantisation of the "
                                                "Linear weights; default float32)"),
             data: Optional[Path] = typer.Option(None, "--data", help="tflite: labelled inputs to check the file on "

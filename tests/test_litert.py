@@ -82,26 +82,46 @@ def test_a_classifier_answers_like_the_onnx_runtime_with_its_gate(trained_run, c
     assert parity["passed"] and parity["n"] > 10 and 0.9 <= parity["agreement"] <= 1  # against the int8 bundle
 
 
-def test_int8_ships_the_first_quantisation_within_tolerance_and_refuses_below_it(trained_run, classifier_fp32,
-                                                                                tmp_path):
-    bundle = export_tflite(trained_run["out"], tmp_path / "int8", "int8", min_agreement=0.0, max_metric_drop=100,
-                           log=lambda m: None)
-    nano = load(bundle)
-    assert nano.manifest.model.precision == "int8" and nano.manifest.model.quantisation == "dynamic"
-    assert nano.manifest.model.lengths == load(classifier_fp32).manifest.model.lengths
-    # int8 weights (on this tiny model the graph of each signature is most of the file)
-    assert (bundle / "model.tflite").stat().st_size < (classifier_fp32 / "model.tflite").stat().st_size
-    assert nano.predict("what is my balance")["output"] in nano.labels + [None]
-    with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: both int8 variants are tried, then refused
+def test_the_matched_int8_file_answers_as_the_int8_onnx_bundle(trained_run, classifier_fp32, tmp_path):
+    """The tiny bundle is onnxruntime's dynamic INT8: the first INT8 file tried reproduces its
+    weights and its rounding of each MatMul's input (over the real tokens of a padded signature),
+    so labels, gate decisions and scores are the ONNX bundle's, input by input; LiteRT's own INT8
+    (`int8-dynamic`) rounds its own way."""
+    bundle = export_tflite(trained_run["out"], tmp_path / "int8", "int8", log=lambda m: None)
+    nano, onnx = load(bundle), load(trained_run["bundle"])
+    m = nano.manifest.model
+    assert onnx.manifest.model.precision == "int8" and (m.precision, m.quantisation) == ("int8", "matched")
+    assert m.lengths == load(classifier_fp32).manifest.model.lengths
+    assert nano.manifest.metrics["parity"]["identical"] == 1.0
+    texts = _texts(trained_run["task"].parent / "test.jsonl") + ["please " * 60 + "freeze my account"]
+    for text in texts:  # every signature length pads some of these
+        got, want = nano.predict(text), onnx.predict(text)
+        assert (got["output"], got["out_of_scope"]) == (want["output"], want["out_of_scope"])
+        assert got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-4)
+    from ai_edge_litert import schema_py_generated as schema  # the products are int8: every FC weight is
+
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel((bundle / "model.tflite").read_bytes(), 0))
+    graph = flat.subgraphs[0]
+    fc = [i for i, c in enumerate(flat.operatorCodes)
+          if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED]
+    weights = [graph.tensors[op.inputs[1]].type for op in graph.operators if op.opcodeIndex in fc]
+    assert weights and set(weights) == {schema.TensorType.INT8}
+    dynamic = load(export_tflite(trained_run["out"], tmp_path / "dynamic", "int8-dynamic", min_agreement=0.0,
+                                 max_metric_drop=100, log=lambda m: None))
+    assert [t["quantisation"] for t in dynamic.manifest.metrics["parity"]["tried"]] == ["dynamic"]
+
+
+def test_int8_refuses_below_the_tolerance_and_auto_ships_the_float_file(trained_run, tmp_path):
+    with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: every int8 variant is tried, then refused
         export_tflite(trained_run["out"], tmp_path / "refused", "int8", max_metric_drop=-100, log=lambda m: None)
     msg = str(e.value)
-    assert "dynamic: metric" in msg and "weight-only: metric" in msg and "--precision auto" in msg
-    assert not (tmp_path / "refused").exists()
+    assert "matched: metric" in msg and "dynamic: metric" in msg and "weight-only: metric" in msg
+    assert "--precision auto" in msg and not (tmp_path / "refused").exists()
     logged = []  # the default, auto: when no INT8 file keeps the tolerance, the float one ships, warned
     fallback = load(export_tflite(trained_run["out"], tmp_path / "auto", max_metric_drop=-100, log=logged.append))
     parity = fallback.manifest.metrics["parity"]
     assert fallback.manifest.model.precision == "fp32" and [t["quantisation"] for t in parity["tried"]] == [
-        "dynamic", "weight-only", "none"]
+        "matched", "dynamic", "weight-only", "none"]
     assert "the float32 file ships" in parity["warning"] and any("warning" in line for line in logged)
 
 

@@ -11,9 +11,11 @@ fixed shapes, batch 1:
 - decoders: `prefill_<n>` signatures and one `decode` signature over a fixed-size KV cache,
   one tensor per layer for keys and values in LiteRT's generative layout (batch, slots,
   kv_heads, head_dim), as many slots as the longest prompt plus answer.
-Signatures share one copy of the weights. INT8 is tried as dynamic-range quantisation (int8
-weights, int8 products), then as int8 weights with float products; the first within the
-task's export tolerance ships; with the default `--precision auto` the float file ships when
+Signatures share one copy of the weights. INT8 is tried as `matched` (from an INT8 ONNX
+encoder bundle: its own int8 weights and its rounding of each MatMul's input, export/ort_int8.py,
+so the file answers as the bundle does), then as dynamic-range quantisation (int8 weights, int8
+products, LiteRT's own rounding), then as int8 weights with float products; the first within
+the task's export tolerance ships; with the default `--precision auto` the float file ships when
 neither does (its figures and a warning in the manifest), with `--precision int8` nothing
 does. Before anything is written, LiteRT's own interpreter runs the
 file through `nanoforge.runtime.litert` on the run's valid inputs against the ONNX bundle:
@@ -25,6 +27,7 @@ folder is a bundle (runtime `litert`) with the tokenizer (and gate) beside the m
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -32,6 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ import numpy as np
 from nanoforge.bundle import update_metrics, write_bundle
 from nanoforge.data import read_records
 from nanoforge.errors import NanoforgeError
+from nanoforge.export.ort_int8 import match_onnx_int8
 from nanoforge.export.weights import locate, torch_model
 from nanoforge.manifest import Litert, Manifest
 from nanoforge.metrics.text import HEADLINE
@@ -48,7 +53,10 @@ from nanoforge.runtime.litert import DECODE, INPUT_POS, LOGITS, PREFILL, TOKENS,
 
 # What each --precision tries, in order. auto: INT8 if a variant keeps the tolerance, else the
 # float file ships with a warning (as the ONNX ladder ships FP32); int8: INT8 or nothing.
-PRECISIONS = {"auto": ("dynamic", "weight-only", "none"), "int8": ("dynamic", "weight-only"), "fp32": ("none",)}
+# `matched` (an INT8 ONNX encoder bundle's own arithmetic, export/ort_int8.py) comes first: it
+# answers as the bundle does; int8-dynamic asks for LiteRT's own, faster INT8 alone.
+PRECISIONS = {"auto": ("matched", "dynamic", "weight-only", "none"), "int8": ("matched", "dynamic", "weight-only"),
+              "int8-dynamic": ("dynamic",), "fp32": ("none",)}
 TFLITE_FILE = "model.tflite"
 # Each signature adds its own graph and quantisation parameters to the file (~0.9 MB on MiniLM;
 # the weights are shared): five lengths pad CLINC150's test queries 1.15x, three 1.33x.
@@ -176,8 +184,20 @@ def _modules():
     return EncoderSignature, FixedCacheDecoder
 
 
-QUANTISATIONS = {"dynamic": "int8 weights, int8 products (dynamic-range)",
+QUANTISATIONS = {"matched": "the ONNX INT8 bundle's own weights and rounding (export/ort_int8.py), float products",
+                 "dynamic": "int8 weights, int8 products (dynamic-range)",
                  "weight-only": "int8 weights, float products", "none": "float32"}
+
+
+def matches(manifest: Manifest, bundle: Path) -> bool:
+    """Whether `matched` applies: an encoder bundle of onnxruntime's dynamic INT8 MatMuls."""
+    m = manifest.model
+    if m.runtime == "decoder" or m.precision != "int8":
+        return False
+    import onnx
+
+    graph = onnx.load(str(bundle / m.file), load_external_data=False).graph
+    return any(n.op_type == "MatMulInteger" for n in graph.node)
 
 
 def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, quantisation: str, path: Path) -> Path:
@@ -210,10 +230,39 @@ def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, qu
             converter.signature(encoder_signature(n), wrapped, sample_kwargs={
                 ids: torch.ones(1, n, dtype=torch.int32), mask: torch.ones(1, n, dtype=torch.int32)})
     recipe = {"dynamic": quant_recipes.full_dynamic_recipe, "weight-only": quant_recipes.full_weight_only_recipe,
-              "none": lambda: None}[quantisation]()
-    with torch.no_grad(), _quiet():
+              "matched": quant_recipes.full_dynamic_recipe, "none": lambda: None}[quantisation]()
+    with torch.no_grad(), _quiet(), _constants_by_content():
         converter.convert(quant_config=recipe).export(str(path))
     return path
+
+
+@contextmanager
+def _constants_by_content():
+    """litert-torch (0.10) lowers each weight once per fingerprint of shape, strides and data
+    address, taken after `.contiguous()`: a weight that reaches it transposed (the matched
+    file's, [out, in + 1]) is copied to a temporary first, freed once lowered, and the next
+    weight of that shape, copied to the same address, gets the first one's values (on
+    CLINC150's tiny test model: every layer's key and value products computed with its
+    query weights). Fingerprint by the bytes instead: equal weights still share one buffer."""
+    import hashlib
+
+    import torch
+    from litert_torch.backend import inline_consts
+
+    cls = inline_consts._ConstantFingerprint
+    original = cls.__dict__["from_tensor"]
+
+    def by_content(tensor):
+        data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        return cls(device=str(tensor.device), shape=tuple(tensor.shape), stride=tensor.stride(),
+                   data_ptr=int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"),
+                   storage_offset=0)
+
+    cls.from_tensor = staticmethod(by_content)
+    try:
+        yield
+    finally:
+        cls.from_tensor = original
 
 
 METADATA = "nanoforge.manifest"
@@ -298,6 +347,8 @@ def check(source, variant, records, max_drop: float, min_agreement: float, secon
     """Score the LiteRT nano `variant` against the ONNX nano `source` on `records` (valid)."""
     texts = [r.input for r in records]
     batch = source.eval_batch or len(texts)
+    if source.section.runtime != "decoder":  # one input at a time, as the phone runs it: an INT8 bundle's
+        batch = 1  # activation range spans its batch, so its answers move with the other inputs in it
     ours = [a for s in range(0, len(texts), batch) for a in source.predict_batch(texts[s : s + batch])]
     theirs = [a for s in range(0, len(texts), batch) for a in variant.predict_batch(texts[s : s + batch])]
     golds = [source.gold(r) for r in records]
@@ -358,9 +409,12 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
     out.parent.mkdir(parents=True, exist_ok=True)
     tried: list[Check] = []
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=out.parent) as tmp:
-        for quantisation in PRECISIONS[precision]:
+        for quantisation in [q for q in PRECISIONS[precision] if q != "matched" or matches(manifest, bundle)]:
             t0 = time.perf_counter()
-            path = convert(model, manifest, lengths, slots, quantisation, Path(tmp) / TFLITE_FILE)
+            traced = model
+            if quantisation == "matched":  # the bundle's own INT8 arithmetic (its weights, its rounding)
+                traced = match_onnx_int8(copy.deepcopy(model), bundle / manifest.model.file)
+            path = convert(traced, manifest, lengths, slots, quantisation, Path(tmp) / TFLITE_FILE)
             section = Litert(runtime="litert", file=TFLITE_FILE, precision="fp32" if quantisation == "none" else "int8",
                              quantisation=quantisation,
                              parameters=manifest.model.parameters, lengths=lengths, cache_length=slots,
