@@ -231,8 +231,7 @@ class Litert(_Model):
     quantisation: Literal["none", "dynamic", "weight-only", "matched"] = Field(
         description="dynamic: int8 weights and int8 products with activations quantised at run time; weight-only: "
                     "int8 weights, float products; matched: the ONNX INT8 bundle's own int8 weights and rounding "
-                    "of each MatMul's input (per tensor, over the real tokens), float products of those whole "
-                    "numbers; none: float32")
+                    "of each MatMul's input (per tensor, over the real tokens), integer products; none: float32")
     parameters: int = Field(ge=0)
     lengths: list[int] = Field(min_length=1, description="padded token lengths of the encoder (or prefill) "
                                                          "signatures, ascending")

@@ -184,7 +184,7 @@ def _modules():
     return EncoderSignature, FixedCacheDecoder
 
 
-QUANTISATIONS = {"matched": "the ONNX INT8 bundle's own weights and rounding (export/ort_int8.py), float products",
+QUANTISATIONS = {"matched": "the ONNX INT8 bundle's own weights and rounding (export/ort_int8.py), int8 products",
                  "dynamic": "int8 weights, int8 products (dynamic-range)",
                  "weight-only": "int8 weights, float products", "none": "float32"}
 
