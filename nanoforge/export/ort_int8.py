@@ -89,7 +89,6 @@ def read_int8(onnx_file: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
 
 def _modules():
     import torch
-    import torch.nn.functional as F
 
     class Rows:
         """The real tokens of the call being traced, [batch, tokens, 1] (set by the model's pre-hook)."""

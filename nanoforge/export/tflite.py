@@ -413,7 +413,11 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
             t0 = time.perf_counter()
             traced = model
             if quantisation == "matched":  # the bundle's own INT8 arithmetic (its weights, its rounding)
-                traced = match_onnx_int8(copy.deepcopy(model), bundle / manifest.model.file)
+                try:
+                    traced = match_onnx_int8(copy.deepcopy(model), bundle / manifest.model.file)
+                except NanoforgeError as e:  # a graph it cannot read: the next variant
+                    log(f"litert matched: skipped ({e})")
+                    continue
             path = convert(traced, manifest, lengths, slots, quantisation, Path(tmp) / TFLITE_FILE)
             section = Litert(runtime="litert", file=TFLITE_FILE, precision="fp32" if quantisation == "none" else "int8",
                              quantisation=quantisation,
