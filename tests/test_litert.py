@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from nanoforge.errors import NanoforgeError
-from nanoforge.export.tflite import choose_lengths, export_tflite, litert_python
+from nanoforge.export.litert_env import litert_python
+from nanoforge.export.tflite import choose_lengths, export_tflite
 from nanoforge.runtime import load
 
 from test_native import _classifier_on_fp32, _wide_random_export
@@ -106,16 +107,14 @@ def test_the_matched_int8_file_answers_as_the_int8_onnx_bundle(trained_run, clas
           if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED]
     weights = [graph.tensors[op.inputs[1]].type for op in graph.operators if op.opcodeIndex in fc]
     assert weights and set(weights) == {schema.TensorType.INT8}
-    dynamic = load(export_tflite(trained_run["out"], tmp_path / "dynamic", "int8-dynamic", min_agreement=0.0,
-                                 max_metric_drop=100, log=lambda m: None))
-    assert [t["quantisation"] for t in dynamic.manifest.metrics["parity"]["tried"]] == ["dynamic"]
 
 
 def test_int8_refuses_below_the_tolerance_and_auto_ships_the_float_file(trained_run, tmp_path):
-    with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: every int8 variant is tried, then refused
-        export_tflite(trained_run["out"], tmp_path / "refused", "int8", max_metric_drop=-100, log=lambda m: None)
+    with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: int8-dynamic tries LiteRT's own alone
+        export_tflite(trained_run["out"], tmp_path / "refused", "int8-dynamic", max_metric_drop=-100,
+                      log=lambda m: None)
     msg = str(e.value)
-    assert "matched: metric" in msg and "dynamic: metric" in msg and "weight-only: metric" in msg
+    assert "dynamic: metric" in msg and "matched" not in msg and "weight-only" not in msg
     assert "--precision auto" in msg and not (tmp_path / "refused").exists()
     logged = []  # the default, auto: when no INT8 file keeps the tolerance, the float one ships, warned
     fallback = load(export_tflite(trained_run["out"], tmp_path / "auto", max_metric_drop=-100, log=logged.append))

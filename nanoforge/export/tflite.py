@@ -16,7 +16,7 @@ encoder bundle: its own int8 weights and its rounding of each MatMul's input, ex
 so the file answers as the bundle does), then as dynamic-range quantisation (int8 weights, int8
 products, LiteRT's own rounding), then as int8 weights with float products; the first within
 the task's export tolerance ships; with the default `--precision auto` the float file ships when
-neither does (its figures and a warning in the manifest), with `--precision int8` nothing
+none does (its figures and a warning in the manifest), with `--precision int8` nothing
 does. Before anything is written, LiteRT's own interpreter runs the
 file through `nanoforge.runtime.litert` on the run's valid inputs against the ONNX bundle:
 its task metric may drop at most `export.max_metric_drop` points and its answers must agree
@@ -30,12 +30,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,7 @@ import numpy as np
 from nanoforge.bundle import update_metrics, write_bundle
 from nanoforge.data import read_records
 from nanoforge.errors import NanoforgeError
+from nanoforge.export.litert_env import constants_by_content, in_litert_env, quiet
 from nanoforge.export.ort_int8 import match_onnx_int8
 from nanoforge.export.weights import locate, torch_model
 from nanoforge.manifest import Litert, Manifest
@@ -231,38 +229,9 @@ def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, qu
                 ids: torch.ones(1, n, dtype=torch.int32), mask: torch.ones(1, n, dtype=torch.int32)})
     recipe = {"dynamic": quant_recipes.full_dynamic_recipe, "weight-only": quant_recipes.full_weight_only_recipe,
               "matched": quant_recipes.full_dynamic_recipe, "none": lambda: None}[quantisation]()
-    with torch.no_grad(), _quiet(), _constants_by_content():
+    with torch.no_grad(), quiet(), constants_by_content():
         converter.convert(quant_config=recipe).export(str(path))
     return path
-
-
-@contextmanager
-def _constants_by_content():
-    """litert-torch (0.10) lowers each weight once per fingerprint of shape, strides and data
-    address, taken after `.contiguous()`: a weight that reaches it transposed (the matched
-    file's, [out, in + 1]) is copied to a temporary first, freed once lowered, and the next
-    weight of that shape, copied to the same address, gets the first one's values (on
-    CLINC150's tiny test model: every layer's key and value products computed with its
-    query weights). Fingerprint by the bytes instead: equal weights still share one buffer."""
-    import hashlib
-
-    import torch
-    from litert_torch.backend import inline_consts
-
-    cls = inline_consts._ConstantFingerprint
-    original = cls.__dict__["from_tensor"]
-
-    def by_content(tensor):
-        data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        return cls(device=str(tensor.device), shape=tuple(tensor.shape), stride=tensor.stride(),
-                   data_ptr=int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"),
-                   storage_offset=0)
-
-    cls.from_tensor = staticmethod(by_content)
-    try:
-        yield
-    finally:
-        cls.from_tensor = original
 
 
 METADATA = "nanoforge.manifest"
@@ -301,27 +270,6 @@ def embed_metadata(path: Path, contract: dict[str, Any]) -> None:
     moved_to = -(-len(head) // align) * align
     head = pack(moved_to - start)
     path.write_bytes(head + b"\0" * (moved_to - len(head)) + (raw[start:] if outside else b""))
-
-
-class _quiet:
-    """litert-torch prints its steps and progress bars; keep the user's terminal to ours."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-        import logging
-
-        self.stack = contextlib.ExitStack()
-        self.stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        self.stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-        logging.disable(logging.WARNING)
-        return self
-
-    def __exit__(self, *exc):
-        import logging
-
-        logging.disable(logging.NOTSET)
-        self.stack.close()
 
 
 # ----------------------------------------------------------------------------- the check
@@ -391,7 +339,7 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
     bundle, manifest, onnx_file = locate(Path(source))
     runtime = manifest.model.runtime
     if importlib.util.find_spec("litert_torch") is None:  # the exporter's own environment does it
-        return _in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log)
+        return in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log)
     from nanoforge.runtime import load
 
     records = valid_records(bundle, Path(data) if data else None, limit if runtime != "decoder" else min(limit, 200))
@@ -457,41 +405,3 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
     raise NanoforgeError(f"no LiteRT {precision} file is within export.max_metric_drop={max_drop} and "
                          f"export.min_agreement={min_agreement} of the ONNX bundle on {len(records)} valid inputs "
                          f"({figures}); nothing written; loosen those in the task's export section{hint}")
-
-
-# ----------------------------------------------------------------------------- the exporter's environment
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def litert_python() -> Path:
-    """The Python of the environment with litert-torch: $NANOFORGE_LITERT_PYTHON, else the one
-    `make litert` builds (.venv-litert)."""
-    env = os.environ.get("NANOFORGE_LITERT_PYTHON")
-    path = Path(env) if env else ROOT / ".venv-litert" / "bin" / "python"
-    if not path.is_file():
-        raise NanoforgeError("LiteRT export needs litert-torch, which lives in its own environment: run "
-                             "`make litert` (or set NANOFORGE_LITERT_PYTHON to a Python that has it)")
-    return path
-
-
-def _in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log) -> Path:
-    """Run this export in litert-torch's environment (`nanoforge export`), its progress passed on."""
-    cmd = [str(litert_python()), "-m", "nanoforge.cli", "export", str(source), "--format", "tflite",
-           "--precision", precision, "--out", str(out), "--limit", str(limit)]
-    cmd += ["--data", str(data)] if data else []
-    cmd += ["--max-metric-drop", str(max_metric_drop)] if max_metric_drop is not None else []
-    cmd += ["--min-agreement", str(min_agreement)] if min_agreement is not None else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    errors = []
-    for line in proc.stderr:
-        line = line.rstrip()
-        if line.startswith("error: "):
-            errors.append(line[len("error: "):])
-        elif line.startswith("litert "):
-            log(line)
-    proc.wait()
-    if proc.returncode != 0:
-        raise NanoforgeError(errors[-1] if errors else f"the LiteRT export failed (exit {proc.returncode})")
-    return Path(out)
