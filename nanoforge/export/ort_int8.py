@@ -148,12 +148,12 @@ def match_onnx_int8(model, onnx_file: Path):
             raise NanoforgeError(f"{onnx_file}: {name}'s weights are not symmetric (zero point != 0)")
         if np.abs(wq).max() >= PIN:
             raise NanoforgeError(f"{onnx_file}: {name}'s int8 weights use the full range; export with reduce_range")
-        module = model.get_submodule(name)
+        module = _submodule(model, name, onnx_file)
         if not isinstance(module, torch.nn.Linear) or tuple(module.weight.shape) != wq.shape:
             raise NanoforgeError(f"{onnx_file}: {name} is not the student's Linear of shape {wq.shape}")
         _replace(model, name, OrtLinear(wq, scale, module.bias, rows))
     for name, (table, scale, zero) in tables.items():
-        module = model.get_submodule(name.removesuffix(".weight"))
+        module = _submodule(model, name.removesuffix(".weight"), onnx_file)
         if not isinstance(module, torch.nn.Embedding) or np.size(scale) != 1:
             raise NanoforgeError(f"{onnx_file}: {name} is not a table quantised per tensor")
         _replace(model, name.removesuffix(".weight"), OrtEmbedding(table, scale, zero))
@@ -168,3 +168,10 @@ def match_onnx_int8(model, onnx_file: Path):
 def _replace(model, name: str, module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _submodule(model, name: str, onnx_file: Path):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise NanoforgeError(f"{onnx_file}: {name} names no module of the student") from None
