@@ -182,22 +182,6 @@ def _modules():
     return EncoderSignature, FixedCacheDecoder
 
 
-QUANTISATIONS = {"matched": "the ONNX INT8 bundle's own weights and rounding (export/ort_int8.py), int8 products",
-                 "dynamic": "int8 weights, int8 products (dynamic-range)",
-                 "weight-only": "int8 weights, float products", "none": "float32"}
-
-
-def matches(manifest: Manifest, bundle: Path) -> bool:
-    """Whether `matched` applies: an encoder bundle of onnxruntime's dynamic INT8 MatMuls."""
-    m = manifest.model
-    if m.runtime == "decoder" or m.precision != "int8":
-        return False
-    import onnx
-
-    graph = onnx.load(str(bundle / m.file), load_external_data=False).graph
-    return any(n.op_type == "MatMulInteger" for n in graph.node)
-
-
 def convert(model, manifest: Manifest, lengths: list[int], slots: int | None, quantisation: str, path: Path) -> Path:
     """Trace `model` at each signature's shapes and write one .tflite file."""
     import litert_torch
@@ -357,13 +341,14 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
     out.parent.mkdir(parents=True, exist_ok=True)
     tried: list[Check] = []
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=out.parent) as tmp:
-        for quantisation in [q for q in PRECISIONS[precision] if q != "matched" or matches(manifest, bundle)]:
+        int8_encoder = runtime != "decoder" and manifest.model.precision == "int8"
+        for quantisation in [q for q in PRECISIONS[precision] if q != "matched" or int8_encoder]:
             t0 = time.perf_counter()
             traced = model
             if quantisation == "matched":  # the bundle's own INT8 arithmetic (its weights, its rounding)
                 try:
                     traced = match_onnx_int8(copy.deepcopy(model), bundle / manifest.model.file)
-                except NanoforgeError as e:  # a graph it cannot read: the next variant
+                except NanoforgeError as e:  # not onnxruntime's dynamic INT8, or a graph it cannot read
                     log(f"litert matched: skipped ({e})")
                     continue
             path = convert(traced, manifest, lengths, slots, quantisation, Path(tmp) / TFLITE_FILE)
