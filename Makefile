@@ -96,9 +96,9 @@ native/build/llama-embedding: $(NATIVE_RUN)
 
 native: $(NATIVE_RUN) native/build/llama-embedding
 
-# Stock llama-bench beside them, for bench/native.py.
+# Stock llama-bench and llama-completion beside them, for bench/native.py.
 native-bench: $(NATIVE_RUN)
-	cmake --build native/build -j$(JOBS) --target llama-bench
+	cmake --build native/build -j$(JOBS) --target llama-bench llama-completion
 
 test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(PROMTOOL) $(NATIVE_RUN) native/build/llama-embedding
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15

@@ -1,5 +1,5 @@
 """Decoder nanos on native runtimes, side by side in one run, one thread each: nanoforge's
-ONNX runtime (onnxruntime), stock llama.cpp (`llama-bench` for speed, `llama-simple` for greedy
+ONNX runtime (onnxruntime), stock llama.cpp (`llama-bench` for speed, `llama-completion` for greedy
 text) and `nanoforge-run`, at matched precisions:
 
     FP32 ONNX            <->  F32 GGUF
@@ -11,7 +11,7 @@ CPU kernels compute them; nanoforge-run with its F32 KV cache, which answers lik
 with llama.cpp's default F16 one, `-f16kv`, as llama-bench runs; llama-bench decodes after as
 many tokens of context as the prompts hold, `-d`).
 
-    make native-bench                     # nanoforge-run, llama-simple and llama-bench
+    make native-bench                     # nanoforge-run, llama-completion and llama-bench
     python bench/native.py --nano en-ja=runs/en-ja-minimal:runs/en-ja-minimal/spec/test.jsonl:en:ja \
                            --nano smollm2=runs/smollm2-smoke/run:runs/smollm2-smoke/test.jsonl \
                            --limits smollm2=0,50,0 --encoder clinc150=runs/demo:examples/clinc150/test.jsonl \
@@ -20,15 +20,14 @@ many tokens of context as the prompts hold, `-d`).
 Each --nano is NAME=RUN_DIR:TEST.jsonl[:INPUT_FIELD:OUTPUT_FIELD] (a trained run folder: bundle/,
 export/model.fp32.onnx); --limits NAME=METRIC_N,PARITY_N caps the test prompts scored per
 variant (0 skips the task metric), those of the greedy agreement (default --parity) and of
-llama-simple's (default --stock-parity; each call loads the model again, and llama-simple runs its
-default 4 threads, which on 2 cores took over 3 minutes per SmolLM2 prompt: 0 there).
-For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer on up to
---parity test prompts (nanoforge-run F32, and llama-simple with llama.cpp's default F16 KV
-cache on up to --stock-parity of them); the task metric of every variant on test; decode
-tokens/s and time to first token on --prompts prompts; with --profile STEPS, onnxruntime's own
-profile of that many decode steps per ONNX variant (per operator, heaviest nodes, time outside
-the graph). Each --encoder (a classifier or a span
-tagger) is answered by nanoforge-run from F32 and Q8_0 GGUFs beside the Python runtime on the FP32
+stock llama-completion's (default --stock-parity; each call loads the model again).
+For each: the GGUF exports; greedy agreement with the Python runtime's FP32 answer to each prompt
+sent alone on up to --parity test prompts (nanoforge-run and stock llama-completion, each with an
+F32 KV cache, llama-completion on up to --stock-parity of them; the Python runtime's own batched
+answers beside); the task metric of every variant on test; decode tokens/s and time to first
+token on --prompts prompts; with --profile STEPS, onnxruntime's own profile of that many decode
+steps per ONNX variant (per operator, heaviest nodes, time outside the graph). Each --encoder (a
+classifier or a span tagger) is answered by nanoforge-run from F32 and Q8_0 GGUFs beside the Python runtime on the FP32
 and the shipped model: labels + gate decisions (classifier) or fields (tagger) identical, field F1,
 p50 on one thread. Writes bench/results/native.json/.png.
 Run it alone: the timings are only comparable within one run on an idle machine.
@@ -86,13 +85,15 @@ def gguf_bundles(run: Path) -> dict[str, Path]:
     return out
 
 
-def stock_greedy(simple: Path, gguf: Path, prompt: str, suffix: str, n: int) -> str:
-    """llama-simple's greedy continuation of `prompt` (which ends with `suffix`)."""
-    r = subprocess.run([str(simple), "-m", str(gguf), "-n", str(max(n, 1)), prompt],
-                       capture_output=True, text=True, timeout=600)
+def stock_greedy(tool: Path, gguf: Path, prompt: str, n: int) -> str:
+    """Stock llama-completion's greedy continuation of `prompt`: one thread, an F32 KV cache (as the
+    Python runtime's), otherwise llama.cpp's defaults; at most `n` tokens, ending at the end token."""
+    r = subprocess.run([str(tool), "-m", str(gguf), "-p", prompt, "-n", str(max(n, 1)), "--temp", "0",
+                        "-t", "1", "-tb", "1", "-ctk", "f32", "-ctv", "f32", "-no-cnv", "--no-display-prompt",
+                        "--no-warmup"], capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-300:])
-    return r.stdout.split(suffix, 1)[1] if suffix in r.stdout else r.stdout
+    return r.stdout.split(" [end of text]", 1)[0]  # stdout holds the answer alone (logs go to stderr)
 
 
 def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
@@ -174,27 +175,36 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
     for q, b in ggufs.items():
         result["sizes_mb"][f"gguf-{q}"] = round((b / "model.gguf").stat().st_size / 1e6, 2)
 
-    # 1. greedy agreement at F32: the Python runtime's FP32 answers are the reference
+    # 1. greedy agreement at F32. The reference is the Python runtime's FP32 answer to each prompt sent
+    # alone, as an app sends it and as llama.cpp answers it; its answers in left-padded batches of 16
+    # are compared too (the float32 sums of a batch are ordered differently, which can flip a near-tie).
     python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"].resolve()))
     parity_texts = texts[:parity_n]
-    reference = []
+    reference = [python.predict_batch([t])[0] for t in parity_texts]
+    batched = []
     for s in range(0, len(parity_texts), 16):
-        reference += python.predict_batch(parity_texts[s : s + 16])
+        batched += python.predict_batch(parity_texts[s : s + 16])
     native = load(ggufs["f32"], threads=2)
     answers = native.predict_batch(parity_texts)
-    same = sum(a["output"] == b["output"] for a, b in zip(answers, reference))
-    before, after = _layout_text(python)  # as llama-simple is to be given it (llama.cpp adds the BOS)
+    before, after = _layout_text(python)  # the prompt as stock llama.cpp is given it (it adds the BOS)
     stock_n = min(stock_n, len(parity_texts))
-    stock_same = 0
-    for text, ref in zip(parity_texts[:stock_n], reference[:stock_n]):
-        got = stock_greedy(tools / "llama-simple", ggufs["f32"] / "model.gguf", before + text + after, after,
-                           ref["tokens"])
-        stock_same += got.replace("<unk>", "").strip() == ref["output"]
-    result["greedy_f32"] = {"nanoforge_run_identical": same / len(parity_texts) if parity_texts else None,
-                            "prompts": len(parity_texts),
-                            "llama_simple_identical": stock_same / stock_n if stock_n else None,
-                            "llama_simple_prompts": stock_n,
-                            "note": "llama-simple keeps llama.cpp's default F16 KV cache; nanoforge-run F32"}
+    stock = [stock_greedy(tools / "llama-completion", ggufs["f32"] / "model.gguf", before + text + after,
+                          ref["tokens"]).strip() for text, ref in zip(parity_texts[:stock_n], reference)]
+
+    def share(outs: list[str], refs: list[dict]) -> float | None:
+        return sum(o == r["output"] for o, r in zip(outs, refs)) / len(outs) if outs else None
+
+    result["greedy_f32"] = {
+        "prompts": len(parity_texts), "stock_prompts": stock_n,
+        "llama_completion_identical": share(stock, reference),
+        "nanoforge_run_identical": share([a["output"] for a in answers], reference),
+        "python_batched_identical": share([b["output"] for b in batched], reference),
+        "nanoforge_run_identical_to_batched": share([a["output"] for a in answers], batched),
+        "llama_completion_identical_to_batched": share(stock, batched),
+        "differ": {"llama_completion": [i for i, (o, r) in enumerate(zip(stock, reference)) if o != r["output"]],
+                   "nanoforge_run": [i for i, (a, r) in enumerate(zip(answers, reference)) if a["output"] != r["output"]]},
+        "note": "reference: the Python runtime's FP32 answer, each prompt alone; stock llama-completion and "
+                "nanoforge-run with an F32 KV cache, greedy"}
     native.close()
     print(name, "greedy", result["greedy_f32"], flush=True)
 
@@ -216,6 +226,8 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
         print(name, "metric", result["metric"], flush=True)
 
     # 3. speed, one thread: onnxruntime vs nanoforge-run vs llama-bench, the same prompts
+    if not args.prompts:
+        return result
     speed_texts = texts[: args.prompts]
     prompt_lens, gen_lens = [], []
     for n, p in onnx.items():
@@ -377,8 +389,8 @@ def main() -> None:
     ap.add_argument("--onnx", default=",".join(ONNX_VARIANTS),
                     help="the ONNX variants measured, comma-separated (int8-weights computes in FP32: ~13x slower)")
     ap.add_argument("--parity", type=int, default=200)
-    ap.add_argument("--stock-parity", type=int, default=50)
-    ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--stock-parity", type=int, default=200)
+    ap.add_argument("--prompts", type=int, default=20, help="decode speed on this many prompts (0: no speed)")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="profile onnxruntime over this many decode steps per ONNX variant (0: no profile)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "native.json")

@@ -234,6 +234,7 @@ class PreferenceSpec(_Strict):
     beta: float = Field(0.1, gt=0)  # DPO's
     length_normalised: bool = False  # mean instead of summed answer log-probabilities
     greedy: bool = False  # the student's greedy answer joins each prompt's candidates
+    reference: bool = False  # the teacher's answer joins them too (chosen when the judge ranks it first: SPIN)
     nll: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, le=20)  # over each round's pairs
     lr: float | None = Field(None, gt=0, lt=1)  # default: student.lr / 10

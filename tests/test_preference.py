@@ -146,6 +146,15 @@ def test_the_greedy_answer_joins_the_candidates(enja_root):
     assert pref["settings"]["greedy"] and pref["settings"]["nll"] == 1.0
 
 
+def test_the_teachers_answer_joins_the_candidates_and_wins_under_the_reference_metric(enja_root):
+    result = _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 24, reference: true, "
+                               "lr: 1.0e-12}}")
+    pref = result["optimise"]["preference"]
+    assert pref["judge"]["scored"] == 72  # 24 prompts x (2 samples + the teacher's answer)
+    # the teacher's answer scores chrF 100 against itself: a prompt ties only where every sample is that answer
+    assert pref["rounds"][1]["pairs"] >= 20 and pref["rounds"][1]["pairs"] + pref["rounds"][1]["ties"] == 24
+
+
 def test_the_nll_term_raises_the_chosen_answers_more_than_dpo_alone(enja_root):
     """RPO: with the same pairs, seed and steps, adding the chosen answers' NLL leaves them more
     likely than DPO alone does (DPO only asks that they gain on the rejected ones)."""

@@ -14,7 +14,9 @@ is not preferred or penalised for its length). With `nll` > 0 the chosen answer'
 negative log-likelihood, times `nll`, is added (RPO, Pang et al., 2024): DPO alone can lower the
 chosen answer's probability as long as the rejected one falls faster. With `greedy` the
 student's greedy answer is one of the candidates, so a pair can say which samples beat the
-answer greedy decoding gives. The recipe keeps a round only when the valid metric improves and
+answer greedy decoding gives; with `reference` the teacher's answer is one too, and where the
+judge ranks it first the pair is the teacher's answer against the student's worst sample, as in
+self-play fine-tuning (SPIN, Chen et al., 2024). The recipe keeps a round only when the valid metric improves and
 stops at the first that does not.
 """
 

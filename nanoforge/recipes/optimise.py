@@ -381,7 +381,7 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
             chosen = random.Random(cfg.seed + r).sample(train_set, min(p.prompts, len(train_set)))
             sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
             ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-            total = len(ids) * (p.candidates + p.greedy)
+            total = len(ids) * (p.candidates + p.greedy)  # (the teacher's answers are not sampled)
             with progress_bar(f"preference round {r}: sampling", total=total) as advance:
                 cands = sample(current, tok, layout, ids, p.candidates, cfg.max_new_tokens, p.temperature, p.top_p,
                                seed=cfg.seed + 7919 * r, progress=advance)
@@ -389,6 +389,8 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
                     greedy = sample(current, tok, layout, ids, 1, cfg.max_new_tokens, 0.0, 1.0, seed=0,
                                     progress=advance)
                     cands = [c + g for c, g in zip(cands, greedy)]
+            if p.reference:  # the teacher's answer, ranked by the judge like any candidate
+                cands = [c + [t] for c, t in zip(cands, refs)]
             scores = judge.score(sources, cands, refs)
             made, counts = make_pairs(cands, scores, p.pairs_per_prompt)
             entry = {"round": r, **counts}
