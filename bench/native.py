@@ -87,10 +87,11 @@ def gguf_bundles(run: Path) -> dict[str, Path]:
 
 def stock_greedy(tool: Path, gguf: Path, prompt: str, n: int) -> str:
     """Stock llama-completion's greedy continuation of `prompt`: one thread, an F32 KV cache (as the
-    Python runtime's), otherwise llama.cpp's defaults; at most `n` tokens, ending at the end token."""
+    Python runtime's) and no flash attention (which attends over F16 copies of the cache), otherwise
+    llama.cpp's defaults; at most `n` tokens, ending at the end token."""
     r = subprocess.run([str(tool), "-m", str(gguf), "-p", prompt, "-n", str(max(n, 1)), "--temp", "0",
-                        "-t", "1", "-tb", "1", "-ctk", "f32", "-ctv", "f32", "-no-cnv", "--no-display-prompt",
-                        "--no-warmup"], capture_output=True, text=True, timeout=600)
+                        "-t", "1", "-tb", "1", "-ctk", "f32", "-ctv", "f32", "-fa", "off", "-no-cnv",
+                        "--no-display-prompt", "--no-warmup"], capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-300:])
     return r.stdout.split(" [end of text]", 1)[0]  # stdout holds the answer alone (logs go to stderr)
@@ -202,9 +203,10 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
         "nanoforge_run_identical_to_batched": share([a["output"] for a in answers], batched),
         "llama_completion_identical_to_batched": share(stock, batched),
         "differ": {"llama_completion": [i for i, (o, r) in enumerate(zip(stock, reference)) if o != r["output"]],
-                   "nanoforge_run": [i for i, (a, r) in enumerate(zip(answers, reference)) if a["output"] != r["output"]]},
+                   "nanoforge_run": [i for i, (a, r) in enumerate(zip(answers, reference))
+                                     if a["output"] != r["output"]]},
         "note": "reference: the Python runtime's FP32 answer, each prompt alone; stock llama-completion and "
-                "nanoforge-run with an F32 KV cache, greedy"}
+                "nanoforge-run with an F32 KV cache and no flash attention, greedy"}
     native.close()
     print(name, "greedy", result["greedy_f32"], flush=True)
 

@@ -1,5 +1,5 @@
-"""Where nanoforge-run's greedy answers part from the Python runtime's (FP32, one thread each), and how far
-apart the torch student's best two logits are at that step.
+"""Where nanoforge-run's greedy answers part from the Python runtime's (FP32, one thread each, each prompt
+sent alone), and how far apart the torch student's best two logits are at that step.
 
     NANOFORGE_RUN=native/build/nanoforge-run python bench/native_diverge.py runs/dialogsum-minimal
 
@@ -13,8 +13,7 @@ from nanoforge.runtime import load
 R = Path(sys.argv[1]).resolve()
 texts = [json.loads(l)["input"] for l in (R / "parity.jsonl").read_text().splitlines()][:200]
 py = DecoderNano(R / "bundle", threads=1, model_file=str((R / "export/model.fp32.onnx").resolve()))
-ref = []
-for s in range(0, 200, 16): ref += py.predict_batch(texts[s:s+16])
+ref = [py.predict_batch([t])[0] for t in texts]  # each prompt alone, as bench/native.py's reference
 nat = load(R / "gguf-f32", threads=1)
 got = nat.predict_batch(texts)
 diff = [i for i in range(200) if got[i]["output"] != ref[i]["output"]]

@@ -95,8 +95,9 @@ def test_f32_gguf_answers_agree_with_the_python_runtime(random_decoder, f32_bund
         assert got["truncated"] == want["truncated"]
         if {k: got[k] for k in ("output", "tokens", "finish")} == {k: want[k] for k in ("output", "tokens", "finish")}:
             same += 1
-            # wide random weights give logits in the hundreds: their float32 sums differ in the last digits
-            assert got["confidence"] == pytest.approx(want["confidence"], rel=1e-2)
+            # float32 throughout: ~1e-6 apart here. llama.cpp's flash attention, which attends over F16
+            # copies of the F32 cache, put them ~1e-3 apart (nanoforge-run turns it off for that cache)
+            assert got["confidence"] == pytest.approx(want["confidence"], rel=1e-4)
     assert same >= len(answers) - 1, f"{len(answers) - same} of {len(answers)} answers differ"
     assert random_decoder["python"][-1]["truncated"] and min(a["tokens"] for a in answers) > 3
     assert sum(bool(a["output"]) for a in answers) > len(answers) // 2

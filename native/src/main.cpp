@@ -30,7 +30,8 @@ static int usage() {
                  "       nanoforge-run normalise                  ({\"type\": T, \"enum\": [..], \"text\": S} -> the typed value)\n"
                  "       nanoforge-run quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
                  "MODEL: a GGUF bundle folder (nanoforge export BUNDLE --format gguf) or its .gguf file\n"
-                 "--kv-cache f16: ~2x faster decoding on CPU; logits ~5e-3 off the Python runtime's (default f32)\n";
+                 "--kv-cache f16: ~2x faster decoding on CPU (with llama.cpp's flash attention); logits ~5e-3 off the\n"
+                 "                Python runtime's (default f32, no flash attention: as Python's to ~1e-4)\n";
     return 2;
 }
 
