@@ -178,7 +178,7 @@ def measure(name: str, run: Path, test: Path, fields: tuple[str, str], metric_n:
 
     # 1. greedy agreement at F32. The reference is the Python runtime's FP32 answer to each prompt sent
     # alone, as an app sends it and as llama.cpp answers it; its answers in left-padded batches of 16
-    # are compared too (the float32 sums of a batch are ordered differently, which can flip a near-tie).
+    # are recorded beside, to show whether batching moves them (on the SmolLM2 nano it did not).
     python = DecoderNano(run / "bundle", threads=2, model_file=str(onnx["fp32"].resolve()))
     parity_texts = texts[:parity_n]
     reference = [python.predict_batch([t])[0] for t in parity_texts]
