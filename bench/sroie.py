@@ -8,6 +8,8 @@
                                                      # the trained 6-layer tagger pruned to 3, distilled
     python bench/sroie.py --out runs/sroie-minimal --minimal --measure-all
                                                      # the spec a new user writes: `student: {base: minilm-l6}`
+    python bench/sroie.py --out runs/sroie-plain --minimal --plain
+                                                     # SROIE's own rule: every field a plain string
 
 Reads ../shared/data/sroie/train.jsonl (research-use licence: read in place, never
 copied into the repository), makes a seeded 80/10/10 split of it into
@@ -74,6 +76,9 @@ def main() -> None:
                     help="score every rung of the quantisation ladder on valid (the first passing still ships)")
     ap.add_argument("--minimal", action="store_true",
                     help="the spec a new user writes (student: {base: minilm-l6}); every other setting is nanoforge's default")
+    ap.add_argument("--plain", action="store_true",
+                    help="SROIE's own rule: every field a plain string (whitespace-normalised exact match, "
+                         "no typed date or amount comparison)")
     ap.add_argument("--decoder", action="store_true",
                     help="a decoder student from scratch with schema-constrained JSON instead of the span tagger")
     args = ap.parse_args()
@@ -89,6 +94,9 @@ def main() -> None:
             spec = spec[: spec.index("student:")] + "student: {base: minilm-l6}\n"
         elif args.decoder:
             spec = spec[: spec.index("student:")] + DECODER_STUDENT.replace("EPOCHS", str(args.epochs))
+        if args.plain:
+            spec = spec.replace(', format: date}', '}').replace('total: {type: [number, "null"]}',
+                                                                'total: {type: [string, "null"]}')
         if args.measure_all:
             spec += "export: {measure_all: true}\n"
         (data_dir / "task.yaml").write_text(spec)
@@ -147,7 +155,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     name = "sroie" + (f"-l{args.layers}" if args.layers else "") + ("-kd" if args.distil_from else "") + \
-        ("-minimal" if args.minimal else "")
+        ("-minimal" if args.minimal else "") + ("-plain" if args.plain else "")
     out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
