@@ -16,8 +16,14 @@ from nanoforge.evaluate import fmt, retention_curve
 from nanoforge.metrics.text import HEADLINE
 from nanoforge.report_optimise import optimise_md
 
-MODEL_TITLES = {"student_int8": "nano (INT8, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
+MODEL_TITLES = {"student_int8": "nano ({shipped}, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
                 "teacher": "teacher"}
+
+
+def shipped_name(result: dict[str, Any]) -> str:
+    """The bundle's precision as the quantisation ladder shipped it (fp16, int8-dynamic, ...). The report's
+    `student_int8` key is that bundle whatever its precision; reports from before the ladder say INT8."""
+    return (result.get("export") or {}).get("shipped") or "INT8"
 
 
 def _generative_title(key: str, result: dict[str, Any]) -> str:
@@ -76,7 +82,7 @@ def comparison_rows(result: dict[str, Any]) -> list[list[str]]:
         else:
             quality = [fmt(met["accuracy"]), fmt(met["oos_recall"]), fmt(met["in_scope_retention"])]
         rows.append([
-            f"{title}" + (f" [{m['runtime']}]" if key == "teacher" else ""),
+            title.format(shipped=shipped_name(result)) + (f" [{m['runtime']}]" if key == "teacher" else ""),
             *quality,
             f"{lat['p50']:.2f} ms" if lat else "-",
             f"{m['size_mb']:.1f} MB" if m.get("size_mb") is not None else "-",
@@ -301,7 +307,7 @@ Field F1 is micro-averaged over every (document, field); a value counts when it 
 gold after whitespace normalisation (typed fields as typed values). Latency is per document.
 
 {plot_line}
-| field | F1 nano (INT8) | F1 torch FP32 | support |
+| field | F1 nano ({shipped_name(result)}) | F1 torch FP32 | support |
 |---|---|---|---|
 {per_field}
 
@@ -348,7 +354,8 @@ def plot_fields(out_png: Path, result: dict[str, Any]) -> None:
     names = result["fields"]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
-    for k, (key, title) in enumerate((("student_int8", "nano INT8"), ("student_torch_fp32", "torch FP32"))):
+    for k, (key, title) in enumerate((("student_int8", f"nano {shipped_name(result)}"),
+                                      ("student_torch_fp32", "torch FP32"))):
         f1 = [result["models"][key]["metrics"]["per_field"][n]["f1"] or 0.0 for n in names]
         ax.bar(x + (k - 0.5) * 0.38, f1, 0.38, label=title)
     ax.set_xticks(x, names)

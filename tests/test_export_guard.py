@@ -53,6 +53,7 @@ def test_a_failing_int8_rung_ships_the_next_that_passes(tmp_path, trained_run):
     assert manifest["model"]["precision"] == result["export"]["precision"]
     report = (tmp_path / "report.md").read_text()
     assert "int8-dynamic" in report and f"Shipped: **{shipped}**" in report
+    assert f"nano ({shipped}, onnxruntime)" in report and "nano (INT8" not in report  # the table names it
     assert result["training"] == trained_run["result"]["training"]  # reused: no training step ran
 
 
