@@ -1,6 +1,7 @@
 """SROIE tagger: today's run decoding against best-span decoding, and where the errors are.
 
     python bench/sroie_decode.py runs/sroie-plain      # a run of bench/sroie.py (its bundle and data-split)
+    python bench/sroie_decode.py runs/sroie-plain20 sroie-decode-plain20.json   # another result file
 
 Best-span decoding (tried, not adopted): per field and start token, the span whose tags are
 likeliest against "not this field" under the tagger's per-token probabilities: log P(B) / P(other)
@@ -9,7 +10,7 @@ inside a field no longer cuts it in two (today's decoding takes runs of argmax t
 answers when it is likelier than no span (gain > 0), or when a floor allows it (required fields,
 calibrated thresholds). Also counts each split's wrong fields by whether the gold value is in the
 OCR text at all (whitespace-normalised, whole words): a span extractor cannot get those right.
-Writes bench/results/sroie-decode.json.
+Writes bench/results/sroie-decode.json (or the name given second).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def main() -> None:
             print(f"{split:5s} {name:9s} micro {m['field_f1']:.4f}  " +
                   "  ".join(f"{k} {v['f1']:.3f}" for k, v in m["per_field"].items()))
         print(f"{split:5s} fields by outcome (runs): {dict(sorted(errors.items()))}")
-    out = HERE / "results" / "sroie-decode.json"
+    out = HERE / "results" / (sys.argv[2] if len(sys.argv) > 2 else "sroie-decode.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
