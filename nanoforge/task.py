@@ -111,8 +111,7 @@ PLACEMENT_DEFAULTS = {"device": "auto", "precision": "fp32", "grad_accum": 1, "g
 
 
 class StudentSpec(_Strict):
-    # encoder: classifier / span tagger; causal: a decoder LM. Default: causal for
-    # translate/summarize, encoder otherwise.
+    # encoder: classifier / span tagger; causal: a decoder LM (default: causal for translate/summarize, else encoder)
     kind: Literal["encoder", "causal"] | None = None
     # a packaged base (encoder: minilm-l6; causal: scratch, smollm2-135m) or a local HF folder
     base: str = "minilm-l6"
@@ -229,7 +228,8 @@ class PreferenceSpec(_Strict):
     candidates: int = Field(4, ge=2, le=32)
     prompts: int = Field(1000, ge=1)  # training inputs sampled per round
     pairs_per_prompt: int = Field(1, ge=1, le=16)
-    temperature: float = Field(1.0, gt=0, le=2); top_p: float = Field(0.95, gt=0, le=1)  # of the sampling
+    temperature: float = Field(1.0, gt=0, le=2)  # of the sampling
+    top_p: float = Field(0.95, gt=0, le=1)
     beta: float = Field(0.1, gt=0)  # DPO's
     length_normalised: bool = False  # mean instead of summed answer log-probabilities
     greedy: bool = False  # the student's greedy answer joins each prompt's candidates
