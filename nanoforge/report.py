@@ -331,7 +331,7 @@ ONNX FP32 against torch: field agreement {fmt(p['fp32']['agreement'])}, max logi
 {err_rows}
 
 {defaults_md(result)}
-{budget_md(out, result)}## Teacher
+{budget_md(out, result)}{optimise_md(result)}## Teacher
 
 Backend `{t['backend']}`: {t['requests']} answers, {t['api_calls']} API calls, {t['cached']} from cache,
 {t['reasked']} re-asked, {t['rejected']} rejected; cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}

@@ -29,10 +29,12 @@ Judge: {j.get('scored', 0)} answers scored, {j.get('calls', 0)} API calls, ${j.g
         steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
                         for s in m["steps"])
         table = f"| ingredient | valid alone | soup with it | kept |\n|---|---|---|---|\n{steps}\n" if steps else ""
+        mm = m.get("metric", "accuracy")
+        mk = f"valid_{mm}"
         parts.append(f"""### Merge ({m['method']})
 
 Ingredients: {', '.join(f'`{i}`' for i in m['ingredients'])}; merged: {len(m['used'])}.
-Valid accuracy {m['valid_accuracy']['student']:.2f} (this run's student) -> {m['valid_accuracy']['merged']:.2f} (merged):
+Valid {mm} {m[mk]['student']:.2f} (this run's student) -> {m[mk]['merged']:.2f} (merged):
 {'the merge replaced the student' if m['kept'] else 'the student stayed (no gain on valid)'}.
 
 {table}""")

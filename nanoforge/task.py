@@ -413,8 +413,8 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     if spec.teacher.budget is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
         raise NanoforgeError(f"{source}: teacher.budget: labelling on a budget is built for encoder students "
                              f"(classify, extract); label a sample with data.max_train_rows instead")
-    if spec.optimise.merge is not None and spec.kind != "classify":
-        raise NanoforgeError(f"{source}: optimise.merge: built for classify (encoder) students")
+    if spec.optimise.merge is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
+        raise NanoforgeError(f"{source}: optimise.merge: built for encoder students (classify, extract)")
     if spec.optimise.prune is not None and spec.kind not in ("classify", "translate", "summarize"):
         raise NanoforgeError(f"{source}: optimise.prune: built for classify (encoder) and translate / summarize "
                              "(decoder) students")

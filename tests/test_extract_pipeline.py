@@ -191,3 +191,27 @@ def test_distil_from_must_be_a_matching_tagger(extract_run, tmp_path, trained_ru
         train(load_task(root / "task-none.yaml"), tmp_path / "none")
     with pytest.raises(NanoforgeError, match="distil_from: only used by kind extract"):
         parse_task({"name": "x", "data": {"train": "t.jsonl"}, "student": {"distil_from": "a"}})
+
+
+def test_merge_a_tagger_with_another_seed_and_refuse_a_classifier(extract_run, trained_run):
+    """optimise.merge on a span tagger: a fine-tune with another seed and the fixture's tagger make a
+    uniform soup, scored by valid field F1 and kept only when it gains; a classifier is refused."""
+    from nanoforge.errors import NanoforgeError
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    root = extract_run["root"]
+    spec = (root / "task.yaml").read_text().replace("threads: 1}", "threads: 1, seed: 1}")
+    (root / "task-merge.yaml").write_text(spec + f"optimise: {{merge: {{runs: [{extract_run['out']}], "
+                                                  "method: uniform}}\n")
+    result = train(load_task(root / "task-merge.yaml"), root / "run-merge").summary
+    info = result["optimise"]["merge"]
+    assert info["metric"] == "field_f1" and info["ingredients"] == ["this run", str(extract_run["out"] / "student")]
+    f1 = info["valid_field_f1"]
+    assert 0 <= f1["student"] <= 100 and info["kept"] == (f1["merged"] > f1["student"])
+    assert read_manifest(root / "run-merge" / "bundle").metrics["optimise"]["merge"]["kept"] == info["kept"]
+    assert "### Merge (uniform)" in (root / "run-merge" / "report.md").read_text()
+
+    (root / "task-merge-bad.yaml").write_text(spec + f"optimise: {{merge: {{runs: [{trained_run['out']}]}}}}\n")
+    with pytest.raises(NanoforgeError, match="trained on other tags"):
+        train(load_task(root / "task-merge-bad.yaml"), root / "run-merge")

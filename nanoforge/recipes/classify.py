@@ -198,9 +198,11 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
 
     optimised = {}
     if spec.optimise.merge is not None:
-        from nanoforge.recipes.optimise import merge_classifier
+        from nanoforge.distill.trainer import accuracy
+        from nanoforge.recipes.optimise import merge_encoder
 
-        model, optimised["merge"] = merge_classifier(spec, labels, model, enc, valid_set)
+        model, optimised["merge"] = merge_encoder(spec, model, ("labels", labels),
+                                                  lambda m: 100 * accuracy(m, enc, valid_set))
     if spec.optimise.prune is not None:
         from nanoforge.recipes.optimise import prune_classifier
 

@@ -241,6 +241,16 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, valid_out))
     enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
 
+    def valid_f1(m) -> float:
+        preds = [o for o, _ in read_fields(TorchRunner(m), enc, schema, valid_texts)]
+        return 100 * (extraction_metrics(schema, preds, valid_out)["field_f1"] or 0.0)
+
+    optimised = {}
+    if spec.optimise.merge is not None:
+        from nanoforge.recipes.optimise import merge_encoder
+
+        model, optimised["merge"] = merge_encoder(spec, model, ("tags", tags), valid_f1, "field_f1")
+
     # -- export + parity (field agreement on valid)
     valid_docs = [enc.document(t) for t in valid_texts]
 
@@ -284,7 +294,8 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
                             schema=spec.public_dict()["schema"], tags=tags, thresholds=thresholds)
     train_summary = {k: v for k, v in training.items() if k != "history"}
     manifest = Manifest(name=spec.name, version=spec.version, kind="extract", task=spec.public_dict(), model=section,
-                        metrics={"parity": parity, "export": outcome.to_dict()},
+                        metrics={"parity": parity, "export": outcome.to_dict(),
+                                 **({"optimise": optimised} if optimised else {})},
                         lineage=steps.lineage(spec, teacher, splits, spec_source, training=train_summary,
                                               alignment=align_stats))
 
@@ -318,6 +329,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     summary = {"task": spec.name, "kind": "extract", "fields": schema.names, "models": models, "teacher_stats": tstats,
                "parity": parity, "export": outcome.to_dict(), "defaults": [c.to_dict() for c in chosen],
                "alignment": align_stats, "training": training, "lineage": manifest.lineage,
+               **({"optimise": optimised} if optimised else {}),
                "seconds": time.perf_counter() - t_start, "bundle": str(bundle_dir),
                "data": {k: len(v) for k, v in splits.items()}}
     if budgeted is not None:

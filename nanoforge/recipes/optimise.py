@@ -294,24 +294,26 @@ def _base_state(base: str) -> dict:
     return state
 
 
-def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
-    """(the merged model if valid accuracy improves, else `model`; report entry)."""
+def merge_encoder(spec: TaskSpec, model, outputs: tuple[str, list[str]], score_model, metric: str = "accuracy"):
+    """(the merged model if the valid metric improves, else `model`; report entry). `outputs`: the
+    student.json key and value every ingredient must share (a classifier's labels, a tagger's tags);
+    `score_model(model)`: the valid metric of a model, higher is better."""
     import json
 
     from safetensors.torch import load_file
 
     from nanoforge.compress import merge
-    from nanoforge.distill.trainer import accuracy
     from nanoforge.errors import NanoforgeError
 
     m = spec.optimise.merge
     t0 = time.perf_counter()
+    key, expected = outputs
     names, states = ["this run"], [{k: v.detach().clone() for k, v in model.state_dict().items()}]
     for run in m.runs:
         folder = _student_folder(run)
         meta = json.loads((folder / "student.json").read_text())
-        if meta.get("labels") != labels:
-            raise NanoforgeError(f"optimise.merge.runs: {folder} was trained on other labels than this task's")
+        if meta.get(key) != expected:
+            raise NanoforgeError(f"optimise.merge.runs: {folder} was trained on other {key} than this task's")
         names.append(str(folder))
         states.append(load_file(str(folder / "model.safetensors")))
     merge.check_compatible(states, names)
@@ -319,7 +321,7 @@ def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
 
     def score(state) -> float:
         probe.load_state_dict(state)
-        return 100 * accuracy(probe.eval(), enc, valid_set)
+        return score_model(probe.eval())
 
     alone = score(states[0])
     steps: list[dict] = []
@@ -337,11 +339,11 @@ def merge_classifier(spec: TaskSpec, labels: list[str], model, enc, valid_set):
     merged_score = score(merged)
     # a greedy soup may hold a single ingredient: another run's student that beats this one on valid
     keep = merged_score > alone
-    info = {"method": m.method, "ingredients": names, "used": used, "steps": steps,
-            "valid_accuracy": {"student": alone, "merged": merged_score}, "kept": keep,
+    info = {"method": m.method, "ingredients": names, "used": used, "steps": steps, "metric": metric,
+            f"valid_{metric}": {"student": alone, "merged": merged_score}, "kept": keep,
             "seconds": time.perf_counter() - t0}
     what = f"{m.method} soup of {len(used)}" if len(used) > 1 else f"the best ingredient alone ({used[0]})"
-    log(f"merge: {what}: valid accuracy {alone:.2f} -> {merged_score:.2f}: "
+    log(f"merge: {what}: valid {metric} {alone:.2f} -> {merged_score:.2f}: "
         + ("it replaces the student" if keep else "the student stays (no gain on valid)"))
     if not keep:
         return model, info
