@@ -209,7 +209,9 @@ def test_merge_a_tagger_with_another_seed_and_refuse_a_classifier(extract_run, t
     assert info["metric"] == "field_f1" and info["ingredients"] == ["this run", str(extract_run["out"] / "student")]
     f1 = info["valid_field_f1"]
     assert 0 <= f1["student"] <= 100 and info["kept"] == (f1["merged"] > f1["student"])
-    assert read_manifest(root / "run-merge" / "bundle").metrics["optimise"]["merge"]["kept"] == info["kept"]
+    metrics = read_manifest(root / "run-merge" / "bundle").metrics
+    assert metrics["optimise"]["merge"]["kept"] == info["kept"]
+    assert metrics["parity"]["fp32"]["agreement"] == 1.0  # the export is of the model the step kept
     assert "### Merge (uniform)" in (root / "run-merge" / "report.md").read_text()
 
     (root / "task-merge-bad.yaml").write_text(spec + f"optimise: {{merge: {{runs: [{trained_run['out']}]}}}}\n")

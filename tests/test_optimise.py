@@ -92,13 +92,19 @@ def test_prune_spec_needs_one_target(tmp_path):
     assert PruneSpec(ffn=512).ffn == 512
 
 
-def test_prune_is_refused_for_other_kinds(tmp_path):
+def test_prune_and_merge_are_refused_for_other_kinds(tmp_path):
     from nanoforge.task import parse_task
 
     raw = {"name": "x", "kind": "extract", "schema": {"type": "object", "properties": {"total": {"type": "number"}}},
            "data": {"train": "t.jsonl"}, "optimise": {"prune": {"target_speedup": 2}}}
     with pytest.raises(NanoforgeError, match="optimise.prune: built for classify"):
         parse_task(raw)
+    # merge: encoder students of classify and extract, not decoders
+    raw["optimise"] = {"merge": {"runs": ["a"]}}
+    assert parse_task(raw, base_dir=tmp_path).optimise.merge.method == "greedy"
+    raw["student"] = {"kind": "causal", "base": "scratch"}
+    with pytest.raises(NanoforgeError, match="optimise.merge: built for encoder students"):
+        parse_task(raw, base_dir=tmp_path)
 
 
 def test_merge_with_an_identical_student_is_not_kept_and_other_labels_are_refused(tiny_task, trained_run, tmp_path):
