@@ -29,8 +29,8 @@ Judge: {j.get('scored', 0)} answers scored, {j.get('calls', 0)} API calls, ${j.g
         steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
                         for s in m["steps"])
         table = f"| ingredient | valid alone | soup with it | kept |\n|---|---|---|---|\n{steps}\n" if steps else ""
-        mm = m.get("metric", "accuracy")
-        mk = f"valid_{mm}"
+        mk = f"valid_{m.get('metric', 'accuracy')}"
+        mm = m.get("metric", "accuracy").replace("_f1", " F1")
         parts.append(f"""### Merge ({m['method']})
 
 Ingredients: {', '.join(f'`{i}`' for i in m['ingredients'])}; merged: {len(m['used'])}.
