@@ -2,6 +2,7 @@
 probability ensembles, on valid and test.
 
     python bench/sroie_seeds.py runs/sroie-plain runs/sroie-plain20 runs/sroie-plain-s1 runs/sroie-plain-s2
+    python bench/sroie_seeds.py runs/sroie-plain runs/sroie-plain-rep --out sroie-seeds-repeats.json
 
 Each run is a `nanoforge train` folder of the same split (its student/ and data-split/). Every
 model is the torch FP32 student, read with the runtime's decoding; the null thresholds are
@@ -9,7 +10,7 @@ calibrated on valid for each model as the recipe does. A weight soup is the mean
 weights (nanoforge/compress/merge.py, as `optimise: {merge: {method: uniform}}` builds it); a
 probability ensemble averages their per-token tag probabilities (several models at run time, so
 it is measured here only as the ceiling a soup could reach). Writes bench/results/sroie-seeds.json
-and .png.
+and .png, or the name given with --out.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ SPLITS = ("valid", "test")
 
 def main() -> None:
     torch.set_num_threads(2)
-    runs = [Path(r) for r in sys.argv[1:]]
+    args = sys.argv[1:]
+    name = args.pop(args.index("--out") + 1) if "--out" in args else "sroie-seeds.json"
+    runs = [Path(r) for r in args if r != "--out"]
     split_dir = runs[0] / "data-split"
     schema = load_task(split_dir / "task.yaml").extraction_schema()
     recs = {s: read_records(split_dir / f"{s}.jsonl") for s in SPLITS}
@@ -73,7 +76,7 @@ def main() -> None:
                                         for k in range(len(recs[s]))] for s in SPLITS})
     result = {"runs": [str(r) for r in runs], "receipts": {s: len(recs[s]) for s in SPLITS},
               "rule": "plain strings, whitespace-normalised exact match (micro field F1, %)", "rows": rows}
-    out = HERE / "results" / "sroie-seeds.json"
+    out = HERE / "results" / name
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out.with_suffix(".png"))
     print(f"wrote {out} and .png")

@@ -73,6 +73,23 @@ def test_bio_labels_from_spans(enc):
     assert all(r[0] == IGNORE for r in rows)  # [CLS] is never a label
 
 
+
+def test_a_repeated_value_is_tagged_wherever_it_stands_again(enc):
+    """Identical tokens never carry contradicting labels: the places where the chosen total stands
+    again are tagged too (Span.also), except where another field's tokens already are."""
+    text = "ACME TOOLS SDN BHD\nITEM 3.00\nTOTAL RM 12.50\nCASH 12.50\nCHANGE 0.00\nREF 25/12/2018 12.50"
+    schema = Schema.from_json_schema({"type": "object", "properties": {
+        "vendor": {"type": "string"}, "total": {"type": "string"}, "ref": {"type": "string"}}})
+    spans, _ = align_record(text, {"vendor": "ACME TOOLS SDN BHD", "total": "12.50", "ref": "25/12/2018 12.50"},
+                            schema)
+    total = spans["total"]
+    assert text[total.start - 9 : total.start] == "TOTAL RM " and len(total.also) == 2
+    assert all(text[a:b] == "12.50" for a, b in total.also) and spans["vendor"].also == ()
+    names = [tag_names(schema)[t] for t in token_tags(enc.document(text), spans, schema)]
+    words = text.split()
+    assert [w for w, n in zip(words, names) if n == "B-total"] == ["12.50", "12.50"]  # under TOTAL and CASH
+    assert names[words.index("25/12/2018"):] == ["B-ref", "I-ref"]  # the last 12.50 is the ref's
+
 def one_hot_probs(n: int, tags: dict[int, str]) -> np.ndarray:
     names = tag_names(SCHEMA)
     p = np.full((n, len(names)), 0.01, np.float32)

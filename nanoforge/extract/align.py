@@ -24,6 +24,10 @@ the context stops at the previous matching place, so a label belongs to the valu
 after it); among those, the LAST place for number/integer fields (receipts repeat amounts and end
 with the amount paid) and the FIRST place otherwise (headers come first). No field name is
 special-cased.
+
+After a place is chosen, every other place where the same characters stand again (whole, as in
+step 1) is kept in `Span.also`: the tagger labels those too, so identical tokens never carry
+contradicting labels (a receipt's total repeated under TOTAL, CASH and ROUNDED answers the same).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Span:
     end: int
     method: str  # one of METHODS
     score: float = 1.0
+    also: tuple[tuple[int, int], ...] = ()  # the other places where text[start:end] stands again
 
 
 def align(text: str, value: Any, field: Field, min_ratio: float = 0.8, dayfirst: bool = True) -> Span | None:
@@ -236,7 +241,8 @@ def _inside_number(text: str, start: int, end: int) -> bool:
 
 def _span(text: str, places: list[tuple[int, int]], field: Field, method: str, score: float = 1.0) -> Span:
     start, end = _choose(text, places, field)
-    return Span(start, end, method, round(score, 6))
+    also = tuple(p for p in _exact(text, text[start:end], field) if p != (start, end))
+    return Span(start, end, method, round(score, 6), also)
 
 
 def _choose(text: str, places: list[tuple[int, int]], field: Field) -> tuple[int, int]:

@@ -109,18 +109,27 @@ def _split_specials(ids: list[int]) -> tuple[list[int], list[int]]:
 
 
 def token_tags(doc: Document, spans: dict[str, Any], schema: Schema) -> list[int]:
-    """BIO tag index per document token from character spans (objects with start/end)."""
+    """BIO tag index per document token from character spans (objects with start/end, and
+    optionally `also`: the other places holding the same characters, tagged where no other
+    field's tokens are)."""
     names = tag_names(schema)
     tags = [0] * len(doc.ids)
-    for f in schema.fields:
-        span = spans.get(f.name)
-        if span is None:
-            continue
-        first = True
-        for i, (a, b) in enumerate(doc.offsets):
-            if b > span.start and a < span.end and b > a:
-                tags[i] = names.index(("B-" if first else "I-") + f.name)
-                first = False
+
+    def tokens(start: int, end: int) -> list[int]:
+        return [i for i, (a, b) in enumerate(doc.offsets) if b > start and a < end and b > a]
+
+    def tag(name: str, places: list[int]) -> None:
+        for j, i in enumerate(places):
+            tags[i] = names.index(("B-" if j == 0 else "I-") + name)
+
+    chosen = {f.name: spans[f.name] for f in schema.fields if spans.get(f.name) is not None}
+    for name, span in chosen.items():
+        tag(name, tokens(span.start, span.end))
+    for name, span in chosen.items():  # then the repeats, where nothing is tagged yet
+        for start, end in getattr(span, "also", ()):
+            places = tokens(start, end)
+            if not any(tags[i] for i in places):
+                tag(name, places)
     return tags
 
 
