@@ -35,6 +35,9 @@ from nanoforge.runtime.tagging import (
 from nanoforge.task import TaskSpec
 from nanoforge.teachers import Answer
 
+# how training labels are made, in the student's fingerprint: a student trained under another rule is not reused
+LABELS = "BIO; every place where an aligned value stands again is labelled (Span.also)"
+
 
 def gold_outputs(schema: Schema, records: list[Record]) -> list[dict | None]:
     """Typed gold objects (None where a record has no `output`); errors name file:line."""
@@ -234,7 +237,7 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print_ = steps.fingerprint(cfg.fingerprint_dict(), spec.public_dict()["schema"],
-                               data_hash(splits["train"], splits["valid"]), train_out, valid_out)
+                               data_hash(splits["train"], splits["valid"]), train_out, valid_out, LABELS)
     student_dir = out / "student"
     model, text_enc, training = steps.reuse_or_train(
         student_dir, print_, load_trained,
