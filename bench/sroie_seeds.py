@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from nanoforge.compress import merge
 from nanoforge.data import read_records
@@ -47,7 +48,7 @@ def main() -> None:
     model, text_enc, _ = load_trained(runs[0] / "student")
     meta = json.loads((runs[0] / "student" / "student.json").read_text())
     enc = DocumentEncoder(text_enc.tok, meta["max_length"], meta["stride"], text_enc.pad_id)
-    states = [{k: v.detach().clone() for k, v in load_trained(r / "student")[0].state_dict().items()} for r in runs]
+    states = [load_file(str(r / "student" / "model.safetensors")) for r in runs]
 
     def probs_of(state):
         model.load_state_dict(state)

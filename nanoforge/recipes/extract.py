@@ -103,6 +103,14 @@ def calibration_feeds_windows(enc: DocumentEncoder, texts: list[str], n: int = 6
     return padded_batches(ids, mask, batch)
 
 
+def field_f1(model, enc: DocumentEncoder, schema: Schema, texts: list[str], gold: list[dict]) -> float:
+    """Micro field F1 (0-1) of the torch tagger `model` on `texts` (valid)."""
+    from nanoforge.students.runner import TorchRunner
+
+    preds = [o for o, _ in read_fields(TorchRunner(model), enc, schema, texts)]
+    return extraction_metrics(schema, preds, gold)["field_f1"] or 0.0
+
+
 def _student(spec: TaskSpec, tags: list[str]):
     """(model, tokenizer, the tagger to distil from or None) for a new student."""
     from nanoforge.students.encoder import EncoderTagger as Tagger, base_tokenizer, build_student, student_from
@@ -144,11 +152,8 @@ def _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, va
             soft = [softmax(lg / cfg.kd_temperature)
                     for lg in _window_rows(TorchRunner(teacher_model), [w[0] for w in windows], enc.pad_id)]
 
-        def evaluate() -> float:
-            preds = [o for o, _ in read_fields(TorchRunner(model), enc, schema, valid_texts)]
-            return extraction_metrics(schema, preds, valid_out)["field_f1"] or 0.0
-
-        training = train_tagger(model, windows, cfg, evaluate, pad_id=enc.pad_id, log=log, soft=soft)
+        training = train_tagger(model, windows, cfg, lambda: field_f1(model, enc, schema, valid_texts, valid_out),
+                                pad_id=enc.pad_id, log=log, soft=soft)
         if folder is not None:
             text_enc.save(folder / "tokenizer.json")
             model.save(folder, {"max_length": cfg.max_length, "stride": cfg.stride, "base": cfg.base,
@@ -244,15 +249,12 @@ def train(spec: TaskSpec, out: Path, spec_source: str | None = None) -> RunResul
         _train_student(spec, schema, tags, train_texts, train_spans, valid_texts, valid_out))
     enc = DocumentEncoder(text_enc.tok, cfg.max_length, cfg.stride, text_enc.pad_id)
 
-    def valid_f1(m) -> float:
-        preds = [o for o, _ in read_fields(TorchRunner(m), enc, schema, valid_texts)]
-        return 100 * (extraction_metrics(schema, preds, valid_out)["field_f1"] or 0.0)
-
     optimised = {}
     if spec.optimise.merge is not None:
         from nanoforge.recipes.optimise import merge_encoder
 
-        model, optimised["merge"] = merge_encoder(spec, model, ("tags", tags), valid_f1, "field_f1")
+        model, optimised["merge"] = merge_encoder(
+            spec, model, ("tags", tags), lambda m: 100 * field_f1(m, enc, schema, valid_texts, valid_out), "field_f1")
 
     # -- export + parity (field agreement on valid)
     valid_docs = [enc.document(t) for t in valid_texts]
