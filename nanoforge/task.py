@@ -45,9 +45,8 @@ class DataSpec(_Strict):
     train: Path
     valid: Path | None = None
     test: Path | None = None
-    # Fractions of `train` held out when valid/test are absent (seeded, stratified).
-    valid_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5)  # of `train`, held out when valid is absent (seeded, stratified)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)  # the same for test
     # Keys of a row's input and output (e.g. `en` / `ja`: one file serves both directions).
     input_field: str = "input"
     output_field: str = "output"
@@ -233,6 +232,7 @@ class PreferenceSpec(_Strict):
     beta: float = Field(0.1, gt=0)  # DPO's
     length_normalised: bool = False  # mean instead of summed answer log-probabilities
     greedy: bool = False  # the student's greedy answer joins each prompt's candidates
+    rejected: Literal["worst", "greedy"] = "worst"  # each pair's rejected side; greedy: that answer (implies greedy)
     reference: bool = False  # the teacher's answer joins them too (chosen when the judge ranks it first: SPIN)
     nll: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, le=20)  # over each round's pairs

@@ -25,6 +25,16 @@ def test_pairs_take_best_against_worst_and_skip_ties_and_unscored():
     assert counts == {"prompts": 4, "unscored": 1, "ties": 2, "pairs": 3}  # prompt 1: one text; 2: one scored
 
 
+def test_pairs_against_the_greedy_answer_take_what_beats_it():
+    cands = [["a", "b", "c", "g"], ["x", "y", "z", "g"], ["p", "q", "r", "g"], ["g", "m", "n", "g"]]  # greedy: last
+    scores = [[1.0, 4.0, 3.0, 2.0], [1.0, 2.0, 1.0, 5.0], [3.0, 1.0, 2.0, None], [2.0, 2.0, 1.0, 2.0]]
+    pairs, counts = make_pairs(cands, scores, pairs_per_prompt=2, against=3)
+    got = [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs]
+    # 0: b and c beat g; 1: nothing beats g; 2: g unscored; 3: m only ties g, and g never pairs with itself
+    assert got == [(0, "b", "g", 2.0), (0, "c", "g", 1.0)]
+    assert counts == {"prompts": 4, "unscored": 1, "ties": 3, "pairs": 2}
+
+
 def test_dpo_loss_is_log2_at_the_reference_and_prefers_the_chosen_answer():
     z = torch.zeros(3)
     assert torch.allclose(dpo_loss(z, z, z, z, 0.1), torch.full((3,), float(np.log(2))))
@@ -144,6 +154,12 @@ def test_the_greedy_answer_joins_the_candidates(enja_root):
     pref = result["optimise"]["preference"]
     assert pref["judge"]["scored"] == 72  # 24 prompts x (2 samples + the greedy answer)
     assert pref["settings"]["greedy"] and pref["settings"]["nll"] == 1.0
+    # rejected: greedy samples the greedy answer too, and pairs only what beats it against it
+    result = _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 24, rejected: greedy, "
+                               "pairs_per_prompt: 2, lr: 1.0e-12}}")
+    first = result["optimise"]["preference"]["rounds"][1]
+    assert result["optimise"]["preference"]["judge"]["scored"] == 72
+    assert 0 < first["pairs"] <= 48 and first["pairs"] + first["ties"] >= 24
 
 
 def test_the_teachers_answer_joins_the_candidates_and_wins_under_the_reference_metric(enja_root):

@@ -14,10 +14,12 @@ is not preferred or penalised for its length). With `nll` > 0 the chosen answer'
 negative log-likelihood, times `nll`, is added (RPO, Pang et al., 2024): DPO alone can lower the
 chosen answer's probability as long as the rejected one falls faster. With `greedy` the
 student's greedy answer is one of the candidates, so a pair can say which samples beat the
-answer greedy decoding gives; with `reference` the teacher's answer is one too, and where the
-judge ranks it first the pair is the teacher's answer against the student's worst sample, as in
-self-play fine-tuning (SPIN, Chen et al., 2024). The recipe keeps a round only when the valid metric improves and
-stops at the first that does not.
+answer greedy decoding gives; with `rejected: greedy` that answer is every pair's rejected side,
+against each candidate that beats it, so every pair moves what greedy decoding picks. With
+`reference` the teacher's answer is a candidate too, and where the judge ranks it first the pair
+is the teacher's answer against the student's worst sample, as in self-play fine-tuning (SPIN,
+Chen et al., 2024). The recipe keeps a round only when the valid metric improves and stops at
+the first that does not.
 """
 
 from __future__ import annotations
@@ -71,9 +73,12 @@ def sample(model, tok, layout: PromptLayout, prompts: list[list[int]], k: int, m
 
 
 def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float | None]],
-               pairs_per_prompt: int = 1) -> tuple[list[Pair], dict[str, int]]:
+               pairs_per_prompt: int = 1, against: int | None = None) -> tuple[list[Pair], dict[str, int]]:
     """Best against worst per prompt (then second best against second worst...), distinct
-    texts only; unscored candidates (None) are left out and ties make no pair."""
+    texts only; unscored candidates (None) are left out and ties make no pair. With `against`,
+    the candidate at that index (the greedy answer) is every pair's rejected side: the best
+    candidates that score above it are chosen, so the pairs say what to prefer over the answer
+    the student gives now; a prompt where nothing beats it makes no pair and counts as a tie."""
     pairs: list[Pair] = []
     counts = {"prompts": len(candidates), "unscored": 0, "ties": 0}
     for i, (cands, sc) in enumerate(zip(candidates, scores)):
@@ -84,6 +89,12 @@ def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[fl
             elif text.strip() and text not in seen:
                 seen[text] = s
         ranked = sorted(seen.items(), key=lambda t: -t[1])
+        if against is not None:
+            base, bs = cands[against], sc[against]
+            better = [(t, s) for t, s in ranked if bs is not None and s > bs and t != base][:pairs_per_prompt]
+            pairs += [Pair(i, t, base, s - bs) for t, s in better]
+            counts["ties"] += not better
+            continue
         made = 0
         for j in range(min(pairs_per_prompt, len(ranked) // 2)):
             (good, gs), (bad, bs) = ranked[j], ranked[-1 - j]

@@ -383,18 +383,20 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
             chosen = random.Random(cfg.seed + r).sample(train_set, min(p.prompts, len(train_set)))
             sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
             ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-            total = len(ids) * (p.candidates + p.greedy)  # (the teacher's answers are not sampled)
+            with_greedy = p.greedy or p.rejected == "greedy"
+            total = len(ids) * (p.candidates + with_greedy)  # (the teacher's answers are not sampled)
             with progress_bar(f"preference round {r}: sampling", total=total) as advance:
                 cands = sample(current, tok, layout, ids, p.candidates, cfg.max_new_tokens, p.temperature, p.top_p,
                                seed=cfg.seed + 7919 * r, progress=advance)
-                if p.greedy:  # temperature 0: the answer the runtime gives
+                if with_greedy:  # temperature 0: the answer the runtime gives
                     greedy = sample(current, tok, layout, ids, 1, cfg.max_new_tokens, 0.0, 1.0, seed=0,
                                     progress=advance)
                     cands = [c + g for c, g in zip(cands, greedy)]
             if p.reference:  # the teacher's answer, ranked by the judge like any candidate
                 cands = [c + [t] for c, t in zip(cands, refs)]
             scores = judge.score(sources, cands, refs)
-            made, counts = make_pairs(cands, scores, p.pairs_per_prompt)
+            made, counts = make_pairs(cands, scores, p.pairs_per_prompt,
+                                      against=p.candidates if p.rejected == "greedy" else None)
             entry = {"round": r, **counts}
             if not made:
                 rounds.append({**entry, "valid": None, "kept": False, "note": "no pair: every answer scored alike"})
