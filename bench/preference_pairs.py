@@ -1,0 +1,102 @@
+"""Preference rounds on a trained EN->JA decoder student, with the test chrF of every round.
+
+The product's rounds (`optimise.preference`, nanoforge/recipes/optimise.py) keep a round only
+when valid improves and report test for the student they ship. This bench runs the same steps
+(seeded samples of the student's own answers, the reference-metric judge, `make_pairs`, DPO with
+`train_pairs`) and also scores test after each round, kept or not, to show whether valid's verdict
+carries over to sentences nothing chose on. Rounds stop at the first that does not improve valid.
+
+    .venv/bin/python bench/preference_pairs.py --run runs/en-ja-minimal --rejected greedy --prompts 8000 \
+        --epochs 1 --lr 1e-4 --rounds 4 --out bench/results/preference-pairs-8000.json
+
+`--run` is a `nanoforge train` output of the minimal EN->JA spec (`bench/translate.py --minimal`):
+its `student/`, `spec/` (valid and test files) and `data/train.jsonl` are read. `--pool FILE` draws
+the prompts from another file of {"en", "ja"} rows instead of the student's own training rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from nanoforge.distill.preference import make_pairs, sample, train_pairs
+from nanoforge.recipes.generative import _load_student, max_input_tokens, valid_metric
+from nanoforge.runtime.decoder import encode_prompt
+from nanoforge.task import TaskSpec
+from nanoforge.teachers.judges import ReferenceMetricJudge
+
+
+def rows(path: Path, src: str = "en", tgt: str = "ja") -> list[tuple[str, str]]:
+    return [(r[src], r[tgt]) for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=Path("runs/en-ja-minimal"))
+    ap.add_argument("--rejected", choices=["greedy", "worst"], default="greedy")
+    ap.add_argument("--prompts", type=int, default=2000)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--beta", type=float, default=0.5)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--nll", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pool", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    spec = TaskSpec.model_validate(yaml.safe_load((a.run / "spec" / "task.yaml").read_text()))
+    model, tok, layout, _ = _load_student(a.run / "student")
+    student = spec.student.model_copy(update={"max_new_tokens": 16, "max_length": 40, "threads": a.threads,
+                                              "batch_size": 64})  # the minimal spec's settled defaults
+    spec = spec.model_copy(update={"student": student})
+    max_input = max_input_tokens(spec, layout)
+    valid, test = rows(a.run / "spec" / "valid.jsonl"), rows(a.run / "spec" / "test.jsonl")
+    pool = rows(a.pool) if a.pool else rows(a.run / "data" / "train.jsonl", "input", "output")
+    judge = ReferenceMetricJudge(spec)
+
+    def on(pairs, m):
+        return valid_metric(spec, m, tok, layout, pairs, max_input)
+
+    current, best = model, on(valid, model)()
+    log = [{"round": 0, "valid": best, "test": on(test, model)(), "kept": True}]
+    print(f"SFT student: valid {best:.2f}, test {log[0]['test']:.2f}", flush=True)
+    for r in range(1, a.rounds + 1):
+        t0 = time.perf_counter()
+        chosen = random.Random(1000 + r).sample(pool, min(a.prompts, len(pool)))
+        sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
+        ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
+        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r)
+        greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
+        cands = [c + g for c, g in zip(cands, greedy)]
+        pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),
+                                   against=a.candidates if a.rejected == "greedy" else None)
+        candidate = copy.deepcopy(current)
+        dpo = student.model_copy(update={"epochs": a.epochs, "lr": a.lr, "patience": 1})
+        info = train_pairs(candidate, tok, layout, sources, pairs, dpo, a.beta, True, max_input, 16,
+                           on(valid[:256], candidate), "chrf", nll=a.nll)
+        score, kept = info["best_valid_score"], info["best_valid_score"] > best
+        log.append({"round": r, **counts, "valid": score, "test": on(test, candidate)(), "kept": kept,
+                    "seconds": time.perf_counter() - t0})
+        print(f"round {r}: {counts['pairs']} pairs, valid {best:.2f} -> {score:.2f}, test {log[-1]['test']:.2f}",
+              flush=True)
+        if not kept:
+            break
+        current, best = candidate, score
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, "rounds": log}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
