@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import save_model
 
 from nanoforge.distill.preference import make_pairs, sample, train_pairs
 from nanoforge.recipes.generative import _load_student, max_input_tokens, valid_metric
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="offsets the prompts' and the samples' seeds")
+    ap.add_argument("--save", type=Path, default=None, help="write each round's model as DIR/round-N.safetensors")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
 
@@ -73,10 +76,10 @@ def main() -> None:
     print(f"SFT student: valid {best:.2f}, test {log[0]['test']:.2f}", flush=True)
     for r in range(1, a.rounds + 1):
         t0 = time.perf_counter()
-        chosen = random.Random(1000 + r).sample(pool, min(a.prompts, len(pool)))
+        chosen = random.Random(1000 + r + 100 * a.seed).sample(pool, min(a.prompts, len(pool)))
         sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
         ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r)
+        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r + 104729 * a.seed)
         greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
         cands = [c + g for c, g in zip(cands, greedy)]
         pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),
@@ -86,6 +89,9 @@ def main() -> None:
         info = train_pairs(candidate, tok, layout, sources, pairs, dpo, a.beta, True, max_input, 16,
                            on(valid[:256], candidate), "chrf", nll=a.nll)
         score, kept = info["best_valid_score"], info["best_valid_score"] > best
+        if a.save:
+            a.save.mkdir(parents=True, exist_ok=True)
+            save_model(candidate, str(a.save / f"round-{r}.safetensors"))
         log.append({"round": r, **counts, "valid": score, "test": on(test, candidate)(), "kept": kept,
                     "seconds": time.perf_counter() - t0})
         print(f"round {r}: {counts['pairs']} pairs, valid {best:.2f} -> {score:.2f}, test {log[-1]['test']:.2f}",
