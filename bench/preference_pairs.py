@@ -2,7 +2,7 @@
 
 The product's rounds (`optimise.preference`, nanoforge/recipes/optimise.py) keep a round only
 when valid improves and report test for the student they ship. This bench runs the same steps
-(seeded samples of the student's own answers, the reference-metric judge, `make_pairs`, DPO with
+(seeded samples of the student's own answers, the reference-metric or roundtrip judge, `make_pairs`, DPO with
 `train_pairs`) and also scores test after each round, kept or not, to show whether valid's verdict
 carries over to sentences nothing chose on. Rounds stop at the first that does not improve valid.
 
@@ -31,7 +31,7 @@ from nanoforge.distill.preference import make_pairs, sample, train_pairs
 from nanoforge.recipes.generative import _load_student, max_input_tokens, valid_metric
 from nanoforge.runtime.decoder import encode_prompt
 from nanoforge.task import TaskSpec
-from nanoforge.teachers.judges import ReferenceMetricJudge
+from nanoforge.teachers.judges import make_judge
 
 
 def rows(path: Path, src: str = "en", tgt: str = "ja") -> list[tuple[str, str]]:
@@ -41,6 +41,8 @@ def rows(path: Path, src: str = "en", tgt: str = "ja") -> list[tuple[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/en-ja-minimal"))
+    ap.add_argument("--judge", choices=["reference-metric", "roundtrip"], default="reference-metric")
+    ap.add_argument("--reverse", default=None, help="roundtrip: the reverse-direction nano's bundle")
     ap.add_argument("--rejected", choices=["greedy", "worst"], default="greedy")
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--candidates", type=int, default=4)
@@ -66,7 +68,7 @@ def main() -> None:
     max_input = max_input_tokens(spec, layout)
     valid, test = rows(a.run / "spec" / "valid.jsonl"), rows(a.run / "spec" / "test.jsonl")
     pool = rows(a.pool) if a.pool else rows(a.run / "data" / "train.jsonl", "input", "output")
-    judge = ReferenceMetricJudge(spec)
+    judge = make_judge(spec, a.judge, a.reverse)
 
     def on(pairs, m):
         return valid_metric(spec, m, tok, layout, pairs, max_input)
