@@ -2,8 +2,8 @@
 
 The product's rounds (`optimise.preference`, nanoforge/recipes/optimise.py) keep a round only
 when valid improves and report test for the student they ship. This bench runs the same steps
-(seeded samples of the student's own answers, the reference-metric or roundtrip judge, `make_pairs`, DPO with
-`train_pairs`) and also scores test after each round, kept or not, to show whether valid's verdict
+(seeded samples of the student's own answers, the reference-metric or roundtrip judge, `make_pairs`,
+DPO with `train_pairs`) and also scores test after each round, kept or not, to show whether valid's verdict
 carries over to sentences nothing chose on. Rounds stop at the first that does not improve valid.
 
     .venv/bin/python bench/preference_pairs.py --run runs/en-ja-minimal --rejected greedy --prompts 8000 \
@@ -38,6 +38,17 @@ def rows(path: Path, src: str = "en", tgt: str = "ja") -> list[tuple[str, str]]:
     return [(r[src], r[tgt]) for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
 
 
+def load_run(run: Path, threads: int):
+    """The run's spec (with the minimal spec's settled decoding defaults), SFT student, valid and test."""
+    torch.set_num_threads(threads)
+    spec = TaskSpec.model_validate(yaml.safe_load((run / "spec" / "task.yaml").read_text()))
+    model, tok, layout, _ = _load_student(run / "student")
+    student = spec.student.model_copy(update={"max_new_tokens": 16, "max_length": 40, "threads": threads,
+                                              "batch_size": 64})
+    spec = spec.model_copy(update={"student": student})
+    return spec, model, tok, layout, rows(run / "spec" / "valid.jsonl"), rows(run / "spec" / "test.jsonl")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/en-ja-minimal"))
@@ -59,14 +70,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
 
-    torch.set_num_threads(a.threads)
-    spec = TaskSpec.model_validate(yaml.safe_load((a.run / "spec" / "task.yaml").read_text()))
-    model, tok, layout, _ = _load_student(a.run / "student")
-    student = spec.student.model_copy(update={"max_new_tokens": 16, "max_length": 40, "threads": a.threads,
-                                              "batch_size": 64})  # the minimal spec's settled defaults
-    spec = spec.model_copy(update={"student": student})
-    max_input = max_input_tokens(spec, layout)
-    valid, test = rows(a.run / "spec" / "valid.jsonl"), rows(a.run / "spec" / "test.jsonl")
+    spec, model, tok, layout, valid, test = load_run(a.run, a.threads)
+    student, max_input = spec.student, max_input_tokens(spec, layout)
     pool = rows(a.pool) if a.pool else rows(a.run / "data" / "train.jsonl", "input", "output")
     judge = make_judge(spec, a.judge, a.reverse)
 
@@ -81,7 +86,8 @@ def main() -> None:
         chosen = random.Random(1000 + r + 100 * a.seed).sample(pool, min(a.prompts, len(pool)))
         sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
         ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r + 104729 * a.seed)
+        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95,
+                       seed=7919 * r + 104729 * a.seed)
         greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
         cands = [c + g for c, g in zip(cands, greedy)]
         pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),

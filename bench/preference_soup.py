@@ -21,15 +21,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
 from safetensors.torch import load_model  # noqa: E402
 
 from nanoforge.compress import merge  # noqa: E402
-from nanoforge.recipes.generative import _load_student, max_input_tokens, valid_metric  # noqa: E402
-from nanoforge.task import TaskSpec  # noqa: E402
+from nanoforge.recipes.generative import max_input_tokens, valid_metric  # noqa: E402
 
-from preference_pairs import rows  # noqa: E402
+from preference_pairs import load_run  # noqa: E402
 
 
 def main() -> None:
@@ -40,12 +37,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
 
-    torch.set_num_threads(a.threads)
-    spec = TaskSpec.model_validate(yaml.safe_load((a.run / "spec" / "task.yaml").read_text()))
-    sft, tok, layout, _ = _load_student(a.run / "student")
-    spec = spec.model_copy(update={"student": spec.student.model_copy(update={"max_new_tokens": 16, "max_length": 40})})
+    spec, sft, tok, layout, valid, test = load_run(a.run, a.threads)
     max_input = max_input_tokens(spec, layout)
-    valid, test = rows(a.run / "spec" / "valid.jsonl"), rows(a.run / "spec" / "test.jsonl")
     model = copy.deepcopy(sft)
 
     def score(state: dict) -> dict:
@@ -61,8 +54,7 @@ def main() -> None:
     result = {"sft": score(base), "students": {str(p): score(s) for p, s in zip(a.students, states)}, "soup": {}}
     soup = merge.uniform(states)
     for w in (1.0, 1.5, 2.0):
-        moved = {k: base[k] + w * (soup[k] - base[k]) if soup[k].is_floating_point() else soup[k] for k in soup}
-        result["soup"][f"w {w}"] = score(moved)
+        result["soup"][f"w {w}"] = score(merge.uniform([base, soup], [1 - w, w]))  # SFT + w x (soup - SFT)
     for name, s in [("SFT", result["sft"]), *result["students"].items(), *result["soup"].items()]:
         print(f"{name}: valid {s['valid']:.2f}, test {s['test']:.2f}", flush=True)
 
