@@ -11,6 +11,7 @@ suffix token ids are stored in the bundle, so the runtime needs no template engi
 
 from __future__ import annotations
 
+import json
 import string
 from typing import Iterable
 
@@ -39,7 +40,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
                                       max_piece_length=12, initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    return tok
+    return canonical(tok)
+
+
+def canonical(tok: Tokenizer) -> Tokenizer:
+    """The trained Unigram tokenizer, the same for the same text. The trainer walks hash maps
+    and sums in parallel, so two trainings give the same pieces, but with scores that differ
+    in the last bits and in another order (other ids: another model). Here the ids follow the
+    pieces' text, the special tokens first. The characters the trainer adds (those of the text
+    no piece holds) get the lowest score plus 0, 1e-4, 2e-4, ... in the order it meets them:
+    those scores go to them in the characters' order."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    head, rest = vocab[:len(SPECIALS)], vocab[len(SPECIALS):]
+    assert [p for p, _ in head] == SPECIALS, "the trainer puts the special tokens first"
+    floor = min(s for _, s in rest)
+    added = [i for i, (p, s) in enumerate(rest)
+             if len(p) == 1 and abs((s - floor) / 1e-4 - round((s - floor) / 1e-4)) < 1e-5]
+    chars = sorted(rest[i][0] for i in added)
+    scores = sorted((rest[i][1] for i in added), reverse=True)
+    for i, c, s in zip(added, chars, scores):
+        rest[i] = [c, s]
+    data["model"]["vocab"] = head + sorted(rest)
+    return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
 
 
 def scratch_layout(tok: Tokenizer) -> PromptLayout:
