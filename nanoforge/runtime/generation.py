@@ -33,7 +33,11 @@ class Sampling:
 
 
 def _pick(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarray:
-    """Next token per row from (rows, vocab) logits."""
+    """Next token per row from (rows, vocab) logits. The draw walks the kept tokens in id order,
+    not by probability: two engines whose logits differ in the last bits (ONNX Runtime and
+    LiteRT, say) rank near-equal tokens differently, and a seeded draw over another order picks
+    another token; over the same order it moves only when it falls within that difference of a
+    boundary."""
     if s.temperature <= 0:
         return logits.argmax(-1)
     z = logits.astype(np.float64) / s.temperature
@@ -42,8 +46,10 @@ def _pick(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarr
     p /= p.sum(-1, keepdims=True)
     out = np.empty(len(p), dtype=np.int64)
     for r in range(len(p)):
-        order = np.argsort(-p[r])
-        keep = order[: int(np.searchsorted(np.cumsum(p[r][order]), s.top_p) + 1)]
+        keep = np.arange(p.shape[1])
+        if s.top_p < 1:  # the nucleus: the most probable tokens holding top_p of the mass
+            order = np.argsort(-p[r], kind="stable")
+            keep = np.sort(order[: int(np.searchsorted(np.cumsum(p[r][order]), s.top_p) + 1)])
         q = p[r][keep] / p[r][keep].sum()
         out[r] = keep[rng.choice(len(keep), p=q)]
     return out

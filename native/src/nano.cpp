@@ -446,12 +446,16 @@ static int pick(const float * logits, int n_vocab, const Options & o, std::mt199
     for (int i = 0; i < n_vocab; i++) sum += (p[i] = std::exp((logits[i] - top) / o.temperature));
     std::vector<int> order(n_vocab);
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+    size_t keep = order.size();
+    if (o.top_p < 1) {  // the nucleus, then back to id order: the draw walks the kept tokens by id
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+        double held = 0;
+        keep = 0;
+        while (keep < order.size() && held / sum < o.top_p) held += p[order[keep++]];
+        keep = std::max<size_t>(keep, 1);
+        std::sort(order.begin(), order.begin() + keep);
+    }
     double mass = 0;
-    size_t keep = 0;
-    while (keep < order.size() && mass / sum < o.top_p) mass += p[order[keep++]];
-    keep = std::max<size_t>(keep, 1);
-    mass = 0;
     for (size_t k = 0; k < keep; k++) mass += p[order[k]];
     double x = std::uniform_real_distribution<double>(0.0, mass)(rng), acc = 0;
     for (size_t k = 0; k < keep; k++)

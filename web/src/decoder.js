@@ -33,13 +33,18 @@ export function pick(row, { temperature = 0, topP = 1 }, random) {
   for (const v of row) m = Math.max(m, v / temperature);
   const p = Array.from(row, (v) => Math.exp(v / temperature - m));
   const sum = p.reduce((a, b) => a + b, 0);
-  const order = p.map((_, i) => i).sort((a, b) => p[b] - p[a]);
-  const keep = [];
-  let cum = 0;
-  for (const i of order) {
-    keep.push(i);
-    cum += p[i] / sum;
-    if (cum >= topP) break;
+  // The draw walks the kept tokens in id order (as _pick: engines rank near-equal tokens differently).
+  let keep = p.map((_, i) => i);
+  if (topP < 1) {
+    const order = [...keep].sort((a, b) => p[b] - p[a] || a - b);
+    keep = [];
+    let cum = 0;
+    for (const i of order) {
+      keep.push(i);
+      cum += p[i] / sum;
+      if (cum >= topP) break;
+    }
+    keep.sort((a, b) => a - b);
   }
   const mass = keep.reduce((a, i) => a + p[i], 0);
   let r = random() * mass;
