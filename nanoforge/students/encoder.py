@@ -62,9 +62,13 @@ class EncoderStudent(nn.Module):
 
     head_kind = ""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float | None = None):
         super().__init__()
         self.encoder = encoder
+        if dropout is None:  # as transformers' own heads: classifier_dropout, else the encoder's hidden dropout
+            config = encoder.config
+            dropout = next((d for d in (getattr(config, "classifier_dropout", None),
+                                        getattr(config, "hidden_dropout_prob", None)) if d is not None), 0.1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
