@@ -72,7 +72,7 @@ def test_speed_target_measures_shapes_and_says_when_none_reaches_it(tiny_task, t
     enc = base_tokenizer(folder, 32)
     texts = ["how do i pay my bill", "book a table for two", "what's the weather", "set an alarm"] * 3
     train_set = LabelledTexts(texts, __import__("numpy").array([0, 1, 2, 0] * 3))
-    prune = PruneSpec(target_speedup=20, batches=2, min_layers=2)
+    prune = PruneSpec(target_speedup=20, batches=2, min_layers=2)  # the model's 2 layers: its widths are enough
     scores = _importance(model, enc, train_set, prune, 4, 0)
     width, measured = choose_width(model, enc, scores, prune, texts[:4])
     assert len(measured) >= 3 and all(m["speedup"] > 0 for m in measured)
@@ -80,6 +80,8 @@ def test_speed_target_measures_shapes_and_says_when_none_reaches_it(tiny_task, t
     assert width.to_dict() == {k: fastest[k] for k in ("layers", "heads", "ffn")}
     small = pruned_copy(model, width, scores)
     assert small.encoder.config.num_hidden_layers == width.layers
+    with pytest.raises(NanoforgeError, match="min_layers: 3, more than the student's 2 layers"):
+        choose_width(model, enc, scores, PruneSpec(target_speedup=2, min_layers=3), texts[:4])
 
 
 def test_prune_spec_needs_one_target(tmp_path):
@@ -173,7 +175,7 @@ def test_every_export_of_a_pruned_classifier_answers_like_the_python_runtime(pru
         pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime needs ai-edge-litert: `make install`")
         from nanoforge.export.tflite import export_tflite
 
-        bundle = export_tflite(pruned_run["out"], tmp_path / "tflite", "fp32", log=lambda m: None)
+        bundle = export_tflite(pruned_run["out"], tmp_path / "tflite", "fp32", signatures=1, log=lambda m: None)
     python = _classifier_on_fp32(pruned_run)
     texts = [json.loads(x)["input"] for x in (pruned_run["task"].parent / "test.jsonl").read_text().splitlines()]
     nano = load(bundle)

@@ -99,6 +99,11 @@ def shape_for(full, hidden: int, head_dim: int, prune: PruneSpec, timer, cut, mo
 
     if prune.target_speedup is None:
         return Width(prune.layers or full.layers, prune.heads or full.heads, prune.ffn or full.ffn), []
+    if prune.min_layers is not None and prune.min_layers > full.layers:
+        from nanoforge.errors import NanoforgeError
+
+        raise NanoforgeError(f"optimise.prune.min_layers: {prune.min_layers}, more than the student's "
+                             f"{full.layers} layers; give at most {full.layers}")
     measured = []
     ref = timer(model, "full")
     for width in candidate_widths(full, hidden, head_dim, prune.min_layers, head_step)[1:]:
