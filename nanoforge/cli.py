@@ -268,6 +268,8 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
                                                             help="tflite: instead of the task's export.max_metric_drop"),
             min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
                                                           help="tflite: instead of the task's export.min_agreement"),
+            signatures: int = typer.Option(5, "--signatures", min=1, help="tflite: at most this many padded "
+                                           "lengths (each a signature; fewer: a smaller file, more padding)"),
             out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
     """Export a bundle to another runtime's format."""
     if format == "mlx":
@@ -279,7 +281,7 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
     if format == "tflite":
         from nanoforge.export.tflite import export_tflite
 
-        written = export_tflite(bundle, out, precision, data, limit, max_metric_drop, min_agreement,
+        written = export_tflite(bundle, out, precision, data, limit, max_metric_drop, min_agreement, signatures,
                                 log=lambda m: typer.echo(m, err=True))
         return _wrote(written, precision, f"`nanoforge.runtime.load('{written}')` or LiteRT's Interpreter (docs/MOBILE.md)")
     if format == "gguf":

@@ -16,7 +16,7 @@ import pytest
 
 from nanoforge.errors import NanoforgeError
 from nanoforge.export.litert_env import litert_python
-from nanoforge.export.tflite import choose_lengths, export_tflite
+from nanoforge.export.tflite import choose_lengths, export_tflite, seen_lengths
 from nanoforge.runtime import load
 
 from test_native import _classifier_on_fp32, _wide_random_export
@@ -115,15 +115,18 @@ def test_the_matched_int8_file_answers_as_the_int8_onnx_bundle(trained_run, clas
 
 
 def test_int8_refuses_below_the_tolerance_and_auto_ships_the_float_file(trained_run, tmp_path):
+    # one signature each: the order of the files tried is the point here, not their lengths
     with pytest.raises(NanoforgeError) as e:  # no file can gain 100 points: int8-dynamic tries LiteRT's own alone
-        export_tflite(trained_run["out"], tmp_path / "refused", "int8-dynamic", max_metric_drop=-100,
+        export_tflite(trained_run["out"], tmp_path / "refused", "int8-dynamic", max_metric_drop=-100, signatures=1,
                       log=lambda m: None)
     msg = str(e.value)
     assert "dynamic: metric" in msg and "matched" not in msg and "weight-only" not in msg
     assert "--precision auto" in msg and not (tmp_path / "refused").exists()
     logged = []  # the default, auto: when no INT8 file keeps the tolerance, the float one ships, warned
-    fallback = load(export_tflite(trained_run["out"], tmp_path / "auto", max_metric_drop=-100, log=logged.append))
+    fallback = load(export_tflite(trained_run["out"], tmp_path / "auto", max_metric_drop=-100, signatures=1,
+                                  log=logged.append))
     parity = fallback.manifest.metrics["parity"]
+    assert fallback.manifest.model.lengths == [fallback.manifest.model.source.max_length]
     assert fallback.manifest.model.precision == "fp32" and [t["quantisation"] for t in parity["tried"]] == [
         "matched", "dynamic", "weight-only", "none"]
     assert "the float32 file ships" in parity["warning"] and any("warning" in line for line in logged)
@@ -162,12 +165,15 @@ def test_a_decoder_generates_the_onnx_runtimes_tokens_over_a_fixed_cache(random_
 
     run = random_decoder_run
     # (the bundle's own model.onnx holds the trained weights, not these: the guard's reference differs)
-    bundle = export_tflite(run, tmp_path / "dec", "fp32", max_metric_drop=100, min_agreement=0, log=lambda m: None)
+    bundle = export_tflite(run, tmp_path / "dec", "fp32", max_metric_drop=100, min_agreement=0, signatures=2,
+                           log=lambda m: None)
     nano = load(bundle)
     python = DecoderNano(run / "bundle", model_file=str(run / "export" / "model.fp32.onnx"))
     texts = _texts(translate_run["root"] / "test.jsonl", "en") + ["I have 3 cats.", "A " * 80]
     got, want = nano.predict_batch(texts), python.predict_batch(texts)
     m = nano.manifest.model
+    need = seen_lengths(python.manifest, run / "bundle", texts)
+    assert len(m.lengths) == 2 and min(need) <= m.lengths[0] < max(need)  # two prefill signatures, both taken
     assert m.cache_length == len(m.source.prompt.prefix_ids) + m.source.max_input_tokens + len(
         m.source.prompt.suffix_ids) + m.source.max_new_tokens
     for g, w in zip(got, want):
@@ -182,7 +188,7 @@ def test_a_decoder_generates_the_onnx_runtimes_tokens_over_a_fixed_cache(random_
 
 def test_a_schema_decoder_writes_the_same_json(decoder_extract_run, tmp_path):
     run = decoder_extract_run["bundle"].parent
-    bundle = export_tflite(run, tmp_path / "json", "fp32", max_metric_drop=100, min_agreement=0.0,
+    bundle = export_tflite(run, tmp_path / "json", "fp32", max_metric_drop=100, min_agreement=0.0, signatures=1,
                            log=lambda m: None)
     from nanoforge.runtime.decoder import DecoderNano
 
@@ -210,6 +216,8 @@ def test_cli_exports_and_evals_the_litert_bundle_like_the_onnx_one(trained_run, 
     assert predicted.returncode == 0 and "output" in json.loads(predicted.stdout)
     bad = run("export", trained_run["out"], "--format", "tflite", "--precision", "int4", "--out", tmp_path / "x")
     assert bad.returncode == 2 and "--precision 'int4'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("export", trained_run["out"], "--format", "tflite", "--signatures", 0, "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "--signatures" in bad.stderr and "Traceback" not in bad.stderr
     tampered = tmp_path / "tampered"
     shutil.copytree(classifier_fp32, tampered)
     data = bytearray((tampered / "model.tflite").read_bytes())

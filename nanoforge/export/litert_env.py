@@ -24,10 +24,10 @@ def litert_python() -> Path:
     return path
 
 
-def in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log) -> Path:
+def in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, signatures, log) -> Path:
     """Run this export in litert-torch's environment (`nanoforge export`), its progress passed on."""
     cmd = [str(litert_python()), "-m", "nanoforge.cli", "export", str(source), "--format", "tflite",
-           "--precision", precision, "--out", str(out), "--limit", str(limit)]
+           "--precision", precision, "--out", str(out), "--limit", str(limit), "--signatures", str(signatures)]
     cmd += ["--data", str(data)] if data else []
     cmd += ["--max-metric-drop", str(max_metric_drop)] if max_metric_drop is not None else []
     cmd += ["--min-agreement", str(min_agreement)] if min_agreement is not None else []

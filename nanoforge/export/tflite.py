@@ -315,15 +315,18 @@ def valid_records(bundle: Path, data: Path | None, limit: int):
 
 def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", data: str | Path | None = None,
                   limit: int = 500, max_metric_drop: float | None = None, min_agreement: float | None = None,
-                  log=print) -> Path:
+                  signatures: int = MAX_SIGNATURES, log=print) -> Path:
     """Write a LiteRT bundle of `source` (a bundle or the run folder that trained it) into `out`.
-    The tolerance is the task's export section unless given here."""
+    The tolerance is the task's export section unless given here. `signatures`: at most this many
+    padded lengths (fewer: a smaller file, converted sooner, more padding)."""
     if precision not in PRECISIONS:
         raise NanoforgeError(f"--precision {precision!r}: not one of {', '.join(PRECISIONS)}")
+    if signatures < 1:
+        raise NanoforgeError(f"--signatures {signatures}: at least 1")
     bundle, manifest, onnx_file = locate(Path(source))
     runtime = manifest.model.runtime
     if importlib.util.find_spec("litert_torch") is None:  # the exporter's own environment does it
-        return in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, log)
+        return in_litert_env(source, out, precision, data, limit, max_metric_drop, min_agreement, signatures, log)
     from nanoforge.runtime import load
 
     records = valid_records(bundle, Path(data) if data else None, limit if runtime != "decoder" else min(limit, 200))
@@ -332,7 +335,7 @@ def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", 
     train = [r.input for r in read_records(train_file)] if train_file.is_file() else []
     slots = cache_length(manifest) if runtime == "decoder" else None
     longest = (slots - manifest.model.max_new_tokens - 1) if slots else manifest.model.max_length
-    lengths = choose_lengths(seen_lengths(manifest, bundle, train), longest)
+    lengths = choose_lengths(seen_lengths(manifest, bundle, train), longest, signatures)
     model = torch_model(bundle, manifest, onnx_file)
     tol = manifest.task.get("export") or {}
     max_drop = float(tol.get("max_metric_drop", 0.5) if max_metric_drop is None else max_metric_drop)
