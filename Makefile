@@ -100,8 +100,11 @@ native: $(NATIVE_RUN) native/build/llama-embedding
 native-bench: $(NATIVE_RUN)
 	cmake --build native/build -j$(JOBS) --target llama-bench llama-completion
 
+# Two workers, one per core: much of the suite waits on subprocesses (LiteRT's converter,
+# Chromium, llama.cpp, servers). A test file stays on one worker, so its module fixtures are
+# built once; each worker builds the session's trained runs it needs.
 test: $(STAMP) $(WEB_STAMP) $(LITERT_STAMP) $(CHROMIUM) $(PROMTOOL) $(NATIVE_RUN) native/build/llama-embedding
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/clinc150.py --run $(DEMO_OUT)
