@@ -222,6 +222,24 @@ def test_the_tokenizer_of_the_same_text_is_the_same():
     assert [e.ids for e in first.encode_batch(texts)] == [e.ids for e in second.encode_batch(texts)]
 
 
+def test_the_same_spec_trains_the_same_decoder(tmp_path):
+    """Same spec, same data, same seed: the same weights, to the bit (the scratch tokenizer
+    included: its ids once moved from run to run)."""
+    from safetensors.numpy import load_file
+
+    from nanoforge.recipes import train
+    from nanoforge.task import load_task
+
+    rows = [json.loads(x) for x in (ENJA / "train.jsonl").read_text().splitlines()]
+    for name, part in (("train", rows[:300]), ("valid", rows[300:340]), ("test", rows[340:380])):
+        write_jsonl(tmp_path / f"{name}.jsonl", part)
+    spec = tiny_spec(tmp_path)
+    for run in ("a", "b"):
+        train(load_task(spec), tmp_path / run)
+    a, b = (load_file(str(tmp_path / run / "student" / "model.safetensors")) for run in ("a", "b"))
+    assert set(a) == set(b) and all((a[k] == b[k]).all() for k in a)
+
+
 def test_generation_runtime_needs_no_torch(translate_run):
     from test_runtime_light import run_blocked
 
