@@ -100,10 +100,11 @@ def test_the_matched_int8_file_answers_as_the_int8_onnx_bundle(trained_run, clas
         same.append((got["output"], got["out_of_scope"]) == (want["output"], want["out_of_scope"])
                     and got["score"] == pytest.approx(want["score"], rel=1e-4, abs=1e-4))
     # The float ops between the MatMuls (norms, softmax, GELU) differ in the last bit between the
-    # engines, which can move one value across a rounding boundary: 2 of CLINC150's 5,500 answers,
-    # and on this tiny model 0 of these 73 in most full-suite runs, 2 in one of three (2026-12-07).
+    # engines, which can move one value across a rounding boundary: 2 of CLINC150's 5,500 answers;
+    # 0 of these 73 here. (One session's 2 of 73 came from another tiny model: its WordPiece ids
+    # moved from session to session until tests/conftest.py built them from the texts.)
     # A file that rounds otherwise differs on many (LiteRT's own INT8: 1.5%; a wrong weight: 36%).
-    assert sum(same) >= len(same) - 2 and nano.manifest.metrics["parity"]["identical"] >= 0.98
+    assert sum(same) >= len(same) - 1 and nano.manifest.metrics["parity"]["identical"] >= 0.98
     from ai_edge_litert import schema_py_generated as schema  # the products are int8: every FC weight is
 
     flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel((bundle / "model.tflite").read_bytes(), 0))
