@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--nll", type=float, default=1.0)
+    ap.add_argument("--margin", type=float, default=0.0, help="keep only pairs whose chosen side the judge scores at "
+                    "least this much above the rejected one (chrF points)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool", type=Path, default=None)
@@ -92,6 +94,10 @@ def main() -> None:
         cands = [c + g for c, g in zip(cands, greedy)]
         pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),
                                    against=a.candidates if a.rejected == "greedy" else None)
+        if a.margin:  # only pairs the judge separates by at least this much
+            counts["below_margin"] = sum(p.margin < a.margin for p in pairs)
+            pairs = [p for p in pairs if p.margin >= a.margin]
+            counts["pairs"] = len(pairs)
         candidate = copy.deepcopy(current)
         dpo = student.model_copy(update={"epochs": a.epochs, "lr": a.lr, "patience": 1})
         info = train_pairs(candidate, tok, layout, sources, pairs, dpo, a.beta, True, max_input, 16,
