@@ -93,11 +93,7 @@ def main() -> None:
         greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
         cands = [c + g for c, g in zip(cands, greedy)]
         pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),
-                                   against=a.candidates if a.rejected == "greedy" else None)
-        if a.margin:  # only pairs the judge separates by at least this much
-            counts["below_margin"] = sum(p.margin < a.margin for p in pairs)
-            pairs = [p for p in pairs if p.margin >= a.margin]
-            counts["pairs"] = len(pairs)
+                                   against=a.candidates if a.rejected == "greedy" else None, min_margin=a.margin)
         candidate = copy.deepcopy(current)
         dpo = student.model_copy(update={"epochs": a.epochs, "lr": a.lr, "patience": 1})
         info = train_pairs(candidate, tok, layout, sources, pairs, dpo, a.beta, True, max_input, 16,

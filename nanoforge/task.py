@@ -202,8 +202,7 @@ class PruneSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_target(self):
-        sizes = self.layers is not None or self.heads is not None or self.ffn is not None
-        if (self.target_speedup is None) == (not sizes):
+        if (self.target_speedup is None) == all(v is None for v in (self.layers, self.heads, self.ffn)):
             raise ValueError("give either target_speedup or sizes (layers / heads / ffn), not both or neither")
         return self
 
@@ -235,6 +234,7 @@ class PreferenceSpec(_Strict):
     rejected: Literal["worst", "greedy"] = "worst"  # each pair's rejected side; greedy: that answer (implies greedy)
     reference: bool = False  # the teacher's answer joins them too (chosen when the judge ranks it first: SPIN)
     nll: float = Field(0.0, ge=0)
+    min_margin: float = Field(0.0, ge=0)  # pairs the judge separates by less (its points: chrF, F1 x 100) are left out
     epochs: int = Field(1, ge=1, le=20)  # over each round's pairs
     lr: float | None = Field(None, gt=0, lt=1)  # default: student.lr / 10
     reverse: str | None = None  # roundtrip: the reverse-direction nano (a bundle folder)

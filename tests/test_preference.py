@@ -22,7 +22,7 @@ def test_pairs_take_best_against_worst_and_skip_ties_and_unscored():
     pairs, counts = make_pairs(cands, scores, pairs_per_prompt=2)
     got = [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs]
     assert got == [(0, "b", "a", 3.0), (0, "d", "c", 1.0), (3, "m", "n", 2.0)]
-    assert counts == {"prompts": 4, "unscored": 1, "ties": 2, "pairs": 3}  # prompt 1: one text; 2: one scored
+    assert counts == {"prompts": 4, "unscored": 1, "ties": 2, "below_margin": 0, "pairs": 3}  # prompt 1: one text; 2: one scored
 
 
 def test_pairs_against_the_greedy_answer_take_what_beats_it():
@@ -32,7 +32,9 @@ def test_pairs_against_the_greedy_answer_take_what_beats_it():
     got = [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs]
     # 0: b and c beat g; 1: nothing beats g; 2: g unscored; 3: m only ties g, and g never pairs with itself
     assert got == [(0, "b", "g", 2.0), (0, "c", "g", 1.0)]
-    assert counts == {"prompts": 4, "unscored": 1, "ties": 3, "pairs": 2}
+    assert counts == {"prompts": 4, "unscored": 1, "ties": 3, "below_margin": 0, "pairs": 2}
+    pairs, counts = make_pairs(cands, scores, pairs_per_prompt=2, against=3, min_margin=1.5)  # clear pairs only
+    assert [(p.chosen, p.margin) for p in pairs] == [("b", 2.0)] and counts["below_margin"] == 1
 
 
 def test_dpo_loss_is_log2_at_the_reference_and_prefers_the_chosen_answer():
@@ -160,6 +162,11 @@ def test_the_greedy_answer_joins_the_candidates(enja_root):
     first = result["optimise"]["preference"]["rounds"][1]
     assert result["optimise"]["preference"]["judge"]["scored"] == 72
     assert 0 < first["pairs"] <= 48 and first["pairs"] + first["ties"] >= 24
+    # min_margin: the same samples (same seeds), the pairs the judge separates by less left out
+    result = _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 24, rejected: greedy, "
+                               "pairs_per_prompt: 2, min_margin: 20, lr: 1.0e-12}}")
+    clear = result["optimise"]["preference"]["rounds"][1]
+    assert clear["below_margin"] > 0 and clear["pairs"] + clear["below_margin"] == first["pairs"]
 
 
 def test_the_teachers_answer_joins_the_candidates_and_wins_under_the_reference_metric(enja_root):

@@ -73,12 +73,14 @@ def sample(model, tok, layout: PromptLayout, prompts: list[list[int]], k: int, m
 
 
 def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float | None]],
-               pairs_per_prompt: int = 1, against: int | None = None) -> tuple[list[Pair], dict[str, int]]:
+               pairs_per_prompt: int = 1, against: int | None = None, min_margin: float = 0.0
+               ) -> tuple[list[Pair], dict[str, int]]:
     """Best against worst per prompt (then second best against second worst...), distinct
     texts only; unscored candidates (None) are left out and ties make no pair. With `against`,
     the candidate at that index (the greedy answer) is every pair's rejected side: the best
     candidates that score above it are chosen, so the pairs say what to prefer over the answer
-    the student gives now; a prompt where nothing beats it makes no pair and counts as a tie."""
+    the student gives now; a prompt where nothing beats it makes no pair and counts as a tie.
+    Pairs whose margin is under `min_margin` are left out (counted as `below_margin`)."""
     pairs: list[Pair] = []
     counts = {"prompts": len(candidates), "unscored": 0, "ties": 0}
     for i, (cands, sc) in enumerate(zip(candidates, scores)):
@@ -105,6 +107,8 @@ def make_pairs(candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[fl
             made += 1
         if not made and len(ranked) < 2:
             counts["ties"] += 1
+    counts["below_margin"] = sum(p.margin < min_margin for p in pairs)
+    pairs = [p for p in pairs if p.margin >= min_margin]
     counts["pairs"] = len(pairs)
     return pairs, counts
 

@@ -401,7 +401,7 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
                 cands = [c + [t] for c, t in zip(cands, refs)]
             scores = judge.score(sources, cands, refs)
             made, counts = make_pairs(cands, scores, p.pairs_per_prompt,
-                                      against=p.candidates if p.rejected == "greedy" else None)
+                                      against=p.candidates if p.rejected == "greedy" else None, min_margin=p.min_margin)
             entry = {"round": r, **counts}
             if not made:
                 rounds.append({**entry, "valid": None, "kept": False, "note": "no pair: every answer scored alike"})
