@@ -167,6 +167,10 @@ def test_the_greedy_answer_joins_the_candidates(enja_root):
                                "pairs_per_prompt: 2, min_margin: 20, lr: 1.0e-12}}")
     clear = result["optimise"]["preference"]["rounds"][1]
     assert clear["below_margin"] > 0 and clear["pairs"] + clear["below_margin"] == first["pairs"]
+    result = _train(enja_root, "{preference: {rounds: 1, candidates: 2, prompts: 24, rejected: greedy, "
+                               "min_margin: 1000, lr: 1.0e-12}}")  # chrF spans 100 points: no pair is that clear
+    none = result["optimise"]["preference"]["rounds"][1]
+    assert none["pairs"] == 0 and not none["kept"] and "min_margin" in none["note"]
 
 
 def test_the_teachers_answer_joins_the_candidates_and_wins_under_the_reference_metric(enja_root):

@@ -404,7 +404,9 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
                                       against=p.candidates if p.rejected == "greedy" else None, min_margin=p.min_margin)
             entry = {"round": r, **counts}
             if not made:
-                rounds.append({**entry, "valid": None, "kept": False, "note": "no pair: every answer scored alike"})
+                note = (f"no pair: none {p.min_margin} apart (optimise.preference.min_margin)" if counts["below_margin"]
+                        else "no pair: every answer scored alike")
+                rounds.append({**entry, "valid": None, "kept": False, "note": note})
                 log(f"preference round {r}: no pairs ({counts}); stopping")
                 break
             candidate = copy.deepcopy(current)
