@@ -268,8 +268,9 @@ def export_(bundle: Path = typer.Argument(..., help="bundle folder, or the run f
                                                             help="tflite: instead of the task's export.max_metric_drop"),
             min_agreement: Optional[float] = typer.Option(None, "--min-agreement",
                                                           help="tflite: instead of the task's export.min_agreement"),
-            signatures: int = typer.Option(5, "--signatures", min=1, help="tflite: at most this many padded "
-                                           "lengths (each a signature; fewer: a smaller file, more padding)"),
+            signatures: Optional[int] = typer.Option(None, "--signatures", min=1, help="tflite: at most this many "
+                                                     "padded lengths (default 5; each a signature; fewer: a smaller "
+                                                     "file, more padding)"),
             out: Path = typer.Option(..., "--out", help="folder to write")) -> None:
     """Export a bundle to another runtime's format."""
     if format == "mlx":

@@ -72,7 +72,7 @@ def test_speed_target_measures_shapes_and_says_when_none_reaches_it(tiny_task, t
     enc = base_tokenizer(folder, 32)
     texts = ["how do i pay my bill", "book a table for two", "what's the weather", "set an alarm"] * 3
     train_set = LabelledTexts(texts, __import__("numpy").array([0, 1, 2, 0] * 3))
-    prune = PruneSpec(target_speedup=20, batches=2, min_layers=2)  # the model's 2 layers: its widths are enough
+    prune = PruneSpec(target_speedup=20, batches=2, min_layers=2)
     scores = _importance(model, enc, train_set, prune, 4, 0)
     width, measured = choose_width(model, enc, scores, prune, texts[:4])
     assert len(measured) >= 3 and all(m["speedup"] > 0 for m in measured)

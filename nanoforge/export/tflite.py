@@ -315,12 +315,13 @@ def valid_records(bundle: Path, data: Path | None, limit: int):
 
 def export_tflite(source: str | Path, out: str | Path, precision: str = "auto", data: str | Path | None = None,
                   limit: int = 500, max_metric_drop: float | None = None, min_agreement: float | None = None,
-                  signatures: int = MAX_SIGNATURES, log=print) -> Path:
+                  signatures: int | None = None, log=print) -> Path:
     """Write a LiteRT bundle of `source` (a bundle or the run folder that trained it) into `out`.
     The tolerance is the task's export section unless given here. `signatures`: at most this many
-    padded lengths (fewer: a smaller file, converted sooner, more padding)."""
+    padded lengths (default MAX_SIGNATURES; fewer: a smaller file, converted sooner, more padding)."""
     if precision not in PRECISIONS:
         raise NanoforgeError(f"--precision {precision!r}: not one of {', '.join(PRECISIONS)}")
+    signatures = MAX_SIGNATURES if signatures is None else signatures
     if signatures < 1:
         raise NanoforgeError(f"--signatures {signatures}: at least 1")
     bundle, manifest, onnx_file = locate(Path(source))
