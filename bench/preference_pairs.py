@@ -69,8 +69,13 @@ def main() -> None:
     ap.add_argument("--pool", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0, help="offsets the prompts' and the samples' seeds")
     ap.add_argument("--save", type=Path, default=None, help="write each round's model as DIR/round-N.safetensors")
+    ap.add_argument("--samples", type=Path, default=None,
+                    help="round 1's judged samples of the SFT student: read from this JSON file when it exists, "
+                         "else written there, so other DPO settings reuse the same draw")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    drawn = {k: str(getattr(a, k)) for k in ("run", "judge", "reverse", "prompts", "candidates", "temperature",
+                                            "pool", "seed")}
 
     spec, model, tok, layout, valid, test = load_run(a.run, a.threads)
     student, max_input = spec.student, max_input_tokens(spec, layout)
@@ -87,12 +92,21 @@ def main() -> None:
         t0 = time.perf_counter()
         chosen = random.Random(1000 + r + 100 * a.seed).sample(pool, min(a.prompts, len(pool)))
         sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
-        ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95,
-                       seed=7919 * r + 104729 * a.seed)
-        greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
-        cands = [c + g for c, g in zip(cands, greedy)]
-        pairs, counts = make_pairs(cands, judge.score(sources, cands, refs),
+        cached = r == 1 and a.samples and a.samples.exists() and json.loads(a.samples.read_text())
+        if cached:
+            assert cached["drawn"] == drawn, f"{a.samples} was drawn with {cached['drawn']}"
+            cands, scores = cached["candidates"], cached["scores"]
+        else:
+            ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
+            cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95,
+                           seed=7919 * r + 104729 * a.seed)
+            greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
+            cands = [c + g for c, g in zip(cands, greedy)]
+            scores = judge.score(sources, cands, refs)
+            if r == 1 and a.samples:
+                a.samples.parent.mkdir(parents=True, exist_ok=True)
+                a.samples.write_text(json.dumps({"drawn": drawn, "candidates": cands, "scores": scores}))
+        pairs, counts = make_pairs(cands, scores,
                                    against=a.candidates if a.rejected == "greedy" else None, min_margin=a.margin)
         candidate = copy.deepcopy(current)
         dpo = student.model_copy(update={"epochs": a.epochs, "lr": a.lr, "patience": 1})

@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("students", type=Path, nargs="+", help="round-N.safetensors files saved by preference_pairs.py")
     ap.add_argument("--run", type=Path, default=Path("runs/en-ja-minimal"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--w", type=float, nargs="+", default=[1.0, 1.5, 2.0],
+                    help="scores SFT + w x (soup - SFT) for each w; w = the number of students adds their updates")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
 
@@ -53,7 +55,7 @@ def main() -> None:
         states.append({k: v.clone() for k, v in model.state_dict().items()})
     result = {"sft": score(base), "students": {str(p): score(s) for p, s in zip(a.students, states)}, "soup": {}}
     soup = merge.uniform(states)
-    for w in (1.0, 1.5, 2.0):
+    for w in a.w:
         result["soup"][f"w {w}"] = score(merge.uniform([base, soup], [1 - w, w]))  # SFT + w x (soup - SFT)
     for name, s in [("SFT", result["sft"]), *result["students"].items(), *result["soup"].items()]:
         print(f"{name}: valid {s['valid']:.2f}, test {s['test']:.2f}", flush=True)
@@ -64,7 +66,7 @@ def main() -> None:
     ax.scatter([s["valid"] for s in result["students"].values()], [s["test"] for s in result["students"].values()],
                label="one round, one seed each")
     ax.scatter([s["valid"] for s in result["soup"].values()], [s["test"] for s in result["soup"].values()],
-               marker="s", label="uniform soup of the seeds (w 1, 1.5, 2)")
+               marker="s", label=f"uniform soup of the seeds (w {', '.join(map(str, a.w))})")
     ax.scatter([result["sft"]["valid"]], [result["sft"]["test"]], marker="*", s=160, c="k", label="SFT student")
     ax.axhline(result["sft"]["test"] + 1.0, ls="--", c="grey", label="SFT test + 1.0 (the target)")
     ax.set_xlabel("valid chrF (what keeps a round)")
