@@ -28,7 +28,7 @@ def main() -> None:
         run = json.loads(path.read_text())
         s, (r0, r1) = run["settings"], run["rounds"][:2]
         sft = {"valid": r0["valid"], "test": r0["test"]}
-        by_margin.setdefault(f"margin {float(s['margin']):g}", {})[f"seed {s['seed']}"] = {
+        by_margin.setdefault(f"margin {float(s['margin']):g}", {})[f"seed {s['seed'].strip('[]')}"] = {
             k: r1[k] for k in ("pairs", "below_margin", "valid", "test") if k in r1}
     if a.no_margin:
         soup = json.loads(a.no_margin.read_text())

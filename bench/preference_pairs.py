@@ -67,15 +67,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pool", type=Path, default=None)
-    ap.add_argument("--seed", type=int, default=0, help="offsets the prompts' and the samples' seeds")
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="offsets the prompts' and the samples' seeds; several seeds: a round learns from all their pairs")
     ap.add_argument("--save", type=Path, default=None, help="write each round's model as DIR/round-N.safetensors")
     ap.add_argument("--samples", type=Path, default=None,
-                    help="round 1's judged samples of the SFT student: read from this JSON file when it exists, "
-                         "else written there, so other DPO settings reuse the same draw")
+                    help="a folder for round 1's judged samples of the SFT student, one sN.json per seed: read when "
+                         "it exists, else written, so other DPO settings reuse the same draw")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     drawn = {k: str(getattr(a, k)) for k in ("run", "judge", "reverse", "prompts", "candidates", "temperature",
-                                            "pool", "seed")}
+                                            "pool")}
 
     spec, model, tok, layout, valid, test = load_run(a.run, a.threads)
     student, max_input = spec.student, max_input_tokens(spec, layout)
@@ -85,27 +86,34 @@ def main() -> None:
     def on(pairs, m):
         return valid_metric(spec, m, tok, layout, pairs, max_input)
 
+    def draw(r: int, seed: int) -> tuple[list[str], list[list[str]], list[list[float | None]]]:
+        """Round r's prompts for this seed, the current student's samples of them (+ its greedy answer), judged."""
+        chosen = random.Random(1000 + r + 100 * seed).sample(pool, min(a.prompts, len(pool)))
+        sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
+        cache, key = a.samples and a.samples / f"s{seed}.json", {**drawn, "seed": str(seed)}
+        if r == 1 and cache and cache.exists():
+            cached = json.loads(cache.read_text())
+            assert cached["drawn"] == key, f"{cache} was drawn with {cached['drawn']}"
+            return sources, cached["candidates"], cached["scores"]
+        ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
+        cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r + 104729 * seed)
+        greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
+        cands = [c + g for c, g in zip(cands, greedy)]
+        scores = judge.score(sources, cands, refs)
+        if r == 1 and cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"drawn": key, "candidates": cands, "scores": scores}))
+        return sources, cands, scores
+
     current, best = model, on(valid, model)()
     log = [{"round": 0, "valid": best, "test": on(test, model)(), "kept": True}]
     print(f"SFT student: valid {best:.2f}, test {log[0]['test']:.2f}", flush=True)
     for r in range(1, a.rounds + 1):
         t0 = time.perf_counter()
-        chosen = random.Random(1000 + r + 100 * a.seed).sample(pool, min(a.prompts, len(pool)))
-        sources, refs = [s for s, _ in chosen], [t for _, t in chosen]
-        cached = r == 1 and a.samples and a.samples.exists() and json.loads(a.samples.read_text())
-        if cached:
-            assert cached["drawn"] == drawn, f"{a.samples} was drawn with {cached['drawn']}"
-            cands, scores = cached["candidates"], cached["scores"]
-        else:
-            ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
-            cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95,
-                           seed=7919 * r + 104729 * a.seed)
-            greedy = sample(current, tok, layout, ids, 1, 16, 0.0, 1.0, seed=0)
-            cands = [c + g for c, g in zip(cands, greedy)]
-            scores = judge.score(sources, cands, refs)
-            if r == 1 and a.samples:
-                a.samples.parent.mkdir(parents=True, exist_ok=True)
-                a.samples.write_text(json.dumps({"drawn": drawn, "candidates": cands, "scores": scores}))
+        sources, cands, scores = [], [], []
+        for seed in a.seed:
+            src, c, sc = draw(r, seed)
+            sources, cands, scores = sources + src, cands + c, scores + sc
         pairs, counts = make_pairs(cands, scores,
                                    against=a.candidates if a.rejected == "greedy" else None, min_margin=a.margin)
         candidate = copy.deepcopy(current)
