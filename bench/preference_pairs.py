@@ -12,6 +12,8 @@ carries over to sentences nothing chose on. Rounds stop at the first that does n
 `--run` is a `nanoforge train` output of the minimal EN->JA spec (`bench/translate.py --minimal`):
 its `student/`, `spec/` (valid and test files) and `data/train.jsonl` are read. `--pool FILE` draws
 the prompts from another file of {"en", "ja"} rows instead of the student's own training rows.
+`--seed 0 1 2 3` draws each seed's prompts and samples and learns one round from all their pairs;
+`--samples DIR` keeps each seed's judged draw of the SFT student (round 1) for reruns with other DPO settings.
 """
 
 from __future__ import annotations
