@@ -95,7 +95,8 @@ def main() -> None:
         cache, key = a.samples and a.samples / f"s{seed}.json", {**drawn, "seed": str(seed)}
         if r == 1 and cache and cache.exists():
             cached = json.loads(cache.read_text())
-            assert cached["drawn"] == key, f"{cache} was drawn with {cached['drawn']}"
+            if cached["drawn"] != key:
+                raise SystemExit(f"{cache} was drawn with other settings: {cached['drawn']}")
             return sources, cached["candidates"], cached["scores"]
         ids = [encode_prompt(tok, layout, s, max_input)[0] for s in sources]
         cands = sample(current, tok, layout, ids, a.candidates, 16, a.temperature, 0.95, seed=7919 * r + 104729 * seed)
