@@ -219,7 +219,7 @@ ONNX FP32 against torch: label agreement {fmt(p['fp32']['agreement'])}, max logi
 
 Best epoch {result['training']['best_epoch']}, {result['training']['steps']} steps, {result['training']['seconds']:.0f} s.
 
-{budget_md(out, result)}{optimise_md(result)}## Teacher
+{budget_md(out, result)}{optimise_md(result, out)}## Teacher
 
 Backend `{t['backend']}`{f" model `{t['model']}`" if t.get('model') else ''}: {t['requests']} answers, {t['api_calls']} API calls,
 {t['cached']} from cache, {t['reasked']} re-asked, {t['rejected']} rejected; tokens in/out {t['tokens_in']}/{t['tokens_out']};
@@ -331,7 +331,7 @@ ONNX FP32 against torch: field agreement {fmt(p['fp32']['agreement'])}, max logi
 {err_rows}
 
 {defaults_md(result)}
-{budget_md(out, result)}{optimise_md(result)}## Teacher
+{budget_md(out, result)}{optimise_md(result, out)}## Teacher
 
 Backend `{t['backend']}`: {t['requests']} answers, {t['api_calls']} API calls, {t['cached']} from cache,
 {t['reasked']} re-asked, {t['rejected']} rejected; cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
@@ -400,7 +400,7 @@ def write_generative_report(out: Path, run) -> None:
              ladder_md(result, key),
              f"\nGreedy outputs identical to torch on {par['fp32']['n']} valid prompts: FP32 ONNX "
              f"{par['fp32']['identical_outputs']:.0%}, {shipped} {par[shipped]['identical_outputs']:.0%}.\n",
-             "\n" + defaults_md(result), "\n" + optimise_md(result), "\n## Examples (test)\n"]
+             "\n" + defaults_md(result), "\n" + optimise_md(result, out), "\n## Examples (test)\n"]
     for ex in result.get("examples", []):
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -9,8 +10,44 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def optimise_md(result: dict[str, Any]) -> str:
-    """The `optimise:` steps (preference, merge, prune) as they ran, with the valid metric before and after."""
+def preference_plot(out: Path, pr: dict[str, Any]) -> str:
+    """preference.png: the valid metric by round (filled: kept, a cross: not kept), each round's pairs
+    beside its point, and the line the kept rounds make; the markdown line that shows it, or ''."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ""
+    rounds = [r for r in pr["rounds"] if r["valid"] is not None]
+    kept = [r for r in rounds if r["kept"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["round"] for r in kept], [r["valid"] for r in kept], marker="o", label="kept")
+    dropped = [r for r in rounds if not r["kept"]]
+    if dropped:
+        ax.scatter([r["round"] for r in dropped], [r["valid"] for r in dropped], marker="x", color="tab:red", s=60,
+                   label="not kept", zorder=3)
+    for r in rounds:
+        if r.get("pairs") is not None:
+            ax.annotate(f"{r['pairs']} pairs", (r["round"], r["valid"]), textcoords="offset points", xytext=(6, -12),
+                        fontsize=8)
+    ax.set_xticks([r["round"] for r in rounds])
+    ax.margins(x=0.15)
+    ax.set_xlabel("round (0: the distilled student)")
+    ax.set_ylabel(f"valid {pr['metric']}")
+    ax.set_title(f"Preference rounds (judge: {pr['judge']['judge']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "preference.png", dpi=110)
+    plt.close(fig)
+    return "\n![valid metric by preference round](preference.png)\n"
+
+
+def optimise_md(result: dict[str, Any], out: Path | None = None) -> str:
+    """The `optimise:` steps (preference, merge, prune) as they ran, with the valid metric before and after;
+    with `out`, the preference rounds' plot is written there too (preference.png)."""
     opt = result.get("optimise") or {}
     parts = []
     if (pr := opt.get("preference")) is not None:
@@ -24,7 +61,7 @@ def optimise_md(result: dict[str, Any]) -> str:
 {rows}
 Judge: {j.get('scored', 0)} answers scored, {j.get('calls', 0)} API calls, ${j.get('cost_usd', 0.0):.4f}\
 {f", {j['unreadable']} unreadable scores" if j.get('unreadable') else ''}.
-""")
+{preference_plot(out, pr) if out is not None else ''}""")
     if (m := opt.get("merge")) is not None:
         steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
                         for s in m["steps"])

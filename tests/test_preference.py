@@ -76,6 +76,9 @@ def test_a_preference_round_runs_and_one_that_does_not_improve_is_not_kept(enja_
     assert pref["best_valid"] == pref["rounds"][0]["valid"]
     report = (enja_root / "run" / "report.md").read_text()
     assert "### Preference rounds (DPO, judge: reference-metric)" in report
+    # the rounds' plot beside the report, and the report shows it
+    assert "![valid metric by preference round](preference.png)" in report
+    assert (enja_root / "run" / "preference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_round_that_improves_is_kept_and_the_next_starts_from_it(enja_root, monkeypatch):
