@@ -119,7 +119,9 @@ def test_merge_with_an_identical_student_is_not_kept_and_other_labels_are_refuse
     # the same spec and seed train the same student: the soup equals it, so it is not kept
     assert info["valid_accuracy"]["merged"] == info["valid_accuracy"]["student"] and not info["kept"]
     assert info["ingredients"] == ["this run", str(trained_run["out"] / "student")]
-    assert "### Merge (uniform)" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "### Merge (uniform)" in report and "](merge.png)" in report
+    assert (tmp_path / "run" / "merge.png").read_bytes()[:4] == b"\x89PNG"
 
     other = tmp_path / "other" / "student"
     other.mkdir(parents=True)
