@@ -60,8 +60,8 @@ def merge_plot(out: Path | None, m: dict[str, Any], metric: str) -> str:
     """merge.png: valid of this run's student, of each other ingredient alone (a greedy soup measures them), and of
     the merge."""
     values = m[f"valid_{m.get('metric', 'accuracy')}"]
-    points = [("this run", values["student"])] + [(s["add"], s["alone"]) for s in m["steps"]
-                                                if s["add"] != "this run"] + [("merged", values["merged"])]
+    others = [(s["add"], s["alone"]) for s in m["steps"] if s["add"] != "this run"]
+    points = [("this run", values["student"]), *others, ("merged", values["merged"])]
 
     def label(name: str) -> str:  # a run's student folder by its run's name
         return Path(name).parent.name if Path(name).name == "student" else Path(name).name or name
