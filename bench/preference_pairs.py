@@ -14,6 +14,8 @@ its `student/`, `spec/` (valid and test files) and `data/train.jsonl` are read. 
 the prompts from another file of {"en", "ja"} rows instead of the student's own training rows.
 `--seed 0 1 2 3` draws each seed's prompts and samples and learns one round from all their pairs;
 `--samples DIR` keeps each seed's judged draw of the SFT student (round 1) for reruns with other DPO settings.
+`--control N` is the rounds' control: N training rows a round with the teacher's answer on both sides of each pair,
+so only the NLL term trains (continued SFT with the same steps, lr and early stopping).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import yaml
 from safetensors.torch import save_model
 
-from nanoforge.distill.preference import make_pairs, sample, train_pairs
+from nanoforge.distill.preference import Pair, make_pairs, sample, train_pairs
 from nanoforge.recipes.generative import _load_student, max_input_tokens, valid_metric
 from nanoforge.runtime.decoder import encode_prompt
 from nanoforge.task import TaskSpec
@@ -75,6 +77,10 @@ def main() -> None:
     ap.add_argument("--samples", type=Path, default=None,
                     help="a folder for round 1's judged samples of the SFT student, one sN.json per seed: read when "
                          "it exists, else written, so other DPO settings reuse the same draw")
+    ap.add_argument("--control", type=int, default=0, metavar="N",
+                    help="the control: no sampling or judge; each round N training rows whose teacher's answer is "
+                         "both sides of the pair, so DPO's term is constant and only the NLL term trains (continued "
+                         "SFT with the round's steps, lr and early stopping)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     drawn = {k: str(getattr(a, k)) for k in ("run", "judge", "reverse", "prompts", "candidates", "temperature",
@@ -113,12 +119,18 @@ def main() -> None:
     print(f"SFT student: valid {best:.2f}, test {log[0]['test']:.2f}", flush=True)
     for r in range(1, a.rounds + 1):
         t0 = time.perf_counter()
-        sources, cands, scores = [], [], []
-        for seed in a.seed:
-            src, c, sc = draw(r, seed)
-            sources, cands, scores = sources + src, cands + c, scores + sc
-        pairs, counts = make_pairs(cands, scores,
-                                   against=a.candidates if a.rejected == "greedy" else None, min_margin=a.margin)
+        if a.control:
+            picked = random.Random(2000 + r + 100 * a.seed[0]).sample(pool, min(a.control, len(pool)))
+            sources = [src for src, _ in picked]
+            pairs = [Pair(i, ref, ref, 0.0) for i, (_, ref) in enumerate(picked)]
+            counts = {"prompts": len(picked), "pairs": len(pairs)}
+        else:
+            sources, cands, scores = [], [], []
+            for seed in a.seed:
+                src, c, sc = draw(r, seed)
+                sources, cands, scores = sources + src, cands + c, scores + sc
+            pairs, counts = make_pairs(cands, scores,
+                                       against=a.candidates if a.rejected == "greedy" else None, min_margin=a.margin)
         candidate = copy.deepcopy(current)
         dpo = student.model_copy(update={"epochs": a.epochs, "lr": a.lr, "patience": 1})
         info = train_pairs(candidate, tok, layout, sources, pairs, dpo, a.beta, True, max_input, 16,
