@@ -14,7 +14,7 @@ import numpy as np
 
 from nanoforge.evaluate import fmt, retention_curve
 from nanoforge.metrics.text import HEADLINE
-from nanoforge.report_optimise import optimise_md
+from nanoforge.report_optimise import figure, optimise_md
 
 MODEL_TITLES = {"student_int8": "nano ({shipped}, onnxruntime)", "student_torch_fp32": "student (FP32, torch)",
                 "teacher": "teacher"}
@@ -241,25 +241,14 @@ def budget_md(out: Path, result: dict[str, Any]) -> str:
         return ""
     rows = "\n".join(f"| {c['round']} | {c['train_labelled']} | {c['calls']} | {fmt(c['valid_score'])} |"
                      for c in b["curve"])
-    plot_line = ""
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
+    def draw(ax) -> None:
         ax.plot([c["calls"] for c in b["curve"]], [c["valid_score"] for c in b["curve"]], marker="o")
         ax.set_xlabel("teacher answers (train + valid)")
         ax.set_ylabel("valid " + result["training"].get("metric", "score"))
         ax.set_title(f"Labelling on a budget of {b['budget']} ({b['selection']})")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "budget.png", dpi=110)
-        plt.close(fig)
-        plot_line = "![valid score against teacher answers](budget.png)\n"
-    except ImportError:
-        pass
+
+    plot_line = figure(out, "budget.png", "valid score against teacher answers", draw)
     return f"""## Labelling on a budget
 
 Budget {b['budget']} teacher answers for pools of {b['pool']['train']} train and {b['pool']['valid']} valid inputs:

@@ -10,9 +10,9 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _figure(out: Path | None, name: str, alt: str, draw) -> str:
-    """Draw one figure with `draw(ax)` into out/name; the markdown line that shows it, or '' (no `out`
-    or no matplotlib)."""
+def figure(out: Path | None, name: str, alt: str, draw) -> str:
+    """Draw one report figure with `draw(ax)` into out/name; the markdown line that shows it, or '' (no
+    `out` or no matplotlib)."""
     if out is None:
         return ""
     try:
@@ -28,7 +28,7 @@ def _figure(out: Path | None, name: str, alt: str, draw) -> str:
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    return f"\n![{alt}]({name})\n"
+    return f"![{alt}]({name})\n"
 
 
 def preference_plot(out: Path | None, pr: dict[str, Any]) -> str:
@@ -53,7 +53,7 @@ def preference_plot(out: Path | None, pr: dict[str, Any]) -> str:
         ax.set_title(f"Preference rounds (judge: {pr['judge']['judge']})")
         ax.legend()
 
-    return _figure(out, "preference.png", "valid metric by preference round", draw)
+    return figure(out, "preference.png", "valid metric by preference round", draw)
 
 
 def merge_plot(out: Path | None, m: dict[str, Any], metric: str) -> str:
@@ -77,7 +77,7 @@ def merge_plot(out: Path | None, m: dict[str, Any], metric: str) -> str:
         ax.set_title(f"Merge ({m['method']})")
         ax.legend()
 
-    return _figure(out, "merge.png", "valid metric of each ingredient and of the merge", draw)
+    return figure(out, "merge.png", "valid metric of each ingredient and of the merge", draw)
 
 
 def optimise_md(result: dict[str, Any], out: Path | None = None) -> str:
@@ -96,6 +96,7 @@ def optimise_md(result: dict[str, Any], out: Path | None = None) -> str:
 {rows}
 Judge: {j.get('scored', 0)} answers scored, {j.get('calls', 0)} API calls, ${j.get('cost_usd', 0.0):.4f}\
 {f", {j['unreadable']} unreadable scores" if j.get('unreadable') else ''}.
+
 {preference_plot(out, pr)}""")
     if (m := opt.get("merge")) is not None:
         steps = "".join(f"| {s['add']} | {s['alone']:.2f} | {s['soup']:.2f} | {'yes' if s['kept'] else 'no'} |\n"
