@@ -187,8 +187,6 @@ def write_classify_report(out: Path, run) -> None:
 {cand}"""
     p = result["parity"]
     t = result["teacher_stats"]
-    hist = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_score'])} |"
-                     for h in result["training"]["history"])
     md = f"""# nanoforge report: {result['task']}
 
 Bundle: `{result['bundle']}` ({result['labels']} labels). Data: train {result['data']['train']}, valid {result['data']['valid']}, test {result['data']['test']}.
@@ -211,14 +209,7 @@ Latency is single-query p50 in one process on this machine.
 ONNX FP32 against torch: label agreement {fmt(p['fp32']['agreement'])}, max logit difference {p['fp32']['max_abs_logit_diff']:.2e}.
 
 {defaults_md(result)}
-## Training
-
-| epoch | train loss | valid {result['training'].get('metric', 'score')} |
-|---|---|---|
-{hist}
-
-Best epoch {result['training']['best_epoch']}, {result['training']['steps']} steps, {result['training']['seconds']:.0f} s.
-
+{training_md(result['training'])}
 {budget_md(out, result)}{optimise_md(result, out)}## Teacher
 
 Backend `{t['backend']}`{f" model `{t['model']}`" if t.get('model') else ''}: {t['requests']} answers, {t['api_calls']} API calls,
@@ -232,6 +223,27 @@ cost ${t['cost_usd']:.4f}. {' '.join(t.get('notes', []))}
 ```
 """
     (out / "report.md").write_text(md)
+
+
+def training_md(training: dict[str, Any]) -> str:
+    """The training section: valid by epoch, the epoch early stopping kept, and the cool-down after it."""
+    metric = training.get("metric", "score")
+    pct = metric in ("accuracy", "field F1")  # fractions; chrF and ROUGE are already points, -loss is a loss
+    rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.4f} | {fmt(h['valid_score'], pct)} |"
+                     for h in training["history"])
+    c = training.get("cooldown")
+    cool = "" if not c else (
+        f" Then a cool-down from its weights: {c['steps']} steps ({c['epochs']:g} epoch) with the learning rate "
+        f"falling from {c['lr_from']:.2e} to 0, valid {metric} {fmt(c['valid_score'], pct)}: "
+        + ("kept." if c["kept"] else "not kept, the best epoch's weights stay."))
+    return f"""## Training
+
+| epoch | train loss | valid {metric} |
+|---|---|---|
+{rows}
+
+Best epoch {training['best_epoch']}, {training['steps']} steps, {training['seconds']:.0f} s.{cool}
+"""
 
 
 def budget_md(out: Path, result: dict[str, Any]) -> str:
@@ -320,6 +332,7 @@ ONNX FP32 against torch: field agreement {fmt(p['fp32']['agreement'])}, max logi
 {err_rows}
 
 {defaults_md(result)}
+{training_md(result['training'])}
 {budget_md(out, result)}{optimise_md(result, out)}## Teacher
 
 Backend `{t['backend']}`: {t['requests']} answers, {t['api_calls']} API calls, {t['cached']} from cache,
@@ -389,7 +402,8 @@ def write_generative_report(out: Path, run) -> None:
              ladder_md(result, key),
              f"\nGreedy outputs identical to torch on {par['fp32']['n']} valid prompts: FP32 ONNX "
              f"{par['fp32']['identical_outputs']:.0%}, {shipped} {par[shipped]['identical_outputs']:.0%}.\n",
-             "\n" + defaults_md(result), "\n" + optimise_md(result, out), "\n## Examples (test)\n"]
+             "\n" + defaults_md(result), "\n" + training_md(result["training"]), "\n" + optimise_md(result, out),
+             "\n## Examples (test)\n"]
     for ex in result.get("examples", []):
         lines.append(f"- input: {ex['input']}\n  - nano: {ex['output']}\n  - reference: {ex['reference']}\n")
     lines.append("\n" + plot_line)

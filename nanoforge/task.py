@@ -106,7 +106,7 @@ class LoraSpec(_Strict):
     targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-PLACEMENT_DEFAULTS = {"device": "auto", "precision": "fp32", "grad_accum": 1, "grad_checkpointing": False}
+UNPRINTED_DEFAULTS = {"device": "auto", "precision": "fp32", "grad_accum": 1, "grad_checkpointing": False, "cooldown": 0}
 
 
 class StudentSpec(_Strict):
@@ -126,6 +126,7 @@ class StudentSpec(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     patience: int = Field(2, ge=1)
+    cooldown: float = Field(0.0, ge=0, le=10)  # epochs of lr decay after an early stop: trainer.cool_down
     kd_temperature: float = Field(2.0, gt=0)
     kd_alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term when soft labels exist
     max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (tests, smoke runs)
@@ -143,8 +144,8 @@ class StudentSpec(_Strict):
     grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimiser step of batch_size rows
     grad_checkpointing: bool = False  # decoders: recompute each block's activations in backward
 
-    def fingerprint_dict(self) -> dict:  # less placement fields at their defaults: old students reused
-        return {k: v for k, v in self.model_dump(mode="json").items() if PLACEMENT_DEFAULTS.get(k, ...) != v}
+    def fingerprint_dict(self) -> dict:  # less placement, and later settings at the value older students had
+        return {k: v for k, v in self.model_dump(mode="json").items() if UNPRINTED_DEFAULTS.get(k, ...) != v}
 
 
 class OutOfScopeSpec(_Strict):
@@ -416,8 +417,7 @@ def parse_task(raw: object, source: str = "<spec>", base_dir: Path | None = None
     if spec.optimise.merge is not None and (spec.kind not in ("classify", "extract") or spec.student.kind != "encoder"):
         raise NanoforgeError(f"{source}: optimise.merge: built for encoder students (classify, extract)")
     if spec.optimise.prune is not None and spec.kind not in ("classify", "translate", "summarize"):
-        raise NanoforgeError(f"{source}: optimise.prune: built for classify (encoder) and translate / summarize "
-                             "(decoder) students")
+        raise NanoforgeError(f"{source}: optimise.prune: built for classify (encoder) and translate / summarize students")
     pref = spec.optimise.preference
     if pref is not None and spec.kind not in ("translate", "summarize"):
         raise NanoforgeError(f"{source}: optimise.preference: built for translate and summarize (decoder) students")

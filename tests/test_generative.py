@@ -77,7 +77,8 @@ def test_translate_pipeline_outputs_and_parity(translate_run):
     fp32 = models.get("student_fp32", models[shipped])
     assert fp32["metrics"] == models["student_torch_fp32"]["metrics"]
     assert models[shipped]["metrics"]["bleu_tokenize"] in ("char", "ja-mecab")
-    assert f"Shipped: **{ladder['shipped']}**" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"Shipped: **{ladder['shipped']}**" in report and "| epoch | train loss | valid chrf |" in report
 
 
 def test_runtime_streams_samples_and_stops(translate_run):

@@ -53,14 +53,15 @@ def accuracy(model: EncoderClassifier, enc: TextEncoder, split: LabelledTexts) -
     return float((logits.argmax(1) == split.labels[keep]).mean())
 
 
+def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
+    """The learning rate's factor after `s` steps: linear warm-up, then linear decay to zero at `total`."""
+    return lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
+
+
 def make_optimizer(model: torch.nn.Module, cfg: StudentSpec, total: int):
     """AdamW with linear warm-up then linear decay to zero over `total` steps."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1))
-    )
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, int(cfg.warmup_ratio * total)))
 
 
 def grouped_by_length(lengths: list[int], batch_size: int, rng: np.random.Generator, window: int = 32) -> np.ndarray:
@@ -76,27 +77,68 @@ def grouped_by_length(lengths: list[int], batch_size: int, rng: np.random.Genera
     return np.concatenate([batches[i] for i in rng.permutation(full)] + batches[full:])
 
 
+@dataclass
+class _Placement:
+    """Where a training runs: the device, its autocast and loss scaler, this process's share."""
+
+    device: torch.device
+    cast: object
+    scaler: object
+    parts: int
+    part: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, cfg: StudentSpec) -> "_Placement":
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = parallel.device_of(cfg.device)
+        parallel.move_inputs(model, device)
+        if hasattr(model, "checkpointing"):
+            model.checkpointing = cfg.grad_checkpointing
+        scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        return cls(device, parallel.autocast(device, cfg.precision), scaler, parallel.world_size(), parallel.rank())
+
+    def step(self, model, opt, sched, batch: np.ndarray, batch_loss, grad_accum: int) -> float:
+        """One optimiser step on `batch`; returns its loss (this process's share, scaled to the batch)."""
+        mine = parallel.share(batch, self.parts, self.part)
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for micro in np.array_split(mine, min(grad_accum, max(len(mine), 1))):
+            if not len(micro):
+                continue
+            with self.cast:
+                loss = batch_loss(micro) * (len(micro) / len(batch))
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss.item()
+        parallel.sum_gradients(model)
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        sched.step()
+        return loss_sum * self.parts
+
+
 def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[np.ndarray], torch.Tensor],
-        evaluate: Callable[[], float], metric: str, log=print, lengths: list[int] | None = None) -> dict:
+        evaluate: Callable[[], float], metric: str, log=print, lengths: list[int] | None = None,
+        checkpoint: dict | None = None) -> dict:
     """The training loop every student shares: seeded shuffles of `n` examples, AdamW with
     warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
-    better), early stopping after `cfg.patience` epochs without gain, best weights kept.
-    With `lengths`, batches hold examples of similar length (less padding).
+    better), early stopping after `cfg.patience` epochs without gain, best weights kept, then
+    `cool_down` from them when early stopping left the learning rate above zero.
+    With `lengths`, batches hold examples of similar length (less padding). `checkpoint`, a
+    dict, receives the best epoch's weights, optimiser state and step (to try other cool-downs).
 
     One optimiser step takes `cfg.batch_size` rows: split across the processes of an
     `accelerate launch` run and into `cfg.grad_accum` micro-batches, each micro-batch's mean
     loss weighted by its share of the rows, so the step is the same however it is split
     (distill/parallel.py). `cfg.device` and `cfg.precision` place the model and its autocast."""
     seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = parallel.device_of(cfg.device)
-    parallel.move_inputs(model, device)
-    if hasattr(model, "checkpointing"):
-        model.checkpointing = cfg.grad_checkpointing
-    cast = parallel.autocast(device, cfg.precision)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-    parts, part = parallel.world_size(), parallel.rank()
+    place = _Placement.of(model, cfg)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -104,7 +146,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
     opt, sched = make_optimizer(model, cfg, total)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
-    best = {"score": -math.inf, "epoch": 0, "state": None}
+    best = {"score": -math.inf, "epoch": 0, "step": 0, "state": None, "optimizer": None}
     step, bad_epochs, t0 = 0, 0, time.perf_counter()
     with progress_bar("training", total=total) as advance:
         for epoch in range(1, cfg.epochs + 1):
@@ -115,35 +157,16 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
                 if step >= total:
                     break
                 batch = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                mine = parallel.share(batch, parts, part)
-                opt.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for micro in np.array_split(mine, min(cfg.grad_accum, max(len(mine), 1))):
-                    if not len(micro):
-                        continue
-                    with cast:
-                        loss = batch_loss(micro) * (len(micro) / len(batch))
-                    (scaler.scale(loss) if scaler else loss).backward()
-                    loss_sum += loss.item()
-                parallel.sum_gradients(model)
-                if scaler:
-                    scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                if scaler:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
+                running += place.step(model, opt, sched, batch, batch_loss, cfg.grad_accum)
                 step += 1
-                running += loss_sum * parts  # this process's share, scaled to the batch (the log only)
                 advance(1, f"epoch {epoch} loss {running / (b + 1):.4f}")
             model.eval()
             score = parallel.broadcast(evaluate() if parallel.is_main() else 0.0)
             history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
             log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
             if math.isnan(score) or score > best["score"]:
-                best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                best = {"score": score, "epoch": epoch, "step": step, "state": copy.deepcopy(model.state_dict()),
+                        "optimizer": copy.deepcopy(opt.state_dict())}
                 bad_epochs = 0
             else:
                 bad_epochs += 1
@@ -153,10 +176,58 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             if step >= total:
                 break
     model.load_state_dict(best["state"])
+    lr_left = linear_schedule(total, int(cfg.warmup_ratio * total))(best["step"]) * cfg.lr
+    if checkpoint is not None:
+        checkpoint.update(state=best["state"], optimizer=best["optimizer"], score=best["score"], lr=lr_left)
+    result = {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
+              "steps": step, "seconds": 0.0, "device": str(place.device), "processes": place.parts}
+    if cfg.cooldown and lr_left > 0 and not math.isnan(best["score"]):
+        cooled = cool_down(model, best, lr_left, cfg, n, batch_loss, evaluate, metric, log, lengths)
+        result["cooldown"] = cooled
+        if cooled["kept"]:
+            result["best_valid_score"] = cooled["valid_score"]
     parallel.check_in_sync(model)
     model.to("cpu").eval()  # export, parity and the runtimes' comparisons run on the CPU
-    return {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
-            "steps": step, "seconds": time.perf_counter() - t0, "device": str(device), "processes": parts}
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def cool_down(model: torch.nn.Module, best: dict, lr: float, cfg: StudentSpec, n: int,
+              batch_loss: Callable[[np.ndarray], torch.Tensor], evaluate: Callable[[], float], metric: str,
+              log=print, lengths: list[int] | None = None, epochs: float | None = None) -> dict:
+    """The decay phase of a warm-up/stable/decay schedule, run where early stopping cut the
+    linear decay short: from the best epoch's weights and optimiser state (`best`), the
+    learning rate falls linearly from `lr` (where the schedule left it) to zero over
+    `epochs` (default `cfg.cooldown`) of fresh shuffles. The result is kept only when
+    `evaluate()` on valid beats `best["score"]`; otherwise the best epoch's weights stay."""
+    epochs = cfg.cooldown if epochs is None else epochs
+    place = _Placement.of(model, cfg)
+    model.load_state_dict(best["state"])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    opt.load_state_dict(copy.deepcopy(best["optimizer"]))  # the checkpoint stays as it was for another cool-down
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] = lr
+    k = max(1, round(epochs * math.ceil(n / cfg.batch_size)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, (k - s) / k))
+    rng = np.random.default_rng([cfg.seed, 1])
+    order = np.concatenate([rng.permutation(n) if lengths is None else grouped_by_length(lengths, cfg.batch_size, rng)
+                            for _ in range(math.ceil(k * cfg.batch_size / n))])
+    t0, running = time.perf_counter(), 0.0
+    model.train()
+    with progress_bar("cool-down", total=k) as advance:
+        for s in range(k):
+            running += place.step(model, opt, sched, order[s * cfg.batch_size : (s + 1) * cfg.batch_size], batch_loss,
+                                  cfg.grad_accum)
+            advance(1, f"loss {running / (s + 1):.4f}")
+    model.eval()
+    score = parallel.broadcast(evaluate() if parallel.is_main() else 0.0)
+    kept = score > best["score"]
+    log(f"cool-down: {k} steps from lr {lr:.2e} to 0, valid {metric} {best['score']:.4f} -> {score:.4f}: "
+        + ("kept" if kept else "not kept, the best epoch stays"))
+    if not kept:
+        model.load_state_dict(best["state"])
+    return {"epochs": epochs, "steps": k, "lr_from": lr, "train_loss": running / k, "valid_score": score,
+            "kept": bool(kept), "seconds": time.perf_counter() - t0}
 
 
 def train_classifier(

@@ -410,7 +410,7 @@ def preference_rounds(spec: TaskSpec, model, tok, layout, train_set: list[tuple[
                 log(f"preference round {r}: no pairs ({counts}); stopping")
                 break
             candidate = copy.deepcopy(current)
-            dpo = cfg.model_copy(update={"epochs": p.epochs, "lr": p.lr or cfg.lr / 10, "patience": 1})
+            dpo = cfg.model_copy(update={"epochs": p.epochs, "lr": p.lr or cfg.lr / 10, "patience": 1, "cooldown": 0})
             training = train_pairs(candidate, tok, layout, sources, made, dpo, p.beta, p.length_normalised,
                                    max_input, cfg.max_new_tokens,
                                    valid_metric(candidate), metric, log=log, nll=p.nll)
