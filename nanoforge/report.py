@@ -233,9 +233,9 @@ def training_md(training: dict[str, Any]) -> str:
                      for h in training["history"])
     c = training.get("cooldown")
     cool = "" if not c else (
-        f" Then a cool-down from its weights: {c['steps']} steps ({c['epochs']:g} epoch) with the learning rate "
-        f"falling from {c['lr_from']:.2e} to 0, valid {metric} {fmt(c['valid_score'], pct)}: "
-        + ("kept." if c["kept"] else "not kept, the best epoch's weights stay."))
+        f" Then the cool-down from its weights: {c['steps']} steps ({c['epochs']:g} epoch) with the learning rate "
+        f"falling from {c['lr_from']:.2e} to 0; valid {metric} {fmt(c['valid_score'], pct)} (the best epoch: "
+        f"{fmt(c['valid_before'], pct)}). It finishes the schedule, so it ships either way.")
     return f"""## Training
 
 | epoch | train loss | valid {metric} |

@@ -126,7 +126,7 @@ class StudentSpec(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     patience: int = Field(2, ge=1)
-    cooldown: float = Field(0.0, ge=0, le=10)  # epochs of lr decay after an early stop: trainer.cool_down
+    cooldown: float = Field(0.0, ge=0, le=10)  # epochs of lr decay to 0 after an early stop: trainer.cool_down
     kd_temperature: float = Field(2.0, gt=0)
     kd_alpha: float = Field(0.5, ge=0, le=1)  # weight of the KL term when soft labels exist
     max_steps: int | None = Field(None, ge=1)  # cap on optimiser steps (tests, smoke runs)

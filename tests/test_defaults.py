@@ -42,7 +42,7 @@ def test_a_decoders_context_always_holds_its_answer_budget():
     assert spec.student.max_new_tokens == 56  # the 99th percentile answer (51) + the end token, rounded up to 8
     assert spec.student.max_length >= 30 + spec.student.max_new_tokens + 2
     keys = {c.key for c in chosen}
-    assert {"student.max_new_tokens", "student.max_length", "student.epochs", "student.lr"} <= keys
+    assert {"student.max_new_tokens", "student.max_length", "student.epochs", "student.lr", "student.cooldown"} <= keys
 
 
 def test_a_minimal_translation_spec_trains_and_its_report_names_the_defaults(tmp_path):

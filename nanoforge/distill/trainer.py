@@ -129,7 +129,8 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
     """The training loop every student shares: seeded shuffles of `n` examples, AdamW with
     warm-up and decay, gradient clipping, `evaluate()` on valid after each epoch (higher is
     better), early stopping after `cfg.patience` epochs without gain, best weights kept, then
-    `cool_down` from them when early stopping left the learning rate above zero.
+    `cool_down` from them when early stopping left the learning rate above zero
+    (`cfg.cooldown` epochs; 0: none).
     With `lengths`, batches hold examples of similar length (less padding). `checkpoint`, a
     dict, receives the best epoch's weights, optimiser state and step (to try other cool-downs).
 
@@ -182,10 +183,8 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
     result = {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
               "steps": step, "seconds": 0.0, "device": str(place.device), "processes": place.parts}
     if cfg.cooldown and lr_left > 0 and not math.isnan(best["score"]):
-        cooled = cool_down(model, best, lr_left, cfg, n, batch_loss, evaluate, metric, log, lengths)
-        result["cooldown"] = cooled
-        if cooled["kept"]:
-            result["best_valid_score"] = cooled["valid_score"]
+        result["cooldown"] = cool_down(model, best, lr_left, cfg, n, batch_loss, evaluate, metric, log, lengths)
+        result["best_valid_score"] = result["cooldown"]["valid_score"]
     parallel.check_in_sync(model)
     model.to("cpu").eval()  # export, parity and the runtimes' comparisons run on the CPU
     result["seconds"] = time.perf_counter() - t0
@@ -198,8 +197,10 @@ def cool_down(model: torch.nn.Module, best: dict, lr: float, cfg: StudentSpec, n
     """The decay phase of a warm-up/stable/decay schedule, run where early stopping cut the
     linear decay short: from the best epoch's weights and optimiser state (`best`), the
     learning rate falls linearly from `lr` (where the schedule left it) to zero over
-    `epochs` (default `cfg.cooldown`) of fresh shuffles. The result is kept only when
-    `evaluate()` on valid beats `best["score"]`; otherwise the best epoch's weights stay."""
+    `epochs` (default `cfg.cooldown`) of fresh shuffles. It finishes the schedule, so it is
+    kept whatever valid says (reported beside the best epoch's score): that score is the
+    highest of several epochs on the same valid rows, biased upward, and on EN->JA a cool-down
+    raised test chrF on both students measured, also where valid fell (docs/BENCHMARKS.md)."""
     epochs = cfg.cooldown if epochs is None else epochs
     place = _Placement.of(model, cfg)
     model.load_state_dict(best["state"])
@@ -221,13 +222,9 @@ def cool_down(model: torch.nn.Module, best: dict, lr: float, cfg: StudentSpec, n
             advance(1, f"loss {running / (s + 1):.4f}")
     model.eval()
     score = parallel.broadcast(evaluate() if parallel.is_main() else 0.0)
-    kept = score > best["score"]
-    log(f"cool-down: {k} steps from lr {lr:.2e} to 0, valid {metric} {best['score']:.4f} -> {score:.4f}: "
-        + ("kept" if kept else "not kept, the best epoch stays"))
-    if not kept:
-        model.load_state_dict(best["state"])
+    log(f"cool-down: {k} steps from lr {lr:.2e} to 0, valid {metric} {best['score']:.4f} -> {score:.4f}")
     return {"epochs": epochs, "steps": k, "lr_from": lr, "train_loss": running / k, "valid_score": score,
-            "kept": bool(kept), "seconds": time.perf_counter() - t0}
+            "valid_before": best["score"], "seconds": time.perf_counter() - t0}
 
 
 def train_classifier(

@@ -22,7 +22,7 @@ from nanoforge.task import TaskSpec
 TRAINING = {
     "classify": {"epochs": 3, "batch_size": 32, "lr": 1e-4},  # CLINC150 demo
     "extract": {"epochs": 12, "batch_size": 8, "lr": 1e-4, "patience": 3},  # SROIE
-    "causal-scratch": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "warmup_ratio": 0.03},  # Tatoeba EN-JA
+    "causal-scratch": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "warmup_ratio": 0.03, "cooldown": 0.25},  # EN-JA
     "causal-pretrained": {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_ratio": 0.05, "patience": 1},  # DialogSum
 }
 WHY_TRAINING = {"classify": "as the CLINC150 demo", "extract": "as the SROIE benchmark",
