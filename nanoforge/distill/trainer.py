@@ -166,8 +166,9 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
             log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
             if math.isnan(score) or score > best["score"]:
+                keep_opt = cfg.cooldown or checkpoint is not None  # a cool-down resumes the optimiser's state
                 best = {"score": score, "epoch": epoch, "step": step, "state": copy.deepcopy(model.state_dict()),
-                        "optimizer": copy.deepcopy(opt.state_dict())}
+                        "optimizer": copy.deepcopy(opt.state_dict()) if keep_opt else None}
                 bad_epochs = 0
             else:
                 bad_epochs += 1
