@@ -3,7 +3,7 @@
 Early stopping keeps the epoch where valid peaked, and with a linear schedule over `student.epochs` the
 learning rate is still well above zero there (on the minimal EN->JA spec: epoch 6 of 10, lr 4.1e-4 of 1e-3).
 `student.cooldown` (nanoforge/distill/trainer.py `cool_down`) then decays it to zero from the best epoch's
-weights and optimiser state over a fraction of an epoch, and keeps the result when valid improves. This bench
+weights and optimiser state over a fraction of an epoch, and ships the result whatever valid says. This bench
 trains the spec's student once, exactly as `nanoforge train` does up to the early stop (same tokenizer,
 defaults, seed and steps), then runs each cool-down length (and starting lr) from that one checkpoint and
 scores valid (which the product keeps by) and test (which nothing chose on), greedy, torch FP32.
