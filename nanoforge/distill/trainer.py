@@ -148,6 +148,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
     best = {"score": -math.inf, "epoch": 0, "step": 0, "state": None, "optimizer": None}
+    keep_opt = cfg.cooldown or checkpoint is not None  # a cool-down resumes the optimiser's state
     step, bad_epochs, t0 = 0, 0, time.perf_counter()
     with progress_bar("training", total=total) as advance:
         for epoch in range(1, cfg.epochs + 1):
@@ -166,7 +167,6 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             history.append({"epoch": epoch, "step": step, "train_loss": running / max(b + 1, 1), "valid_score": score})
             log(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, valid {metric} {score:.4f}")
             if math.isnan(score) or score > best["score"]:
-                keep_opt = cfg.cooldown or checkpoint is not None  # a cool-down resumes the optimiser's state
                 best = {"score": score, "epoch": epoch, "step": step, "state": copy.deepcopy(model.state_dict()),
                         "optimizer": copy.deepcopy(opt.state_dict()) if keep_opt else None}
                 bad_epochs = 0
@@ -178,7 +178,7 @@ def fit(model: torch.nn.Module, n: int, cfg: StudentSpec, batch_loss: Callable[[
             if step >= total:
                 break
     model.load_state_dict(best["state"])
-    lr_left = linear_schedule(total, int(cfg.warmup_ratio * total))(best["step"]) * cfg.lr
+    lr_left = sched.lr_lambdas[0](best["step"]) * cfg.lr  # where the schedule stood at the best epoch
     if checkpoint is not None:
         checkpoint.update(state=best["state"], optimizer=best["optimizer"], score=best["score"], lr=lr_left)
     result = {"history": history, "metric": metric, "best_epoch": best["epoch"], "best_valid_score": best["score"],
