@@ -89,12 +89,17 @@ def stock_greedy(tool: Path, gguf: Path, prompt: str, n: int) -> str:
     """Stock llama-completion's greedy continuation of `prompt`: one thread, an F32 KV cache (as the
     Python runtime's) and no flash attention (which attends over F16 copies of the cache), otherwise
     llama.cpp's defaults; at most `n` tokens, ending at the end token."""
-    r = subprocess.run([str(tool), "-m", str(gguf), "-p", prompt, "-n", str(max(n, 1)), "--temp", "0",
-                        "-t", "1", "-tb", "1", "-ctk", "f32", "-ctv", "f32", "-fa", "off", "-no-cnv",
-                        "--no-display-prompt", "--no-warmup"], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr[-300:])
-    return r.stdout.split(" [end of text]", 1)[0]  # stdout holds the answer alone (logs go to stderr)
+    for _ in range(5):
+        r = subprocess.run([str(tool), "-m", str(gguf), "-p", prompt, "-n", str(max(n, 1)), "--temp", "0",
+                            "-t", "1", "-tb", "1", "-ctk", "f32", "-ctv", "f32", "-fa", "off", "-no-cnv",
+                            "--no-display-prompt", "--no-warmup"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-300:])
+        # stdout holds the answer alone, then "\n\n" (logs go to stderr). It is written by llama.cpp's logger
+        # thread, which the program does not wait for at exit: only the closing "\n\n" proves it all came out.
+        if r.stdout.endswith("\n\n"):
+            return r.stdout[:-2].split(" [end of text]", 1)[0]
+    raise RuntimeError(f"llama-completion's answer came out cut five times: {r.stdout[-200:]!r}")
 
 
 def llama_bench(tool: Path, gguf: Path, prompt: int, gen: int) -> dict:
