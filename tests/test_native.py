@@ -377,7 +377,7 @@ def _stock_embeddings(native: str, model, text: str, pooling: str) -> np.ndarray
     load it exits before its last messages are written (seen: empty output, exit code 0). The logger holds
     at most 511 messages and blocks the writer when full, so a message is written for certain once 511
     more follow it. `json+` with 17 copies of the text follows the embeddings with a 17 x 17 similarity
-    matrix (two messages a cell, 578 in all): the "data" part is always complete, the matrix may be cut."""
+    matrix (two messages a cell, over 600 in all): the "data" part is always complete, the matrix may be cut."""
     copies = 17
     tool = Path(native).parent / "llama-embedding"
     run = subprocess.run([str(tool), "-m", str(model), "--pooling", pooling, "--embd-normalize", "-1", "-t", "1",
